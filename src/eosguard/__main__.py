@@ -1,0 +1,5 @@
+"""Run as: python -m eosguard --help"""
+
+from eosguard.cli import main
+
+main()

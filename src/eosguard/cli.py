@@ -1,0 +1,234 @@
+"""The `eosguard` command: one module per command, this table maps names to them.
+
+    eosguard demo     -> eosguard.demo.run_demo          the bug and the fix side by side (main job)
+    eosguard doctor   -> eosguard.doctor.diagnose        find every way a setup loses the stop token
+    eosguard train    -> eosguard.train.train_from_config  fine-tune with the stop token guaranteed
+    eosguard eval     -> eosguard.evaluate.evaluate_stopping  measure whether a model stops
+    eosguard prepare  -> eosguard.prepare.prepare_dataset  conversations to a tokenized `datasets` folder
+
+Exit codes: 0 ok; 1 doctor errors (or training refused because of them); 2 bad usage or unreadable input;
+3 the collator guard stopped training. User errors print a message, never a traceback.
+
+Run as:
+    eosguard --help
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from eosguard.errors import EXIT_FINDINGS, EXIT_USAGE, EosguardError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ChatML fine-tuning that guarantees the model learns to stop.")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _fail(exc: EosguardError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def doctor(
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id (only tokenizer files are read).")],
+    model: Annotated[str | None, typer.Option(help="Model folder: config.json / generation_config.json are read.")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="Conversations (JSONL or datasets folder); repeatable.")] = None,
+    max_length: Annotated[int | None, typer.Option(min=1, help="Training max length, for truncation checks.")] = None,
+    collator: Annotated[str, typer.Option(help="eosguard | transformers | trl | MODULE:FACTORY")] = "eosguard",
+    lora: Annotated[bool, typer.Option(help="The run uses LoRA without training the embedding rows.")] = False,
+    skip_invalid: Annotated[bool, typer.Option(help="Skip malformed records (counted) instead of stopping.")] = False,
+    show: Annotated[int, typer.Option(min=0, help="Print N collated examples token by token.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow tokenizer code from the repo.")] = False,
+) -> None:
+    """Find every way this setup loses the stop token. Exit 1 on an error finding."""
+    from eosguard.conversations import load_conversations
+    from eosguard.doctor import diagnose
+    from eosguard.tokenizer_setup import load_tokenizer
+
+    try:
+        tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        convs, load_summary = None, None
+        if data:
+            convs, rep = load_conversations(data, skip_invalid=skip_invalid)
+            load_summary = rep.summary()
+        report = diagnose(tok, model_path=model, conversations=convs, max_length=max_length, collator=collator,
+                          lora=lora, show=show)
+    except EosguardError as exc:
+        _fail(exc)
+        return
+    if load_summary:
+        report.facts["data"] = load_summary
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_doctor(report)
+    raise typer.Exit(EXIT_FINDINGS if report.has_errors else 0)
+
+
+def _print_doctor(report) -> None:  # noqa: ANN001
+    for i, step in enumerate(report.steps, start=1):
+        mark = "[green]✓[/]" if step.ok else "[red]✗[/]"
+        console.print(f"{i}. {mark} {step.title}: {step.detail}", highlight=False)
+    if report.facts.get("data"):
+        console.print(f"   data: {report.facts['data']}", highlight=False)
+    for n, example in enumerate(report.shown, start=1):
+        console.print(f"\nexample {n} ([reverse green]trained[/], plain: context):")
+        line = Text()
+        for token, _tid, label in example:
+            line.append(token.replace("▁", " "), style="reverse green" if label != -100 else "dim")
+            line.append("|", style="dim")
+        console.print(line)
+    if not report.findings:
+        console.print("\n[green]no findings: the stop token is trained and used[/]")
+        return
+    table = Table(title="findings", show_lines=True)
+    for col in ("severity", "id", "count", "what", "fix"):
+        table.add_column(col, overflow="fold")
+    colors = {"error": "red", "warning": "yellow", "info": "blue"}
+    for f in report.findings:
+        table.add_row(f"[{colors[f.severity]}]{f.severity}[/]", f.id, "" if f.count is None else str(f.count),
+                      f.message, f.fix)
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config (see README: 'Fine-tune your own model').")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 --set data.train=[a.jsonl]")] = None,
+    force: Annotated[bool, typer.Option(help="Train even when the doctor finds errors (loudly).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
+) -> None:
+    """Fine-tune a chat model in ChatML on transformers.Trainer; refuses to start on doctor errors."""
+    from eosguard.config import load_config
+    from eosguard.train import RefusedByDoctor, train_from_config
+
+    try:
+        cfg = load_config(config, list(set_ or []) + (["resume=true"] if resume else []))
+        train_from_config(cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False))
+    except EosguardError as exc:
+        _fail(exc)
+    except RefusedByDoctor as exc:
+        err.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option(help="Model folder (or hub id) to evaluate.")],
+    data: Annotated[list[str], typer.Option(help="Held-out conversations; the last assistant turn is the reference.")],
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    sample: Annotated[bool, typer.Option(help="Sample (temperature) instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N conversations only.")] = None,
+    skip_invalid: Annotated[bool, typer.Option()] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    show: Annotated[int, typer.Option(min=0, help="Print N generations.")] = 3,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Measure stop rate, runaway rate, role leaks, lengths and exact match."""
+    import torch
+
+    from eosguard.conversations import load_conversations
+    from eosguard.evaluate import evaluate_stopping
+    from eosguard.tokenizer_setup import load_tokenizer
+    from eosguard.train import load_model
+
+    try:
+        convs, rep = load_conversations(data, skip_invalid=skip_invalid)
+        tok = load_tokenizer(model)
+        if tok.convert_tokens_to_ids("<|im_end|>") in (None, tok.unk_token_id):
+            raise EosguardError(f"{model}: the tokenizer has no <|im_end|> token; is this a ChatML model?")
+        torch.manual_seed(seed)
+        m = load_model(model)
+        result = evaluate_stopping(m, tok, convs[:limit], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   do_sample=sample, temperature=temperature)
+    except EosguardError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        print(json.dumps({"data": rep.summary(), **result.to_dict()}, indent=2))
+        return
+    console.print(f"data: {rep.summary()}", highlight=False)
+    table = Table(title=f"stopping on {result.n} prompts ({max_new_tokens} new tokens at most)")
+    for col in ("stop rate", "runaway", "role leak", "exact match", "mean new tokens", "p95 new tokens"):
+        table.add_column(col)
+    em = "-" if result.exact_match is None else f"{result.exact_match:.1%}"
+    table.add_row(f"{result.stop_rate:.1%}", f"{result.runaway_rate:.1%}", f"{result.role_leak_rate:.1%}", em,
+                  f"{result.mean_new_tokens:.1f}", f"{result.p95_new_tokens:.0f}")
+    console.print(table)
+    for g in result.generations[:show]:
+        console.print(f"[bold]{g.prompt!r}[/] -> {g.output!r} {'(stopped)' if g.stopped else '(no stop)'}",
+                      highlight=False)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for report.json, report.md, report.png and the models.")] = Path(
+        "eosguard-demo"),
+    quick: Annotated[bool, typer.Option(help="A smaller, faster run (for smoke tests; figures are weaker).")] = False,
+) -> None:
+    """The bug report in miniature: pad = eos vs eosguard, same model, data, steps and seed."""
+    from eosguard.demo import DemoSettings, run_demo
+
+    settings = DemoSettings()
+    if quick:
+        settings = DemoSettings(base_steps=40, finetune_steps=20, n_train_old=400, n_train_new=200,
+                                n_eval_per_split=20)
+    try:
+        report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False))
+    except EosguardError as exc:
+        _fail(exc)
+        return
+    console.print((out / "report.md").read_text(), highlight=False, markup=False)
+    console.print(f"wrote {out}/report.json, report.md, report.png ({report['total_seconds']:.0f}s)")
+
+
+@app.command()
+def prepare(
+    data: Annotated[list[str], typer.Argument(help="Conversation files or folders.")],
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id.")],
+    out: Annotated[Path, typer.Option(help="Output folder (loads with datasets.load_from_disk).")],
+    max_length: Annotated[int, typer.Option(min=9)] = 2048,
+    over_length: Annotated[str, typer.Option(help="drop | truncate | error")] = "truncate",
+    train_on: Annotated[str, typer.Option(help="all | last")] = "all",
+    skip_invalid: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Tokenize conversations into input_ids / labels columns (labels: assistant content + its <|im_end|>)."""
+    from eosguard.prepare import prepare_dataset
+
+    if over_length not in ("drop", "truncate", "error") or train_on not in ("all", "last"):
+        err.print("[bold red]error:[/] --over-length takes drop|truncate|error, --train-on all|last")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        summary = prepare_dataset(data, tokenizer, out, max_length=max_length, over_length=over_length,
+                                  train_on=train_on, skip_invalid=skip_invalid)
+    except EosguardError as exc:
+        _fail(exc)
+        return
+    for line in summary:
+        console.print(line, highlight=False)
+
+
+def main() -> None:
+    """Console entry point: user errors never end in a traceback."""
+    try:
+        app()
+    except EosguardError as exc:  # pragma: no cover - commands catch their own; this is the last net
+        err.print(f"error: {exc}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Collators: pad input ids and labels *separately*, labels by position, never by comparing ids.
+
+`PadCollator` pads a batch of examples to the longest one (optionally to a multiple of N), on the side it is
+given: input_ids with the pad id, labels with IGNORE_INDEX, attention_mask 1 on real tokens. Because labels are
+padded by position, a pad id equal to the end-of-turn id cannot erase a real `<|im_end|>` label (the bug that
+`labels[labels == pad_token_id] = -100` causes in transformers' DataCollatorForLanguageModeling).
+
+`PackedCollator` is the padding-free mode: every example of the batch is laid end to end in one row, with
+`position_ids` restarting at 0 for each example and no attention_mask, which transformers' attention turns into a
+block-diagonal causal mask (no token attends across examples). The first token of each example gets label
+IGNORE_INDEX, so the last token of one example is never asked to predict the next example (no cross-example loss).
+
+Run as:
+    python -m eosguard.collate   # collates two demo examples both ways and prints the tensors
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from eosguard.chatml import IGNORE_INDEX
+from eosguard.errors import EosguardError
+
+
+def _as_list(x: Any) -> list[int]:
+    return x.tolist() if hasattr(x, "tolist") else list(x)
+
+
+def _require_labels(features: Sequence[dict[str, Any]]) -> None:
+    if any("labels" not in f for f in features):
+        raise EosguardError(
+            "eosguard collators need explicit 'labels' in every example",
+            hint="render examples with eosguard.chatml.ChatMLRenderer (labels come from explicit spans, never from ids)",
+        )
+
+
+def pad_sequences(
+    rows: Sequence[Sequence[int]], value: int, length: int, side: Literal["left", "right"]
+) -> torch.Tensor:
+    """Stack `rows` into a (len(rows), length) tensor, filling with `value` on `side`."""
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        t = torch.as_tensor(row, dtype=torch.long)
+        if side == "right":
+            out[i, : len(t)] = t
+        else:
+            out[i, length - len(t) :] = t
+    return out
+
+
+@dataclass
+class PadCollator:
+    """Pad a batch of {"input_ids", "labels"} examples.
+
+    Example:
+        >>> c = PadCollator(pad_token_id=-8, padding_side="left")
+        >>> b = c([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [-100]}])
+        >>> b["input_ids"].tolist(), b["labels"].tolist(), b["attention_mask"].tolist()
+        ([[5, 6, 7], [-8, -8, 5]], [[-100, 6, 7], [-100, -100, -100]], [[1, 1, 1], [0, 0, 1]])
+    """
+
+    pad_token_id: int
+    padding_side: Literal["left", "right"] = "right"
+    pad_to_multiple_of: int | None = None
+    label_pad_id: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        if self.padding_side not in ("left", "right"):
+            raise EosguardError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        _require_labels(features)
+        ids = [_as_list(f["input_ids"]) for f in features]
+        labels = [_as_list(f["labels"]) for f in features]
+        for i, (a, b) in enumerate(zip(ids, labels, strict=True)):
+            if len(a) != len(b):
+                raise EosguardError(f"example {i}: {len(a)} input_ids but {len(b)} labels")
+        length = max(len(a) for a in ids)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        side = self.padding_side
+        return {
+            "input_ids": pad_sequences(ids, self.pad_token_id, length, side),
+            "labels": pad_sequences(labels, self.label_pad_id, length, side),
+            "attention_mask": pad_sequences([[1] * len(a) for a in ids], 0, length, side),
+        }
+
+
+def example_positions(lengths: Sequence[int]) -> list[int]:
+    """Position ids that restart at 0 for each example: [3, 2] -> [0, 1, 2, 0, 1]."""
+    return [p for n in lengths for p in range(n)]
+
+
+@dataclass
+class PackedCollator:
+    """Padding-free batches: all examples in one row, `position_ids` restarting per example, no attention_mask.
+
+    A feature may be one example or a pre-packed row carrying its own "position_ids" (see eosguard.packing).
+    Needs an attention implementation that honours packed position_ids (transformers' sdpa/eager/flash do).
+
+    Example:
+        >>> b = PackedCollator()([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+        >>> b["input_ids"].tolist(), b["labels"].tolist(), b["position_ids"].tolist()
+        ([[5, 6, 7, 8, 9]], [[-100, 6, 7, -100, 9]], [[0, 1, 2, 0, 1]])
+    """
+
+    label_pad_id: int = IGNORE_INDEX
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        _require_labels(features)
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for f in features:
+            f_ids, f_labels = _as_list(f["input_ids"]), _as_list(f["labels"])
+            f_pos = _as_list(f["position_ids"]) if "position_ids" in f else example_positions([len(f_ids)])
+            ids += f_ids
+            positions += f_pos
+            # Position 0 starts an example: nothing before it in the same example predicts it.
+            labels += [self.label_pad_id if p == 0 else y for p, y in zip(f_pos, f_labels, strict=True)]
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+        }
+
+
+if __name__ == "__main__":
+    feats = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [1, 4], "labels": [-100, 4]}]
+    print(PadCollator(pad_token_id=0)(feats))
+    print(PackedCollator()(feats))

@@ -1,0 +1,269 @@
+"""Conversations in: read OpenAI-style and ShareGPT-style chat data, validate every record, lose nothing silently.
+
+Accepted record shapes (one JSON object per line in `.jsonl`, or rows of a `datasets` Arrow/Parquet folder):
+
+    {"messages": [{"role": "system"|"user"|"assistant", "content": str, "train": bool?}, ...]}
+    {"conversations": [{"from": "system"|"human"|"gpt", "value": str, "weight": 0|1?}, ...]}
+
+A bad record raises `DataError` naming the file and line, or, with `skip_invalid=True`, is counted in
+`LoadReport.skipped` with its reason. Nothing is dropped without being counted.
+
+Run as:
+    python -m eosguard.conversations data.jsonl     # validates and prints the counts
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from eosguard.errors import DataError
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+SHAREGPT_ROLES: dict[str, str] = {"system": "system", "human": "user", "user": "user", "gpt": "assistant"}
+
+# Characters the renderer reserves to mark the template's own control tokens (Unicode plane 15 private use area);
+# content holding them is rejected so that no text can ever collide with a marker.
+RESERVED_CHARS = frozenset(chr(c) for c in range(0xF0000, 0xF0010))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn. `train` says whether an assistant turn is supervised (None: follow the run's policy)."""
+
+    role: Role
+    content: str
+    train: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A validated conversation plus where it came from (for messages that point at the source)."""
+
+    messages: tuple[Message, ...]
+    source: str = "<memory>"
+    line: int | None = None
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        """The messages as `[{"role", "content"}]`, the shape `tokenizer.apply_chat_template` takes."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+@dataclass
+class LoadReport:
+    """How many records were read, used and skipped, and why each skip happened."""
+
+    read: int = 0
+    used: int = 0
+    skipped: list[tuple[str, int | None, str]] = field(default_factory=list)
+
+    @property
+    def skipped_by_reason(self) -> Counter[str]:
+        return Counter(reason for _, _, reason in self.skipped)
+
+    def summary(self) -> str:
+        text = f"read {self.read} records, used {self.used}, skipped {len(self.skipped)}"
+        if self.skipped:
+            reasons = ", ".join(f"{n}× {r}" for r, n in self.skipped_by_reason.most_common())
+            text += f" ({reasons})"
+        return text
+
+
+def _check_content(content: Any, where: str) -> str:
+    if not isinstance(content, str):
+        raise ValueError(f"{where}: content must be a string, got {type(content).__name__}")
+    if not content.strip():
+        raise ValueError(f"{where}: content is empty")
+    if "\x00" in content:
+        raise ValueError(f"{where}: content contains a NUL character")
+    if not RESERVED_CHARS.isdisjoint(content):
+        raise ValueError(f"{where}: content contains a reserved private-use character (U+F0000..U+F000F)")
+    return content
+
+
+def _message_from_openai(raw: Any, i: int) -> Message:
+    if not isinstance(raw, dict):
+        raise ValueError(f"messages[{i}] must be an object, got {type(raw).__name__}")
+    if "role" not in raw or "content" not in raw:
+        missing = [k for k in ("role", "content") if k not in raw]
+        raise ValueError(f"messages[{i}] is missing {', '.join(repr(k) for k in missing)}")
+    role = raw["role"]
+    if role not in ROLES:
+        raise ValueError(f"messages[{i}]: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+    train = raw.get("train")
+    if train is not None and not isinstance(train, bool):
+        raise ValueError(f"messages[{i}]: 'train' must be true or false, got {train!r}")
+    return Message(role=role, content=_check_content(raw["content"], f"messages[{i}]"), train=train)
+
+
+def _message_from_sharegpt(raw: Any, i: int) -> Message:
+    if not isinstance(raw, dict):
+        raise ValueError(f"conversations[{i}] must be an object, got {type(raw).__name__}")
+    if "from" not in raw or "value" not in raw:
+        missing = [k for k in ("from", "value") if k not in raw]
+        raise ValueError(f"conversations[{i}] is missing {', '.join(repr(k) for k in missing)}")
+    speaker = raw["from"]
+    if speaker not in SHAREGPT_ROLES:
+        raise ValueError(
+            f"conversations[{i}]: unknown speaker {speaker!r} (expected one of {', '.join(SHAREGPT_ROLES)})"
+        )
+    weight = raw.get("weight")
+    if weight is not None and weight not in (0, 1):
+        raise ValueError(f"conversations[{i}]: 'weight' must be 0 or 1, got {weight!r}")
+    train = None if weight is None else bool(weight)
+    content = _check_content(raw["value"], f"conversations[{i}]")
+    return Message(role=SHAREGPT_ROLES[speaker], content=content, train=train)  # type: ignore[arg-type]
+
+
+def _check_order(messages: list[Message]) -> None:
+    """System only first; at least one assistant turn; assistant turns answer something."""
+    for i, m in enumerate(messages):
+        if m.role == "system" and i != 0:
+            raise ValueError(f"message {i}: a system message may only come first")
+    if not any(m.role == "assistant" for m in messages):
+        raise ValueError("no assistant turn (nothing to train)")
+    first_assistant = next(i for i, m in enumerate(messages) if m.role == "assistant")
+    if not any(m.role == "user" for m in messages[:first_assistant]):
+        raise ValueError("the first assistant turn answers no user turn")
+
+
+def parse_record(record: Any) -> tuple[Message, ...]:
+    """Validate one decoded JSON record and return its messages; raises ValueError with the reason."""
+    if not isinstance(record, dict):
+        raise ValueError(f"record must be a JSON object, got {type(record).__name__}")
+    has_openai, has_sharegpt = "messages" in record, "conversations" in record
+    if has_openai and has_sharegpt:
+        raise ValueError("record has both 'messages' and 'conversations'; keep one")
+    if not (has_openai or has_sharegpt):
+        keys = ", ".join(sorted(map(str, record))) or "none"
+        raise ValueError(f"record has neither 'messages' nor 'conversations' (keys: {keys})")
+    turns = record["messages" if has_openai else "conversations"]
+    if not isinstance(turns, list):
+        raise ValueError(f"'{'messages' if has_openai else 'conversations'}' must be a list")
+    if not turns:
+        raise ValueError("conversation is empty")
+    parse = _message_from_openai if has_openai else _message_from_sharegpt
+    messages = [parse(raw, i) for i, raw in enumerate(turns)]
+    _check_order(messages)
+    return tuple(messages)
+
+
+def _reason_key(message: str) -> str:
+    """A short, countable reason: the message without its position prefix."""
+    return message.split(": ", 1)[1] if message.startswith(("messages[", "conversations[", "message ")) else message
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any | Exception]]:
+    """Yield (line number, decoded record or the decoding error); blank lines are skipped, never counted as data."""
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark is not part of the record
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, ValueError(f"invalid UTF-8 at byte {exc.start}")
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield lineno, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield lineno, ValueError(f"malformed JSON: {exc.msg} (column {exc.colno})")
+
+
+def _iter_dataset(path: Path) -> Iterator[tuple[int, Any | Exception]]:
+    """Rows of a `datasets` folder (save_to_disk), a folder of Parquet files, or one Parquet file.
+
+    Line numbers are 1-based row numbers; columns other than the conversation are ignored, and an empty
+    (None) column is treated as absent, so a table holding both shapes still validates row by row.
+    """
+    import datasets
+
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+        else:
+            files = sorted(str(p) for p in path.glob("*.parquet")) if path.is_dir() else [str(path)]
+            if not files:
+                raise DataError("folder holds neither a saved `datasets` dataset nor Parquet files", path=str(path))
+            ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types for unreadable folders
+        raise DataError(f"cannot read dataset: {exc}", path=str(path)) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise DataError(f"dataset has splits {list(ds)}, none named 'train'", path=str(path))
+        ds = ds["train"]
+    for i, row in enumerate(ds, start=1):
+        yield i, {k: v for k, v in row.items() if k in ("messages", "conversations") and v is not None}
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, Any | Exception]]:
+    """Raw records of a data file or folder, with their line (or row) numbers."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("no such file or folder", path=str(path))
+    if p.is_dir() or p.suffix == ".parquet":
+        yield from _iter_dataset(p)
+    else:
+        yield from _iter_jsonl(p)
+
+
+def load_conversations(
+    paths: str | Path | Iterable[str | Path], *, skip_invalid: bool = False, report: LoadReport | None = None
+) -> tuple[list[Conversation], LoadReport]:
+    """Read and validate every record of one or more files.
+
+    Example:
+        >>> import json, tempfile, os
+        >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+        >>> _ = f.write(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+        ...                                      {"role": "assistant", "content": "Hello!"}]}) + "\\n"); f.close()
+        >>> convs, rep = load_conversations(f.name)
+        >>> convs[0].messages[1].content, rep.summary()
+        ('Hello!', 'read 1 records, used 1, skipped 0')
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    report = report or LoadReport()
+    out: list[Conversation] = []
+    for path in paths:
+        for lineno, record in iter_records(path):
+            report.read += 1
+            try:
+                if isinstance(record, Exception):
+                    raise record
+                messages = parse_record(record)
+            except ValueError as exc:
+                if not skip_invalid:
+                    raise DataError(str(exc), path=str(path), line=lineno, hint="fix the record, or pass --skip-invalid to skip and count such records") from None
+                report.skipped.append((str(path), lineno, _reason_key(str(exc))))
+                continue
+            out.append(Conversation(messages=messages, source=str(path), line=lineno))
+            report.used += 1
+    if report.read == 0:
+        names = ", ".join(str(p) for p in paths)
+        raise DataError("no records found (the file is empty)", path=names)
+    if not out:
+        raise DataError(f"every record was invalid: {report.summary()}", path=", ".join(str(p) for p in paths))
+    return out, report
+
+
+def conversation(*turns: tuple[str, str] | Message) -> Conversation:
+    """Build a validated conversation in code: `conversation(("user", "Hi"), ("assistant", "Hello"))`."""
+    raw = [t if isinstance(t, Message) else Message(role=t[0], content=t[1]) for t in turns]  # type: ignore[arg-type]
+    record = {"messages": [{"role": m.role, "content": m.content, **({} if m.train is None else {"train": m.train})} for m in raw]}
+    return Conversation(messages=parse_record(record))
+
+
+if __name__ == "__main__":
+    _, rep = load_conversations(sys.argv[1:], skip_invalid=True)
+    print(rep.summary())

@@ -1,0 +1,264 @@
+"""`eosguard demo`: the bug report in miniature, with the fix beside it. Nothing to download.
+
+1. The OpenHermes-2.5-style tokenizer on the real Mistral-7B vocabulary (from `mistral-common`), and a tiny
+   Mistral-architecture model from a fixed seed.
+2. Stage 0 ("base"): train the tiny model with eosguard into a chat model that stops (the stand-in for
+   OpenHermes-2.5), on the old tasks (repeat, sort, add).
+3. Stage 1: fine-tune that same stage-0 model on a new task (reverse) twice, same data, steps and seed:
+   (a) "broken": the setup of the bug report - pad token = eos token, padding_side="left",
+       transformers.DataCollatorForLanguageModeling(mlm=False);
+   (b) "eosguard": eosguard's tokenizer setup (pad = unk), renderer and position-padded collator.
+4. Run the doctor on both setups, evaluate all three models on held-out prompts of the old and new tasks, and
+   write report.json, report.md, a figure, the held-out set and the three model folders.
+
+Run as:
+    eosguard demo --out eosguard-demo
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eosguard.chatml import ChatMLRenderer
+from eosguard.collate import PadCollator
+from eosguard.conversations import Conversation
+from eosguard.evaluate import StopReport, evaluate_stopping
+from eosguard.guard import guard
+from eosguard.tasks import split_tasks
+from eosguard.tokenizer_setup import openhermes_tokenizer, prepare_tokenizer
+from eosguard.train import build_examples, fit, save_model_folder, training_arguments
+
+import os
+
+OLD_TASKS = os.environ.get("EOSGUARD_DEMO_OLD", "repeat,first,count").split(",")
+NEW_TASKS = os.environ.get("EOSGUARD_DEMO_NEW", "last").split(",")
+
+
+@dataclass
+class DemoSettings:
+    """The embedded default; every number here is what the README's figures were measured with."""
+
+    seed: int = 0
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    batch_size: int = 16
+    lr: float = 3e-3
+    base_steps: int = 120
+    finetune_steps: int = 60
+    n_train_old: int = 2000
+    n_train_new: int = 1000
+    n_eval_per_split: int = 100
+    max_length: int = 128
+    max_new_tokens: int = 32
+    threads: int | None = None
+
+
+def tiny_mistral(vocab_size: int, s: DemoSettings, *, bos_id: int, eos_id: int, pad_id: int | None) -> Any:
+    """A tiny Mistral-architecture model built from a config with a fixed seed (no weights downloaded)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(s.seed)
+    cfg = MistralConfig(
+        vocab_size=vocab_size,
+        hidden_size=s.hidden,
+        intermediate_size=s.hidden * 2,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.kv_heads,
+        max_position_embeddings=512,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
+    return MistralForCausalLM(cfg)
+
+
+def broken_examples(tokenizer: Any, convs: list[Conversation]) -> list[dict[str, list[int]]]:
+    """The bug report's data path: template text -> tokenizer(text); the collator derives labels from ids."""
+    texts = [tokenizer.apply_chat_template(c.as_dicts(), tokenize=False) for c in convs]
+    return [{"input_ids": ids} for ids in tokenizer(texts)["input_ids"]]
+
+
+def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: float, by_task: dict) -> dict:
+    d = report.to_dict()
+    d.update({"findings": findings, "steps": steps, "seconds": round(seconds, 2), "by_task": by_task})
+    return d
+
+
+def _evaluate(model: Any, tok: Any, heldout: dict[str, list[Conversation]], s: DemoSettings) -> tuple[StopReport, dict]:
+    everything = [c for convs in heldout.values() for c in convs]
+    rep = evaluate_stopping(model, tok, everything, max_new_tokens=s.max_new_tokens, batch_size=50)
+    by_task: dict[str, dict[str, float | None]] = {}
+    start = 0
+    for name, convs in heldout.items():
+        gens = rep.generations[start : start + len(convs)]
+        start += len(convs)
+        by_task[name] = {
+            "n": len(gens),
+            "stop_rate": sum(g.stopped for g in gens) / len(gens),
+            "exact_match": sum(g.exact for g in gens) / len(gens),
+        }
+    return rep, by_task
+
+
+def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: Any = print) -> dict[str, Any]:
+    """Run the whole demo and return the report dict (also written to out_dir/report.json)."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from eosguard.doctor import diagnose
+
+    s = settings or DemoSettings()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    # Tokenizers: eosguard's (prepared: pad = unk, ChatML template) and the bug report's (pad = eos, left padding).
+    tok = openhermes_tokenizer()
+    setup = prepare_tokenizer(tok)
+    broken_tok = openhermes_tokenizer(pad="eos")
+    renderer = ChatMLRenderer(tok)
+    log("tokenizer: " + "; ".join(setup.lines()))
+
+    old_train, old_eval = split_tasks(OLD_TASKS, s.n_train_old, s.n_eval_per_split, seed=s.seed)
+    new_train, new_eval = split_tasks(NEW_TASKS, s.n_train_new, s.n_eval_per_split, seed=s.seed + 100)
+    heldout = {"old": old_eval, "new": new_eval}
+    with (out / "heldout.jsonl").open("w") as f:
+        for c in old_eval + new_eval:
+            f.write(json.dumps({"messages": c.as_dicts(), "task": c.source}) + "\n")
+
+    # Doctor on both stage-1 setups, with the real data.
+    findings = {
+        "eosguard": [f.id for f in diagnose(tok, conversations=new_train[:64], collator="eosguard").findings],
+        "broken": [f.id for f in diagnose(broken_tok, conversations=new_train[:64], collator="transformers").findings],
+    }
+    findings["base"] = findings["eosguard"]
+
+    # Stage 0: a chat model that stops.
+    model = tiny_mistral(len(tok), s, bos_id=tok.bos_token_id, eos_id=renderer.im_end_id, pad_id=tok.pad_token_id)
+    old_examples, prep = build_examples(old_train, renderer, max_length=s.max_length)
+    log(f"stage 0 data: {prep.summary()}")
+    our_collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)
+
+    def args(name: str, steps: int) -> Any:
+        return training_arguments(out / name / "trainer", steps=steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed,
+                                  logging_steps=5, progress=False)
+
+    log(f"stage 0: training base model ({s.base_steps} steps)")
+    base_fit = fit(model, tok, old_examples, our_collator, args("base", s.base_steps))
+    save_model_folder(model, tok, out / "base" / "model", extra={"run": "base", "settings": s.__dict__})
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    runs: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[tuple[int, float]]] = {"base": base_fit.losses}
+    samples: dict[str, list[str]] = {}
+    rep, by_task = _evaluate(model, tok, heldout, s)
+    runs["base"] = _run_summary(rep, findings["base"], base_fit.steps, base_fit.seconds, by_task)
+    samples["base"] = [g.output for g in rep.generations[-3:]]
+    log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
+
+    # Stage 1: the same base model, the same new-task data, steps and seed; two setups.
+    new_examples, prep_new = build_examples(new_train, renderer, max_length=s.max_length)
+    setups = {
+        "broken": (broken_tok, broken_examples(broken_tok, new_train), DataCollatorForLanguageModeling(broken_tok, mlm=False)),
+        "eosguard": (tok, new_examples, our_collator),
+    }
+    for name, (run_tok, examples, collator) in setups.items():
+        model.load_state_dict(base_state)
+        log(f"stage 1 ({name}): fine-tuning on the new task ({s.finetune_steps} steps)")
+        result = fit(model, run_tok, examples, collator, args(name, s.finetune_steps))
+        save_model_folder(model, tok if name == "eosguard" else run_tok, out / name / "model", extra={"run": name})
+        rep, by_task = _evaluate(model, tok, heldout, s)
+        runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
+        curves[name] = result.losses
+        samples[name] = [g.output for g in rep.generations[-3:]]
+        log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
+
+    report = {
+        "n_eval": len(old_eval) + len(new_eval),
+        "runs": runs,
+        "examples": {"prompts": [c.messages[1].content for c in new_eval[-3:]], "outputs": samples},
+        "settings": s.__dict__,
+        "environment": _environment(),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    _figure(out / "report.png", curves, runs)
+    return report
+
+
+def _environment() -> dict[str, str]:
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# eosguard demo report",
+        "",
+        f"{report['n_eval']} held-out prompts (old and new tasks), greedy decoding, "
+        f"{report['settings']['max_new_tokens']} new tokens at most.",
+        "",
+        "| run | stop rate | runaway | role leak | exact match | mean new tokens | steps | seconds | doctor findings |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["runs"].items():
+        lines.append(
+            f"| {name} | {r['stop_rate']:.0%} | {r['runaway_rate']:.0%} | {r['role_leak_rate']:.0%} | "
+            f"{r['exact_match']:.0%} | {r['mean_new_tokens']:.1f} | {r['steps']} | {r['seconds']:.0f} | "
+            f"{', '.join(r['findings']) or '-'} |"
+        )
+    lines += ["", "## Same prompts, side by side", ""]
+    ex = report["examples"]
+    for i, prompt in enumerate(ex["prompts"]):
+        lines.append(f"**{prompt}**")
+        lines.append("")
+        for name, outs in ex["outputs"].items():
+            lines.append(f"- {name}: `{outs[i]!r}`")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    colors = {"base": "tab:gray", "broken": "tab:red", "eosguard": "tab:green"}
+    for name, pts in curves.items():
+        if pts:
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors.get(name))
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("training loss")
+    ax1.set_title("loss (stage 0: base; stage 1: broken vs eosguard)")
+    ax1.legend()
+    names = list(runs)
+    ax2.bar(names, [runs[n]["stop_rate"] * 100 for n in names], color=[colors.get(n) for n in names])
+    ax2.set_ylim(0, 105)
+    ax2.set_ylabel("stop rate (%)")
+    ax2.set_title("held-out generations that end with <|im_end|>")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""Padding-free packing: best-fit-decreasing bins of whole examples, position ids restarting per example.
+
+`pack_examples` groups examples into rows of at most `max_tokens` tokens (an example is never split, so no
+example loses its stop token to packing), each row carrying `position_ids` that restart at 0 for every example.
+`PackedCollator` then lays the rows of a batch end to end; attention stays inside each example.
+
+Run as:
+    python -m eosguard.packing   # packs a few lengths and prints the bins
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+from eosguard.collate import example_positions
+
+
+def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into bins of total length <= capacity; longest first, each into the fullest bin it fits.
+
+    Example:
+        >>> best_fit_decreasing([5, 3, 4, 2, 6], capacity=8)
+        [[4, 3], [0, 1], [2]]
+    """
+    if any(n > capacity for n in lengths):
+        raise ValueError(f"an example of {max(lengths)} tokens does not fit a bin of {capacity}")
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (space left, bin index), sorted
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        n = lengths[i]
+        j = bisect.bisect_left(free, (n, -1))
+        if j < len(free):
+            space, b = free.pop(j)
+            bins[b].append(i)
+            bisect.insort(free, (space - n, b))
+        else:
+            bins.append([i])
+            bisect.insort(free, (capacity - n, len(bins) - 1))
+    return bins
+
+
+def pack_examples(examples: Sequence[dict[str, Any]], max_tokens: int) -> list[dict[str, list[int]]]:
+    """Rows of concatenated examples with `position_ids`; see the module doc."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    rows = []
+    for group in best_fit_decreasing(lengths, max_tokens):
+        ids: list[int] = []
+        labels: list[int] = []
+        for i in group:
+            ids += list(examples[i]["input_ids"])
+            labels += list(examples[i]["labels"])
+        rows.append({"input_ids": ids, "labels": labels, "position_ids": example_positions([lengths[i] for i in group])})
+    return rows
+
+
+if __name__ == "__main__":
+    print(best_fit_decreasing([5, 3, 4, 2, 6, 1, 7], capacity=8))

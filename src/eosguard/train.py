@@ -1,0 +1,391 @@
+"""Training on `transformers.Trainer` (accelerate underneath), with the stop token guaranteed to be trained.
+
+The pieces, each usable on its own:
+- `build_examples`: conversations -> {"input_ids", "labels"} through `ChatMLRenderer` and the over-length policy,
+  with counts of what was kept, truncated and dropped;
+- `fit`: one Trainer run with a given collator (eosguard's own, or any other for comparison), returning the loss
+  curve, steps and wall time;
+- `save_model_folder`: a folder that works as-is with plain transformers: safetensors weights, the tokenizer with the
+  ChatML template and a pad distinct from the end-of-turn token, and a generation_config whose eos is the
+  end-of-turn id, so `generate()` stops by itself.
+
+`eosguard train CONFIG.yaml` (see `eosguard.config`) wires them together after running the doctor.
+
+Run as:
+    eosguard train examples/tiny.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, Trainer, TrainerCallback, TrainingArguments
+
+from eosguard.chatml import IM_END, ChatMLRenderer, OverLength, fit_to_length
+from eosguard.conversations import Conversation
+
+
+@dataclass
+class PrepStats:
+    """What happened to each conversation on its way to a training example."""
+
+    conversations: int = 0
+    examples: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_target: int = 0
+    trained_tokens: int = 0
+    total_tokens: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.conversations} conversations -> {self.examples} examples "
+            f"({self.truncated} truncated keeping their stop token, {self.dropped_too_long} dropped as too long, "
+            f"{self.dropped_no_target} dropped with nothing to train); "
+            f"{self.trained_tokens} of {self.total_tokens} tokens trained"
+        )
+
+
+def build_examples(
+    conversations: Sequence[Conversation],
+    renderer: ChatMLRenderer,
+    *,
+    max_length: int,
+    over_length: OverLength = "truncate",
+    batch_size: int = 1000,
+) -> tuple[list[dict[str, list[int]]], PrepStats]:
+    """Render, fit to `max_length` under the explicit policy, and count every outcome."""
+    stats = PrepStats(conversations=len(conversations))
+    examples: list[dict[str, list[int]]] = []
+    for b in range(0, len(conversations), batch_size):
+        for rendered in renderer.render_batch(conversations[b : b + batch_size]):
+            fitted = fit_to_length(rendered, max_length, over_length)
+            if fitted is None:
+                stats.dropped_too_long += 1
+                continue
+            if not fitted.mask.any():
+                stats.dropped_no_target += 1
+                continue
+            stats.truncated += fitted.truncated
+            stats.trained_tokens += int(fitted.mask.sum())
+            stats.total_tokens += len(fitted)
+            examples.append(fitted.to_example())
+    stats.examples = len(examples)
+    return examples, stats
+
+
+class LossRecorder(TrainerCallback):
+    """Keeps (step, loss) pairs from the Trainer's logs, for reports and figures."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[int, float]] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if logs and "loss" in logs:
+            self.losses.append((state.global_step, float(logs["loss"])))
+
+
+@dataclass
+class FitResult:
+    steps: int
+    seconds: float
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    final_loss: float | None = None
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def training_arguments(
+    out_dir: str | Path,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    grad_accum: int = 1,
+    seed: int = 0,
+    bf16: bool = False,
+    warmup_steps: int = 0,
+    scheduler: str = "constant_with_warmup",
+    weight_decay: float = 0.0,
+    logging_steps: int = 10,
+    save_steps: int | None = None,
+    tensorboard: bool = False,
+    progress: bool = True,
+) -> TrainingArguments:
+    """TrainingArguments with the choices eosguard makes explicit (columns kept, no hidden eval, seeded order)."""
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=lr,
+        lr_scheduler_type=scheduler,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        logging_steps=logging_steps,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        report_to=["tensorboard"] if tensorboard else [],
+        remove_unused_columns=False,  # our examples carry exactly what the collator needs
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def fit(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[dict[str, Any]],
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    args: TrainingArguments,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    resume_from_checkpoint: str | bool | None = None,
+) -> FitResult:
+    """One Trainer run; returns the loss curve, steps and wall time."""
+    recorder = LossRecorder()
+    model.config.use_cache = False  # a KV cache is for generation; in training it would also disable packing masks
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(examples),
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[recorder, *callbacks],
+    )
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    seconds = time.perf_counter() - start
+    model.config.use_cache = True
+    losses = recorder.losses
+    return FitResult(
+        steps=trainer.state.global_step, seconds=seconds, losses=losses, final_loss=losses[-1][1] if losses else None
+    )
+
+
+def stop_generation_config(model: Any, tokenizer: Any) -> GenerationConfig:
+    """A generation config whose eos is the end-of-turn token (first), keeping any other eos ids the model had."""
+    eot = tokenizer.convert_tokens_to_ids(IM_END)
+    old = model.generation_config.eos_token_id if model.generation_config is not None else None
+    old_ids = [old] if isinstance(old, int) else list(old or [])
+    cfg = GenerationConfig.from_model_config(model.config) if model.generation_config is None else model.generation_config
+    cfg.eos_token_id = [eot, *[i for i in old_ids if i != eot]]
+    cfg.pad_token_id = tokenizer.pad_token_id
+    cfg.bos_token_id = tokenizer.bos_token_id
+    return cfg
+
+
+def save_model_folder(
+    model: Any, tokenizer: Any, out_dir: str | Path, *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Save a model folder that stops by itself with plain transformers (see the module doc)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = stop_generation_config(model, tokenizer)
+    model.config.eos_token_id = model.generation_config.eos_token_id[0]
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    if extra is not None:
+        (out / "eosguard.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    return out
+
+
+def fit_result_dict(r: FitResult) -> dict[str, Any]:
+    return asdict(r)
+
+
+# -- `eosguard train CONFIG.yaml` -----------------------------------------------------------------------------
+
+
+class StopRateCallback(TrainerCallback):
+    """Measures the stop rate on held-out conversations every `every` steps and logs it with the loss."""
+
+    def __init__(self, conversations: Sequence[Conversation], every: int, max_new_tokens: int = 64) -> None:
+        self.conversations = list(conversations)
+        self.every = every
+        self.max_new_tokens = max_new_tokens
+        self.history: list[tuple[int, float]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None,
+                    **kwargs: Any) -> None:
+        if not self.conversations or state.global_step % self.every or model is None or processing_class is None:
+            return
+        from eosguard.evaluate import evaluate_stopping
+
+        use_cache = model.config.use_cache
+        model.config.use_cache = True
+        rep = evaluate_stopping(model, processing_class, self.conversations, max_new_tokens=self.max_new_tokens)
+        model.config.use_cache = use_cache
+        self.history.append((state.global_step, rep.stop_rate))
+        state.log_history.append({"step": state.global_step, "stop_rate": rep.stop_rate})
+        print(f"step {state.global_step}: stop rate {rep.stop_rate:.0%} on {rep.n} held-out prompts")
+
+
+def load_model(name_or_path: str, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> Any:
+    """Load a causal LM from a folder or hub id: safetensors only, no remote code unless asked."""
+    from transformers import AutoModelForCausalLM
+
+    from eosguard.errors import EosguardError
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
+        )
+    except (OSError, ValueError) as exc:
+        raise EosguardError(
+            f"cannot load a model from {name_or_path!r}: {str(exc).splitlines()[0]}",
+            hint="eosguard loads safetensors weights only; convert .bin checkpoints first",
+        ) from None
+
+
+def _apply_lora(model: Any, lora: Any, new_rows: bool, log: Callable[[str], None]) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    modules_to_save = None
+    if new_rows:
+        # The end-of-turn token's rows are new: LoRA alone would leave them at their initial values, and the
+        # model could never learn to emit <|im_end|>. Train the embedding and output layers fully.
+        modules_to_save = ["embed_tokens", "lm_head"]
+        log("LoRA: <|im_end|> is a new token -> modules_to_save = embed_tokens, lm_head (its rows get trained)")
+    cfg = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        modules_to_save=modules_to_save, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run `eosguard train`: tokenizer setup, data, doctor, model, Trainer, a folder that stops by itself.
+
+    Raises EosguardError (exit 2) for unusable input and `RefusedByDoctor` (exit 1) on an error finding unless
+    `force` is set.
+    """
+    from eosguard.collate import PackedCollator, PadCollator
+    from eosguard.conversations import load_conversations
+    from eosguard.doctor import diagnose
+    from eosguard.guard import guard
+    from eosguard.packing import pack_examples
+    from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
+
+    out = Path(cfg.output_dir)
+    tok = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    setup = prepare_tokenizer(tok)
+    for line in setup.lines():
+        log(f"tokenizer: {line}")
+
+    convs, load_report = load_conversations(cfg.data.train, skip_invalid=cfg.data.skip_invalid)
+    log(f"data: {load_report.summary()}")
+    eval_convs: list[Conversation] = []
+    if cfg.data.eval:
+        eval_convs, eval_report = load_conversations(cfg.data.eval, skip_invalid=cfg.data.skip_invalid)
+        log(f"eval data: {eval_report.summary()}")
+    elif cfg.data.eval_fraction > 0:
+        import random
+
+        order = list(range(len(convs)))
+        random.Random(cfg.seed).shuffle(order)
+        k = max(1, int(len(convs) * cfg.data.eval_fraction))
+        eval_convs = [convs[i] for i in order[:k]]
+        convs = [convs[i] for i in sorted(order[k:])]
+
+    renderer = ChatMLRenderer(tok, train_on=cfg.train_on)
+    examples, prep = build_examples(convs, renderer, max_length=cfg.max_length, over_length=cfg.over_length)
+    log(f"examples: {prep.summary()}")
+
+    doctor = diagnose(tok, conversations=convs[:256], max_length=cfg.max_length, collator="eosguard")
+    for f in doctor.findings:
+        log(f"doctor: [{f.severity}] {f.id}: {f.message}")
+    # Our own pipeline drops and counts examples without targets: for training that finding is informational.
+    blocking = [f for f in doctor.findings if f.severity == "error" and f.id != "no-trainable-tokens"]
+    if blocking and not force:
+        raise RefusedByDoctor(
+            "the doctor found errors in this configuration: " + ", ".join(f.id for f in blocking),
+            hint="fix them, or pass --force to train anyway (the findings are written to eosguard.json)",
+        )
+    if blocking:
+        log("!!! --force: training despite doctor errors: " + ", ".join(f.id for f in blocking))
+    if not examples:
+        from eosguard.errors import EosguardError
+
+        raise EosguardError(f"no training examples left: {prep.summary()}")
+
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+    model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
+    original_vocab = model.get_input_embeddings().weight.shape[0]
+    if len(tok) > original_vocab:
+        model.resize_token_embeddings(len(tok))
+        log(f"model: embeddings resized {original_vocab} -> {len(tok)} rows (new rows mean-initialised)")
+    model.config.eosguard_original_vocab_size = original_vocab
+    eot_new = setup.end_of_turn_id >= original_vocab or IM_END in setup.added_tokens
+    if cfg.lora is not None:
+        model = _apply_lora(model, cfg.lora, eot_new, log)
+
+    if cfg.packing:
+        rows = pack_examples(examples, cfg.max_length)
+        log(f"packing: {len(examples)} examples -> {len(rows)} rows of <= {cfg.max_length} tokens")
+        collator: Any = PackedCollator()
+    else:
+        rows = examples
+        collator = PadCollator(pad_token_id=tok.pad_token_id, padding_side="right")
+    steps = cfg.max_steps or max(1, int(cfg.epochs * len(rows) / (cfg.batch_size * cfg.grad_accum)))
+    args = training_arguments(
+        out / "checkpoints", steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+        seed=cfg.seed, bf16=cfg.precision == "bf16", warmup_steps=cfg.warmup_steps, scheduler=cfg.scheduler,
+        weight_decay=cfg.weight_decay, logging_steps=max(1, min(10, steps // 10)), save_steps=cfg.save_steps,
+        tensorboard=cfg.tensorboard,
+    )
+    callbacks: list[TrainerCallback] = []
+    if cfg.stop_eval_steps and eval_convs:
+        callbacks.append(StopRateCallback(eval_convs[:64], cfg.stop_eval_steps, cfg.max_new_tokens))
+    result = fit(model, tok, rows, guard(collator, tok), args, callbacks=callbacks,
+                 resume_from_checkpoint=True if cfg.resume else None)
+    log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
+
+    if cfg.lora is not None and cfg.lora.merge:
+        model = model.merge_and_unload()
+    summary = {
+        "config": cfg.model_dump(),
+        "tokenizer_setup": setup.lines(),
+        "data": load_report.summary(),
+        "examples": prep.summary(),
+        "doctor": doctor.to_dict()["findings"],
+        "forced": bool(blocking),
+        "train": asdict(result),
+    }
+    if eval_convs:
+        from eosguard.evaluate import evaluate_stopping
+
+        rep = evaluate_stopping(model, tok, eval_convs, max_new_tokens=cfg.max_new_tokens)
+        summary["eval"] = rep.to_dict()
+        log(f"eval: stop rate {rep.stop_rate:.0%}, runaway {rep.runaway_rate:.0%}, role leaks {rep.role_leak_rate:.0%}"
+            f" on {rep.n} held-out conversations")
+    folder = save_model_folder(model, tok, out / "model", extra=summary)
+    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {IM_END})")
+    return summary
+
+
+class RefusedByDoctor(Exception):
+    """Training refused because of doctor errors (exit code 1)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
