@@ -100,7 +100,9 @@ class PackedCollator:
     """Padding-free batches: all examples in one row, `position_ids` restarting per example, no attention_mask.
 
     A feature may be one example or a pre-packed row carrying its own "position_ids" (see eosguard.packing).
-    Needs an attention implementation that honours packed position_ids (transformers' sdpa/eager/flash do).
+    Needs an attention implementation that honours packed position_ids (transformers' sdpa/eager/flash do) and
+    the model called with use_cache=False: with a KV cache, transformers skips the per-example mask and examples
+    would attend to each other (`eosguard.train.fit` turns the cache off; tests/test_collate.py proves both).
 
     Example:
         >>> b = PackedCollator()([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])

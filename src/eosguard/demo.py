@@ -52,7 +52,7 @@ class DemoSettings:
     kv_heads: int = 2
     batch_size: int = 16
     lr: float = 3e-3
-    base_steps: int = 120
+    base_steps: int = 300
     finetune_steps: int = 60
     n_train_old: int = 2000
     n_train_new: int = 1000

@@ -1,0 +1,72 @@
+"""Shared fixtures: real Mistral tokenizers from mistral-common, tiny seeded models saved as local folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eosguard.demo import DemoSettings, tiny_mistral
+from eosguard.tasks import make_conversations
+from eosguard.tokenizer_setup import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The OpenHermes-style tokenizer after eosguard's setup (pad = unk, ChatML template with BOS)."""
+    return demo_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
+    """OpenHermes-style tokenizer folders for each pad setup: none, eos (the bug), unk, dedicated."""
+    root = tmp_path_factory.mktemp("tokenizers")
+    out = {}
+    for pad in ("none", "eos", "unk", "dedicated"):
+        openhermes_tokenizer(pad=pad).save_pretrained(root / pad)
+        out[pad] = root / pad
+    base = mistral_base_tokenizer()
+    base.save_pretrained(root / "mistral-base")
+    out["mistral-base"] = root / "mistral-base"
+    return out
+
+
+def write_jsonl(path: Path, convs) -> Path:
+    with path.open("w") as f:
+        for c in convs:
+            f.write(json.dumps({"messages": c.as_dicts()}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def task_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tasks")
+    train = make_conversations(["repeat", "first"], 240, seed=1)
+    held = make_conversations(["repeat", "first"], 24, seed=2, exclude={c.messages[1].content for c in train})
+    return {"train": write_jsonl(root / "train.jsonl", train), "heldout": write_jsonl(root / "heldout.jsonl", held)}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Mistral-architecture 'base chat model' folder with the OpenHermes-style tokenizer (no pad token)."""
+    root = tmp_path_factory.mktemp("models") / "tiny-openhermes"
+    t = openhermes_tokenizer()
+    model = tiny_mistral(len(t), DemoSettings(hidden=64, layers=2), bos_id=t.bos_token_id, eos_id=2, pad_id=None)
+    model.generation_config.eos_token_id = 2  # like a base model: eos is </s>, not <|im_end|>
+    model.save_pretrained(root)
+    t.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model_dir(tmp_path_factory) -> Path:
+    """A tiny model on the plain Mistral vocabulary (32,000 rows): <|im_end|> must be added and trained."""
+    root = tmp_path_factory.mktemp("models") / "tiny-mistral-base"
+    t = mistral_base_tokenizer()
+    model = tiny_mistral(len(t), DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=2, pad_id=None)
+    model.save_pretrained(root)
+    t.save_pretrained(root)
+    return root
