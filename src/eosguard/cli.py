@@ -115,7 +115,7 @@ def train(
 
     try:
         cfg = load_config(config, list(set_ or []) + (["resume=true"] if resume else []))
-        train_from_config(cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False))
+        train_from_config(cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     except EosguardError as exc:
         _fail(exc)
     except RefusedByDoctor as exc:
@@ -187,7 +187,7 @@ def demo(
         settings = DemoSettings(base_steps=40, finetune_steps=20, n_train_old=400, n_train_new=200,
                                 n_eval_per_split=20)
     try:
-        report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False))
+        report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     except EosguardError as exc:
         _fail(exc)
         return

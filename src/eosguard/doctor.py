@@ -259,8 +259,8 @@ def _check_data(convs: Sequence[Conversation], tok: Any, eot_id: int | None, max
     no_target = 0
     if renderer_tok is not None:
         for r in ChatMLRenderer(renderer_tok).render_batch(convs):
-            first = r.mask.argmax() if r.mask.any() else len(r)
-            no_target += first >= max_length
+            first = int(r.mask.argmax()) if r.mask.any() else len(r)
+            no_target += int(first >= max_length)
     if no_target:
         report.add(
             "no-trainable-tokens", "error",

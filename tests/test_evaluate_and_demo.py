@@ -1,0 +1,54 @@
+"""Stop-rate evaluation (batched equals one at a time) and the demo end to end in its quick mode."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from eosguard.cli import app
+from eosguard.conversations import load_conversations
+from eosguard.demo import DemoSettings, run_demo, tiny_mistral
+from eosguard.evaluate import evaluate_stopping
+
+runner = CliRunner()
+
+
+def test_batched_generation_equals_one_at_a_time(tok, task_files):
+    model = tiny_mistral(len(tok), DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=32000, pad_id=0)
+    convs, _ = load_conversations(task_files["heldout"])
+    convs = convs[:6]
+    batched = evaluate_stopping(model, tok, convs, max_new_tokens=8, batch_size=6)
+    single = evaluate_stopping(model, tok, convs, max_new_tokens=8, batch_size=1)
+    assert [g.output for g in batched.generations] == [g.output for g in single.generations]
+    assert batched.n == 6 and batched.runaway_rate == 1 - batched.stop_rate
+
+
+def test_quick_demo_and_eval_cli(tmp_path):
+    torch.manual_seed(0)
+    out = tmp_path / "demo"
+    s = DemoSettings(base_steps=60, finetune_steps=30, n_train_old=500, n_train_new=300, n_eval_per_split=20)
+    report = run_demo(out, s, log=lambda _: None)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["n_eval"] == 40 and set(on_disk["runs"]) == {"base", "broken", "eosguard"}
+    for run in on_disk["runs"].values():
+        assert {"stop_rate", "runaway_rate", "role_leak_rate", "exact_match", "mean_new_tokens", "findings", "steps",
+                "seconds"} <= set(run)
+    assert {"eos-masked", "pad-is-eos"} <= set(report["runs"]["broken"]["findings"])
+    assert report["runs"]["eosguard"]["findings"] == []
+    # Even this short run shows the bug: the broken setup stops less than eosguard's.
+    assert report["runs"]["broken"]["stop_rate"] < report["runs"]["eosguard"]["stop_rate"]
+    for name in ("base", "broken", "eosguard"):
+        assert (out / name / "model" / "model.safetensors").exists()
+    assert (out / "report.png").stat().st_size > 1000 and (out / "heldout.jsonl").exists()
+
+    result = runner.invoke(app, ["eval", "--model", str(out / "eosguard" / "model"), "--data", str(out / "heldout.jsonl"),
+                                 "--max-new-tokens", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.stdout)
+    assert measured["n"] == 40
+    assert abs(measured["stop_rate"] - report["runs"]["eosguard"]["stop_rate"]) < 1e-9
+
+
+def test_eval_bad_input(tmp_path, tiny_model_dir):
+    result = runner.invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.output
