@@ -13,9 +13,28 @@ def test_pinned_ids_mask_and_text(tok):
     r = ChatMLRenderer(tok)
     conv = conversation(("user", "Hi"), ("assistant", "Hello there"))
     out = r.render(conv)
-    assert r.render_text(conv.messages) == "<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello there<|im_end|>\n"
+    assert (
+        r.render_text(conv.messages)
+        == "<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello there<|im_end|>\n"
+    )
     # <s> <|im_start|> user \n Hi <|im_end|> \n <|im_start|> ass istant \n Hello ▁there <|im_end|> \n
-    assert out.input_ids.tolist() == [1, 32001, 1838, 13, 23809, 32000, 13, 32001, 489, 11143, 13, 16230, 736, 32000, 13]
+    assert out.input_ids.tolist() == [
+        1,
+        32001,
+        1838,
+        13,
+        23809,
+        32000,
+        13,
+        32001,
+        489,
+        11143,
+        13,
+        16230,
+        736,
+        32000,
+        13,
+    ]
     assert out.mask.astype(int).tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0]
     assert out.labels == [-100] * 11 + [16230, 736, 32000, -100]
     assert tok.decode(out.input_ids[out.mask]) == "Hello there<|im_end|>"
@@ -29,8 +48,13 @@ def test_labels_from_mask_uses_positions_not_ids():
 
 def test_equals_apply_chat_template_and_prompt_is_prefix(tok):
     r = ChatMLRenderer(tok)
-    conv = conversation(("system", "Be brief."), ("user", "Say hi"), ("assistant", "Hi!"), ("user", "again"),
-                        ("assistant", "Hi  again.\n\nBye"))
+    conv = conversation(
+        ("system", "Be brief."),
+        ("user", "Say hi"),
+        ("assistant", "Hi!"),
+        ("user", "again"),
+        ("assistant", "Hi  again.\n\nBye"),
+    )
     ids = r.render(conv).input_ids.tolist()
     assert ids == tok.apply_chat_template(conv.as_dicts(), tokenize=True, return_dict=False)
     for k in (2, 4):  # before each assistant turn
@@ -43,7 +67,9 @@ def test_train_policies(tok):
     conv = conversation(("user", "a"), ("assistant", "one"), ("user", "b"), ("assistant", "two"))
     last = ChatMLRenderer(tok, train_on="last").render(conv)
     assert tok.decode(last.input_ids[last.mask]) == "two<|im_end|>"
-    excluded = conversation(("user", "a"), Message("assistant", "one", train=False), ("user", "b"), ("assistant", "two"))
+    excluded = conversation(
+        ("user", "a"), Message("assistant", "one", train=False), ("user", "b"), ("assistant", "two")
+    )
     out = ChatMLRenderer(tok).render(excluded)
     assert tok.decode(out.input_ids[out.mask]) == "two<|im_end|>"
     forced = conversation(("user", "a"), Message("assistant", "one", train=True), ("user", "b"), ("assistant", "two"))
@@ -86,7 +112,13 @@ def test_fit_to_length_policies(tok):
     assert fit_to_length(full, 5, "truncate") is None  # not even the prompt fits
 
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="\U000f0000\U000f0001\U000f0002"), min_size=1, max_size=40).filter(lambda s: s.strip())
+_text = st.text(
+    alphabet=st.characters(
+        codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="\U000f0000\U000f0001\U000f0002"
+    ),
+    min_size=1,
+    max_size=40,
+).filter(lambda s: s.strip())
 _special = st.sampled_from(["<|im_end|>", "<|im_start|>", "<s>", "</s>", "<unk>", "\n<|im_start|>user\n"])
 _content = st.lists(st.one_of(_text, _special), min_size=1, max_size=4).map("".join).filter(lambda s: s.strip())
 

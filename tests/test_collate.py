@@ -46,10 +46,14 @@ def test_packed_and_padded_give_the_same_loss_and_no_cross_attention(tok):
     torch.manual_seed(0)
     model = tiny_mistral(len(tok), DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=32000, pad_id=0).eval()
     examples = [
-        {"input_ids": [1, 32001, 1838, 13, 23809, 32000, 13, 32001, 489, 11143, 13, 16230, 736, 32000, 13],
-         "labels": [-100] * 11 + [16230, 736, 32000, -100]},
-        {"input_ids": [1, 32001, 1838, 13, 5, 6, 32000, 13, 32001, 489, 11143, 13, 77, 32000, 13],
-         "labels": [-100] * 12 + [77, 32000, -100]},
+        {
+            "input_ids": [1, 32001, 1838, 13, 23809, 32000, 13, 32001, 489, 11143, 13, 16230, 736, 32000, 13],
+            "labels": [-100] * 11 + [16230, 736, 32000, -100],
+        },
+        {
+            "input_ids": [1, 32001, 1838, 13, 5, 6, 32000, 13, 32001, 489, 11143, 13, 77, 32000, 13],
+            "labels": [-100] * 12 + [77, 32000, -100],
+        },
     ]
     padded = PadCollator(pad_token_id=0)(examples)
     packed = PackedCollator()(examples)

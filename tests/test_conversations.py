@@ -14,9 +14,17 @@ def _write(tmp_path: Path, lines: list[str] | bytes, name: str = "d.jsonl") -> P
 
 
 GOOD = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]})
-SHAREGPT = json.dumps({"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
-                                         {"from": "gpt", "value": "A", "weight": 0}, {"from": "human", "value": "Q2"},
-                                         {"from": "gpt", "value": "A2"}]})
+SHAREGPT = json.dumps(
+    {
+        "conversations": [
+            {"from": "system", "value": "S"},
+            {"from": "human", "value": "Q"},
+            {"from": "gpt", "value": "A", "weight": 0},
+            {"from": "human", "value": "Q2"},
+            {"from": "gpt", "value": "A2"},
+        ]
+    }
+)
 
 
 def test_reads_both_shapes(tmp_path):
@@ -32,15 +40,22 @@ def test_reads_both_shapes(tmp_path):
     ("record", "reason"),
     [
         ('{"messages": [{"role": "user", "content": "Hi"}', "malformed JSON"),
-        ('{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}', "unknown role 'robot'"),
+        (
+            '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+            "unknown role 'robot'",
+        ),
         ('{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]}', "content is empty"),
         ('{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}', "must be a string"),
         ('{"messages": [{"role": "user", "content": "only a question"}]}', "no assistant turn"),
         ('{"messages": "nope"}', "must be a list"),
         ('{"text": "plain"}', "neither 'messages' nor 'conversations'"),
-        ('[1, 2]', "must be a JSON object"),
+        ("[1, 2]", "must be a JSON object"),
         ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}', "missing 'content'"),
-        ('{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "y"}]}', "system message may only come first"),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, '
+            '{"role": "assistant", "content": "y"}]}',
+            "system message may only come first",
+        ),
         ('{"messages": [{"role": "assistant", "content": "y"}]}', "answers no user turn"),
         ('{"messages": [{"role": "user", "content": "a\\u0000b"}, {"role": "assistant", "content": "y"}]}', "NUL"),
     ],

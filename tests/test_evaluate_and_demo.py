@@ -31,8 +31,16 @@ def test_quick_demo_and_eval_cli(tmp_path):
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["n_eval"] == 40 and set(on_disk["runs"]) == {"base", "broken", "eosguard"}
     for run in on_disk["runs"].values():
-        assert {"stop_rate", "runaway_rate", "role_leak_rate", "exact_match", "mean_new_tokens", "findings", "steps",
-                "seconds"} <= set(run)
+        assert {
+            "stop_rate",
+            "runaway_rate",
+            "role_leak_rate",
+            "exact_match",
+            "mean_new_tokens",
+            "findings",
+            "steps",
+            "seconds",
+        } <= set(run)
     assert {"eos-masked", "pad-is-eos"} <= set(report["runs"]["broken"]["findings"])
     assert report["runs"]["eosguard"]["findings"] == []
     # Even this short run shows the bug: the broken setup stops less than eosguard's.
@@ -41,8 +49,19 @@ def test_quick_demo_and_eval_cli(tmp_path):
         assert (out / name / "model" / "model.safetensors").exists()
     assert (out / "report.png").stat().st_size > 1000 and (out / "heldout.jsonl").exists()
 
-    result = runner.invoke(app, ["eval", "--model", str(out / "eosguard" / "model"), "--data", str(out / "heldout.jsonl"),
-                                 "--max-new-tokens", "32", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(out / "eosguard" / "model"),
+            "--data",
+            str(out / "heldout.jsonl"),
+            "--max-new-tokens",
+            "32",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     measured = json.loads(result.stdout)
     assert measured["n"] == 40

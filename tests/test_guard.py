@@ -10,8 +10,12 @@ from eosguard.errors import StopTokenLossError
 from eosguard.guard import guard
 from eosguard.tokenizer_setup import openhermes_tokenizer
 
-CONV = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
-        {"role": "assistant", "content": "See you"}]
+CONV = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello"},
+    {"role": "user", "content": "Bye"},
+    {"role": "assistant", "content": "See you"},
+]
 
 
 def _features(tok):
@@ -44,8 +48,10 @@ def test_warn_mode_logs_and_returns_the_batch(caplog):
 def test_unsupervised_turns_and_pad_eos_positions_are_not_violations():
     tok = openhermes_tokenizer(pad="eos")  # pad id == <|im_end|> id, but eosguard pads labels by position
     r = ChatMLRenderer(tok, bos=True)
-    convs = [conversation(("user", "a"), Message("assistant", "skip me", train=False), ("user", "b"), ("assistant", "ok")),
-             conversation(("user", "x"), ("assistant", "y"))]
+    convs = [
+        conversation(("user", "a"), Message("assistant", "skip me", train=False), ("user", "b"), ("assistant", "ok")),
+        conversation(("user", "x"), ("assistant", "y")),
+    ]
     collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="left"), tok)
     collator([e.to_example() for e in r.render_batch(convs)])
     assert collator.totals.supervised_turns == 2 and collator.totals.stop_masked == 0

@@ -22,8 +22,16 @@ def test_train_saves_a_folder_that_stops_by_itself(tiny_model_dir, task_files, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "run"
-    code, log = train("--set", f"model={tiny_model_dir}", "--set", f"data.train=[{task_files['train']}]",
-                      "--set", f"data.eval=[{task_files['heldout']}]", "--set", f"output_dir={out}")
+    code, log = train(
+        "--set",
+        f"model={tiny_model_dir}",
+        "--set",
+        f"data.train=[{task_files['train']}]",
+        "--set",
+        f"data.eval=[{task_files['heldout']}]",
+        "--set",
+        f"output_dir={out}",
+    )
     assert code == 0, log
     assert "pad token: <unk> (id 0)" in log and "eval: stop rate" in log
     folder = out / "model"
@@ -38,20 +46,31 @@ def test_train_saves_a_folder_that_stops_by_itself(tiny_model_dir, task_files, t
     messages = [{"role": "user", "content": "Repeat: apple river stone"}]
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
-        out_ids = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+        out_ids = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1] :]
     # No eos argument given: generation_config alone stops it at <|im_end|>.
     assert out_ids[-1].item() == im_end and len(out_ids) < 24
     model.generation_config.eos_token_id = 2  # what the input folder said: then it does not stop there
     with torch.no_grad():
-        no_stop = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+        no_stop = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1] :]
     assert len(no_stop) == 24 and no_stop[len(out_ids) - 1].item() == im_end
 
 
 def test_lora_on_new_token_trains_its_rows_and_packing(tiny_base_model_dir, task_files, tmp_path):
     out = tmp_path / "lora"
-    code, log = train("--set", f"model={tiny_base_model_dir}", "--set", f"data.train=[{task_files['train']}]",
-                      "--set", f"output_dir={out}", "--set", "max_steps=3", "--set", "packing=true",
-                      "--set", "lora={r: 4, alpha: 8}")
+    code, log = train(
+        "--set",
+        f"model={tiny_base_model_dir}",
+        "--set",
+        f"data.train=[{task_files['train']}]",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        "max_steps=3",
+        "--set",
+        "packing=true",
+        "--set",
+        "lora={r: 4, alpha: 8}",
+    )
     assert code == 0, log
     assert "added <|im_start|>, <|im_end|>" in log and "embeddings resized 32000 -> 32002" in log
     assert "modules_to_save = embed_tokens, lm_head" in log and "packing:" in log

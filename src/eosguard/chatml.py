@@ -116,7 +116,13 @@ def _plain_text_tokenizer(backend: Tokenizer, control: dict[str, str]) -> tuple[
     for marker, token in control.items():
         props = real_added.get(token, {})
         markers.append(
-            AddedToken(marker, special=True, normalized=False, lstrip=props.get("lstrip", False), rstrip=props.get("rstrip", False))
+            AddedToken(
+                marker,
+                special=True,
+                normalized=False,
+                lstrip=props.get("lstrip", False),
+                rstrip=props.get("rstrip", False),
+            )
         )
     plain.add_special_tokens(markers)
     marker_ids = {plain.token_to_id(marker): token for marker, token in control.items()}

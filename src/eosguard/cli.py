@@ -27,8 +27,12 @@ from rich.text import Text
 
 from eosguard.errors import EXIT_FINDINGS, EXIT_USAGE, EosguardError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="ChatML fine-tuning that guarantees the model learns to stop.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="ChatML fine-tuning that guarantees the model learns to stop.",
+)
 console = Console(stderr=False)
 err = Console(stderr=True)
 
@@ -41,8 +45,12 @@ def _fail(exc: EosguardError) -> None:
 @app.command()
 def doctor(
     tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id (only tokenizer files are read).")],
-    model: Annotated[str | None, typer.Option(help="Model folder: config.json / generation_config.json are read.")] = None,
-    data: Annotated[list[str] | None, typer.Option(help="Conversations (JSONL or datasets folder); repeatable.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model folder: config.json / generation_config.json are read.")
+    ] = None,
+    data: Annotated[
+        list[str] | None, typer.Option(help="Conversations (JSONL or datasets folder); repeatable.")
+    ] = None,
     max_length: Annotated[int | None, typer.Option(min=1, help="Training max length, for truncation checks.")] = None,
     collator: Annotated[str, typer.Option(help="eosguard | transformers | trl | MODULE:FACTORY")] = "eosguard",
     lora: Annotated[bool, typer.Option(help="The run uses LoRA without training the embedding rows.")] = False,
@@ -62,8 +70,9 @@ def doctor(
         if data:
             convs, rep = load_conversations(data, skip_invalid=skip_invalid)
             load_summary = rep.summary()
-        report = diagnose(tok, model_path=model, conversations=convs, max_length=max_length, collator=collator,
-                          lora=lora, show=show)
+        report = diagnose(
+            tok, model_path=model, conversations=convs, max_length=max_length, collator=collator, lora=lora, show=show
+        )
     except EosguardError as exc:
         _fail(exc)
         return
@@ -76,7 +85,7 @@ def doctor(
     raise typer.Exit(EXIT_FINDINGS if report.has_errors else 0)
 
 
-def _print_doctor(report) -> None:  # noqa: ANN001
+def _print_doctor(report) -> None:
     for i, step in enumerate(report.steps, start=1):
         mark = "[green]✓[/]" if step.ok else "[red]✗[/]"
         console.print(f"{i}. {mark} {step.title}: {step.detail}", highlight=False)
@@ -97,15 +106,18 @@ def _print_doctor(report) -> None:  # noqa: ANN001
         table.add_column(col, overflow="fold")
     colors = {"error": "red", "warning": "yellow", "info": "blue"}
     for f in report.findings:
-        table.add_row(f"[{colors[f.severity]}]{f.severity}[/]", f.id, "" if f.count is None else str(f.count),
-                      f.message, f.fix)
+        table.add_row(
+            f"[{colors[f.severity]}]{f.severity}[/]", f.id, "" if f.count is None else str(f.count), f.message, f.fix
+        )
     console.print(table)
 
 
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config (see README: 'Fine-tune your own model').")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 --set data.train=[a.jsonl]")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 --set data.train=[a.jsonl]")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Train even when the doctor finds errors (loudly).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
 ) -> None:
@@ -115,7 +127,9 @@ def train(
 
     try:
         cfg = load_config(config, list(set_ or []) + (["resume=true"] if resume else []))
-        train_from_config(cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+        train_from_config(
+            cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)
+        )
     except EosguardError as exc:
         _fail(exc)
     except RefusedByDoctor as exc:
@@ -152,8 +166,15 @@ def eval_(
             raise EosguardError(f"{model}: the tokenizer has no <|im_end|> token; is this a ChatML model?")
         torch.manual_seed(seed)
         m = load_model(model)
-        result = evaluate_stopping(m, tok, convs[:limit], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   do_sample=sample, temperature=temperature)
+        result = evaluate_stopping(
+            m,
+            tok,
+            convs[:limit],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            do_sample=sample,
+            temperature=temperature,
+        )
     except EosguardError as exc:
         _fail(exc)
         return
@@ -165,18 +186,26 @@ def eval_(
     for col in ("stop rate", "runaway", "role leak", "exact match", "mean new tokens", "p95 new tokens"):
         table.add_column(col)
     em = "-" if result.exact_match is None else f"{result.exact_match:.1%}"
-    table.add_row(f"{result.stop_rate:.1%}", f"{result.runaway_rate:.1%}", f"{result.role_leak_rate:.1%}", em,
-                  f"{result.mean_new_tokens:.1f}", f"{result.p95_new_tokens:.0f}")
+    table.add_row(
+        f"{result.stop_rate:.1%}",
+        f"{result.runaway_rate:.1%}",
+        f"{result.role_leak_rate:.1%}",
+        em,
+        f"{result.mean_new_tokens:.1f}",
+        f"{result.p95_new_tokens:.0f}",
+    )
     console.print(table)
     for g in result.generations[:show]:
-        console.print(f"[bold]{g.prompt!r}[/] -> {g.output!r} {'(stopped)' if g.stopped else '(no stop)'}",
-                      highlight=False)
+        console.print(
+            f"[bold]{g.prompt!r}[/] -> {g.output!r} {'(stopped)' if g.stopped else '(no stop)'}", highlight=False
+        )
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for report.json, report.md, report.png and the models.")] = Path(
-        "eosguard-demo"),
+        "eosguard-demo"
+    ),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for smoke tests; figures are weaker).")] = False,
 ) -> None:
     """The bug report in miniature: pad = eos vs eosguard, same model, data, steps and seed."""
@@ -184,8 +213,7 @@ def demo(
 
     settings = DemoSettings()
     if quick:
-        settings = DemoSettings(base_steps=40, finetune_steps=20, n_train_old=400, n_train_new=200,
-                                n_eval_per_split=20)
+        settings = DemoSettings(base_steps=40, finetune_steps=20, n_train_old=400, n_train_new=200, n_eval_per_split=20)
     try:
         report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     except EosguardError as exc:
@@ -212,8 +240,15 @@ def prepare(
         err.print("[bold red]error:[/] --over-length takes drop|truncate|error, --train-on all|last")
         raise typer.Exit(EXIT_USAGE)
     try:
-        summary = prepare_dataset(data, tokenizer, out, max_length=max_length, over_length=over_length,
-                                  train_on=train_on, skip_invalid=skip_invalid)
+        summary = prepare_dataset(
+            data,
+            tokenizer,
+            out,
+            max_length=max_length,
+            over_length=over_length,
+            train_on=train_on,
+            skip_invalid=skip_invalid,
+        )
     except EosguardError as exc:
         _fail(exc)
         return

@@ -34,7 +34,7 @@ def _require_labels(features: Sequence[dict[str, Any]]) -> None:
     if any("labels" not in f for f in features):
         raise EosguardError(
             "eosguard collators need explicit 'labels' in every example",
-            hint="render examples with eosguard.chatml.ChatMLRenderer (labels come from explicit spans, never from ids)",
+            hint="render examples with eosguard.ChatMLRenderer: labels come from explicit spans, never from ids",
         )
 
 
@@ -105,7 +105,8 @@ class PackedCollator:
     would attend to each other (`eosguard.train.fit` turns the cache off; tests/test_collate.py proves both).
 
     Example:
-        >>> b = PackedCollator()([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+        >>> f = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}]
+        >>> b = PackedCollator()(f)
         >>> b["input_ids"].tolist(), b["labels"].tolist(), b["position_ids"].tolist()
         ([[5, 6, 7, 8, 9]], [[-100, 6, 7, -100, 9]], [[0, 1, 2, 0, 1]])
     """

@@ -244,7 +244,12 @@ def load_conversations(
                 messages = parse_record(record)
             except ValueError as exc:
                 if not skip_invalid:
-                    raise DataError(str(exc), path=str(path), line=lineno, hint="fix the record, or pass --skip-invalid to skip and count such records") from None
+                    raise DataError(
+                        str(exc),
+                        path=str(path),
+                        line=lineno,
+                        hint="fix the record, or pass --skip-invalid to skip and count such records",
+                    ) from None
                 report.skipped.append((str(path), lineno, _reason_key(str(exc))))
                 continue
             out.append(Conversation(messages=messages, source=str(path), line=lineno))
@@ -260,7 +265,11 @@ def load_conversations(
 def conversation(*turns: tuple[str, str] | Message) -> Conversation:
     """Build a validated conversation in code: `conversation(("user", "Hi"), ("assistant", "Hello"))`."""
     raw = [t if isinstance(t, Message) else Message(role=t[0], content=t[1]) for t in turns]  # type: ignore[arg-type]
-    record = {"messages": [{"role": m.role, "content": m.content, **({} if m.train is None else {"train": m.train})} for m in raw]}
+    record = {
+        "messages": [
+            {"role": m.role, "content": m.content, **({} if m.train is None else {"train": m.train})} for m in raw
+        ]
+    }
     return Conversation(messages=parse_record(record))
 
 

@@ -18,6 +18,7 @@ Run as:
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -34,8 +35,6 @@ from eosguard.guard import guard
 from eosguard.tasks import split_tasks
 from eosguard.tokenizer_setup import openhermes_tokenizer, prepare_tokenizer
 from eosguard.train import build_examples, fit, save_model_folder, training_arguments
-
-import os
 
 OLD_TASKS = os.environ.get("EOSGUARD_DEMO_OLD", "repeat,first,count").split(",")
 NEW_TASKS = os.environ.get("EOSGUARD_DEMO_NEW", "last").split(",")
@@ -153,8 +152,15 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     our_collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)
 
     def args(name: str, steps: int) -> Any:
-        return training_arguments(out / name / "trainer", steps=steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed,
-                                  logging_steps=5, progress=False)
+        return training_arguments(
+            out / name / "trainer",
+            steps=steps,
+            lr=s.lr,
+            batch_size=s.batch_size,
+            seed=s.seed,
+            logging_steps=5,
+            progress=False,
+        )
 
     log(f"stage 0: training base model ({s.base_steps} steps)")
     base_fit = fit(model, tok, old_examples, our_collator, args("base", s.base_steps))
@@ -170,9 +176,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
 
     # Stage 1: the same base model, the same new-task data, steps and seed; two setups.
-    new_examples, prep_new = build_examples(new_train, renderer, max_length=s.max_length)
+    new_examples, _ = build_examples(new_train, renderer, max_length=s.max_length)
     setups = {
-        "broken": (broken_tok, broken_examples(broken_tok, new_train), DataCollatorForLanguageModeling(broken_tok, mlm=False)),
+        "broken": (
+            broken_tok,
+            broken_examples(broken_tok, new_train),
+            DataCollatorForLanguageModeling(broken_tok, mlm=False),
+        ),
         "eosguard": (tok, new_examples, our_collator),
     }
     for name, (run_tok, examples, collator) in setups.items():

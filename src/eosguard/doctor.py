@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eosguard.chatml import IGNORE_INDEX, IM_END, IM_START, ChatMLRenderer, tokenizer_adds_bos
+from eosguard.chatml import IGNORE_INDEX, IM_END, IM_START, ChatMLRenderer
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation, conversation
 from eosguard.errors import EosguardError
@@ -88,8 +88,12 @@ class DoctorReport:
 
 PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
     conversation(("system", "You are helpful."), ("user", "Name a colour."), ("assistant", "Blue.")),
-    conversation(("user", "Hi"), ("assistant", "Hello! How can I help?"), ("user", "Count to three."),
-                 ("assistant", "One, two, three.")),
+    conversation(
+        ("user", "Hi"),
+        ("assistant", "Hello! How can I help?"),
+        ("user", "Count to three."),
+        ("assistant", "One, two, three."),
+    ),
     conversation(("user", "What is 2 + 2?"), ("assistant", "4")),
 )
 
@@ -103,7 +107,8 @@ def _check_template(tok: Any, report: DoctorReport) -> tuple[str, int] | None:
     """Find the end-of-turn token from the template; never assume it."""
     if not getattr(tok, "chat_template", None):
         report.add(
-            "missing-chat-template", "warning",
+            "missing-chat-template",
+            "warning",
             "the tokenizer has no chat template: inference code cannot format prompts the way training did",
             "save the tokenizer with a chat template (eosguard.prepare_tokenizer sets ChatML)",
         )
@@ -113,7 +118,8 @@ def _check_template(tok: Any, report: DoctorReport) -> tuple[str, int] | None:
     eot = find_end_of_turn(tok)
     if eot is None:
         report.add(
-            "template-no-eos", "error",
+            "template-no-eos",
+            "error",
             "the chat template writes no stop token after the assistant's content, so no example can teach the "
             "model to stop",
             "use a template that closes every assistant turn with the end-of-turn token (ChatML: <|im_end|>)",
@@ -130,7 +136,8 @@ def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport, training: boo
     if tok.pad_token is None:
         ok = False
         report.add(
-            "no-pad-token", "warning",
+            "no-pad-token",
+            "warning",
             "the tokenizer has no pad token; trainers then fall back to pad = eos (TRL does it silently)",
             "set a pad token distinct from the end-of-turn token: an unused reserved token, unk, or a new <pad> "
             "(eosguard.prepare_tokenizer chooses and reports)",
@@ -138,19 +145,23 @@ def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport, training: boo
     elif tok.pad_token_id in stop_ids:
         ok = False
         report.add(
-            "pad-is-eos", "warning",
+            "pad-is-eos",
+            "warning",
             f"the pad token {tok.pad_token!r} (id {tok.pad_token_id}) is the eos / end-of-turn token: any collator "
             "that masks labels equal to the pad id erases every real stop-token label",
             "tokenizer.pad_token = tokenizer.unk_token, or add a dedicated pad token; or pad labels by position",
         )
     if training and tok.padding_side == "left":
         report.add(
-            "padding-left", "warning",
+            "padding-left",
+            "warning",
             "padding_side is 'left' (as Mistral/OpenHermes ship it): fine for generation, but it hides pad tokens at "
             "the start of training rows, where a pad == eos masking bug is easy to miss",
             "pad on the right for training (eosguard's collator does) and on the left only for batched generation",
         )
-    report.steps.append(Step("pad token", ok, f"{tok.pad_token!r} (id {tok.pad_token_id}), padding_side={tok.padding_side}"))
+    report.steps.append(
+        Step("pad token", ok, f"{tok.pad_token!r} (id {tok.pad_token_id}), padding_side={tok.padding_side}")
+    )
 
 
 def _check_double_bos(tok: Any, features: list[dict[str, Any]], report: DoctorReport) -> None:
@@ -159,7 +170,8 @@ def _check_double_bos(tok: Any, features: list[dict[str, Any]], report: DoctorRe
     n = sum(1 for f in features if bos is not None and list(f["input_ids"][:2]) == [bos, bos])
     if n:
         report.add(
-            "double-bos", "warning",
+            "double-bos",
+            "warning",
             f"{n} of {len(features)} examples start with two {tok.bos_token!r} tokens: the chat template writes one "
             "and tokenizing the rendered text with special tokens adds another",
             "tokenize rendered chat text with add_special_tokens=False (apply_chat_template(tokenize=True) does), "
@@ -195,7 +207,8 @@ def _check_model(model_path: str, tok: Any, eot: tuple[str, int] | None, lora: b
         ok = False
         src = "generation_config.json" if "eos_token_id" in gen else "config.json"
         report.add(
-            "generation-eos-mismatch", "error",
+            "generation-eos-mismatch",
+            "error",
             f"{src} lists eos ids {eos_ids}, which do not include the end-of-turn token {eot[0]} (id {eot[1]}): "
             "generate() and vLLM will not stop even when the model emits it",
             f"set generation_config.eos_token_id = [{eot[1]}, ...] (eosguard train writes it)",
@@ -203,7 +216,8 @@ def _check_model(model_path: str, tok: Any, eot: tuple[str, int] | None, lora: b
     if vocab is not None and len(tok) > vocab:
         ok = False
         report.add(
-            "vocab-mismatch", "error",
+            "vocab-mismatch",
+            "error",
             f"the tokenizer has {len(tok)} tokens but the model's embeddings have {vocab} rows: ids beyond them crash "
             "or read garbage",
             f"model.resize_token_embeddings({len(tok)}) before training (eosguard train does)",
@@ -211,7 +225,8 @@ def _check_model(model_path: str, tok: Any, eot: tuple[str, int] | None, lora: b
     if eot is not None and vocab is not None and eot[1] >= _original_vocab(config, vocab) and lora:
         ok = False
         report.add(
-            "new-token-untrained", "error",
+            "new-token-untrained",
+            "error",
             f"the end-of-turn token {eot[0]} (id {eot[1]}) was added after pre-training, and under LoRA its embedding "
             "and lm_head rows stay at their initial values: the model cannot learn to emit it",
             "train those rows: peft LoraConfig(modules_to_save=['embed_tokens', 'lm_head']) or "
@@ -225,13 +240,15 @@ def _original_vocab(config: dict[str, Any], vocab: int) -> int:
     return int(config.get("eosguard_original_vocab_size", vocab))
 
 
-def _check_data(convs: Sequence[Conversation], tok: Any, eot_id: int | None, max_length: int | None,
-                report: DoctorReport) -> None:
+def _check_data(
+    convs: Sequence[Conversation], tok: Any, eot_id: int | None, max_length: int | None, report: DoctorReport
+) -> None:
     specials = sorted({t for t in tok.get_added_vocab() if t.strip()} | set(tok.all_special_tokens), key=len)
     n_special = sum(any(s in m.content for m in c.messages for s in specials) for c in convs)
     if n_special:
         report.add(
-            "special-token-in-content", "warning",
+            "special-token-in-content",
+            "warning",
             f"{n_special} conversations contain special-token text (e.g. {IM_END}) in their content; a pipeline that "
             "tokenizes the rendered text parses it as control tokens and forges turn boundaries",
             "encode content as plain text (eosguard does) or clean the data",
@@ -244,12 +261,17 @@ def _check_data(convs: Sequence[Conversation], tok: Any, eot_id: int | None, max
     enc = tok(texts, add_special_tokens=False)["input_ids"]
     too_long = sum(len(ids) > max_length for ids in enc)
     drops_eos = sum(
-        1 for ids in enc if len(ids) > max_length and eot_id is not None and eot_id in ids and max(
-            i for i, t in enumerate(ids) if t == eot_id) >= max_length
+        1
+        for ids in enc
+        if len(ids) > max_length
+        and eot_id is not None
+        and eot_id in ids
+        and max(i for i, t in enumerate(ids) if t == eot_id) >= max_length
     )
     if drops_eos:
         report.add(
-            "truncation-drops-eos", "warning",
+            "truncation-drops-eos",
+            "warning",
             f"{drops_eos} of {len(convs)} examples are longer than max_length={max_length}; cut there, their last "
             "assistant turn loses its end-of-turn token",
             "raise max_length, or use eosguard's over_length policy (drop | truncate keeping the stop token | error)",
@@ -263,7 +285,8 @@ def _check_data(convs: Sequence[Conversation], tok: Any, eot_id: int | None, max
             no_target += int(first >= max_length)
     if no_target:
         report.add(
-            "no-trainable-tokens", "error",
+            "no-trainable-tokens",
+            "error",
             f"{no_target} examples have no trained token within max_length={max_length} (the prompt alone fills it): "
             "they cost compute and teach nothing, and a batch of them gives a NaN loss",
             "raise max_length or drop them (eosguard's over_length policy drops and counts them)",
@@ -278,9 +301,7 @@ def _rendered_texts(tok: Any, convs: Sequence[Conversation]) -> list[str]:
     """The user's pipeline text: the tokenizer's own template when it has one, else ChatML."""
     if getattr(tok, "chat_template", None):
         return [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in convs]
-    return [
-        "".join(f"{IM_START}{m.role}\n{m.content}{IM_END}\n" for m in c.messages) for c in convs
-    ]
+    return ["".join(f"{IM_START}{m.role}\n{m.content}{IM_END}\n" for m in c.messages) for c in convs]
 
 
 # -- collator -------------------------------------------------------------------------------------------------
@@ -292,7 +313,9 @@ def _load_factory(spec: str) -> Callable[[Any], Any]:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise EosguardError(f"cannot load collator factory {spec!r}: {exc}", hint="use MODULE:FACTORY, e.g. mypkg.data:make_collator") from None
+        raise EosguardError(
+            f"cannot load collator factory {spec!r}: {exc}", hint="use MODULE:FACTORY, e.g. mypkg.data:make_collator"
+        ) from None
 
 
 def build_collator(spec: CollatorSpec, tok: Any) -> tuple[Callable, Any, str]:
@@ -328,8 +351,9 @@ def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation]) -> li
     return [{"input_ids": ids} for ids in enc["input_ids"]]
 
 
-def check_collator(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], report: DoctorReport,
-                   batch_size: int = 8) -> tuple[StopCheck, str, list[dict[str, Any]]]:
+def check_collator(
+    spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], report: DoctorReport, batch_size: int = 8
+) -> tuple[StopCheck, str, list[dict[str, Any]]]:
     """Collate real examples with the collator and count supervised turns whose stop token is masked."""
     collator, run_tok, note = build_collator(spec, tok)
     checker = StopTokenChecker(run_tok)
@@ -372,9 +396,16 @@ def diagnose(
     report.steps.append(Step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens"))
     eot = _check_template(tokenizer, report)
     eot_id = eot[1] if eot else None
-    report.facts.update({"end_of_turn": eot[0] if eot else None, "end_of_turn_id": eot_id,
-                         "pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
-                         "eos_token": tokenizer.eos_token, "padding_side": tokenizer.padding_side})
+    report.facts.update(
+        {
+            "end_of_turn": eot[0] if eot else None,
+            "end_of_turn_id": eot_id,
+            "pad_token": tokenizer.pad_token,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token": tokenizer.eos_token,
+            "padding_side": tokenizer.padding_side,
+        }
+    )
     _check_pad(tokenizer, eot_id, report)
     if model_path:
         _check_model(model_path, tokenizer, eot, lora, report)
@@ -388,11 +419,16 @@ def diagnose(
             run_tok = copy.deepcopy(tokenizer)
             prepare_tokenizer(run_tok)
         check, note, batches = check_collator(collator, run_tok, convs[:64], report)
-        report.facts["collator"] = {"name": collator, "supervised_turns": check.supervised_turns,
-                                    "stop_trained": check.stop_trained, "stop_masked": check.stop_masked}
+        report.facts["collator"] = {
+            "name": collator,
+            "supervised_turns": check.supervised_turns,
+            "stop_trained": check.stop_trained,
+            "stop_masked": check.stop_masked,
+        }
         if check.stop_masked:
             report.add(
-                "eos-masked", "error",
+                "eos-masked",
+                "error",
                 f"collating {len(convs[:64])} real examples with the {collator!r} collator{note} leaves "
                 f"{check.stop_masked} of {check.supervised_turns} assistant-closing {IM_END} tokens at label -100: "
                 "the model never learns to stop",
@@ -400,11 +436,18 @@ def diagnose(
                 "position (eosguard.PadCollator); wrap any collator with eosguard.guard to catch this in training",
                 count=check.stop_masked,
             )
-        report.steps.append(Step(f"collator {collator!r}", not check.stop_masked,
-                                 f"{check.stop_trained}/{check.supervised_turns} stop tokens trained{note}"))
+        report.steps.append(
+            Step(
+                f"collator {collator!r}",
+                not check.stop_masked,
+                f"{check.stop_trained}/{check.supervised_turns} stop tokens trained{note}",
+            )
+        )
         report.shown = _shown(run_tok, batches, show)
     elif eot is not None:
-        report.steps.append(Step(f"collator {collator!r}", True, f"skipped: the template is not ChatML (ends turns with {eot[0]})"))
+        report.steps.append(
+            Step(f"collator {collator!r}", True, f"skipped: the template is not ChatML (ends turns with {eot[0]})")
+        )
     order = {"error": 0, "warning": 1, "info": 2}
     report.findings.sort(key=lambda f: order[f.severity])
     return report

@@ -85,8 +85,14 @@ def _percentile(values: Sequence[int], q: float) -> float:
 
 @torch.no_grad()
 def generate_batch(
-    model: Any, renderer: ChatMLRenderer, prompts: list[list[int]], *, max_new_tokens: int, pad_id: int,
-    do_sample: bool = False, temperature: float = 1.0,
+    model: Any,
+    renderer: ChatMLRenderer,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    pad_id: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
 ) -> list[list[int]]:
     """Generate for prompts padded on the left; returns the new tokens of each (up to and incl. the stop token)."""
     width = max(len(p) for p in prompts)
@@ -144,7 +150,12 @@ def evaluate_stopping(
         parts = [split_prompt(conversations[i]) for i in idx]
         prompts = [renderer.prompt_ids(p) for p, _ in parts]
         outputs = generate_batch(
-            model, renderer, prompts, max_new_tokens=max_new_tokens, pad_id=pad_id, do_sample=do_sample,
+            model,
+            renderer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            pad_id=pad_id,
+            do_sample=do_sample,
             temperature=temperature,
         )
         for i, (msgs, ref), new in zip(idx, parts, outputs, strict=True):
@@ -153,7 +164,12 @@ def evaluate_stopping(
             text = tokenizer.decode(body, skip_special_tokens=False)
             leak = renderer.im_start_id in body or bool(_ROLE_LEAK.search(text))
             slots[i] = Generation(
-                prompt=msgs[-1].content, reference=ref, output=text, stopped=stopped, new_tokens=len(new), role_leak=leak
+                prompt=msgs[-1].content,
+                reference=ref,
+                output=text,
+                stopped=stopped,
+                new_tokens=len(new),
+                role_leak=leak,
             )
     gens = [slots[i] for i in range(len(conversations))]
     if was_training:

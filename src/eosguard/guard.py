@@ -149,7 +149,9 @@ class GuardedCollator:
         return getattr(self.collator, name)
 
 
-def guard(collator: Callable, tokenizer: Any, mode: Literal["raise", "warn"] = "raise", check_every: int = 1) -> GuardedCollator:
+def guard(
+    collator: Callable, tokenizer: Any, mode: Literal["raise", "warn"] = "raise", check_every: int = 1
+) -> GuardedCollator:
     """Wrap `collator` so that a batch that would not train the end-of-turn token is caught.
 
     Example:
@@ -157,11 +159,12 @@ def guard(collator: Callable, tokenizer: Any, mode: Literal["raise", "warn"] = "
         >>> from eosguard.tokenizer_setup import openhermes_tokenizer
         >>> tok = openhermes_tokenizer(pad="eos")
         >>> c = guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)
-        >>> text = tok.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], tokenize=False)
+        >>> msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+        >>> text = tok.apply_chat_template(msgs, tokenize=False)
         >>> c([tok(text)])
         Traceback (most recent call last):
         ...
-        eosguard.errors.StopTokenLossError: 1 of 1 assistant turns in this batch end with an <|im_end|> whose label is -100: ...
+        eosguard.errors.StopTokenLossError: 1 of 1 assistant turns in this batch end with an <|im_end|> ...
     """
     return GuardedCollator(collator, tokenizer, mode=mode, check_every=check_every)
 

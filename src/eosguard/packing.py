@@ -51,7 +51,9 @@ def pack_examples(examples: Sequence[dict[str, Any]], max_tokens: int) -> list[d
         for i in group:
             ids += list(examples[i]["input_ids"])
             labels += list(examples[i]["labels"])
-        rows.append({"input_ids": ids, "labels": labels, "position_ids": example_positions([lengths[i] for i in group])})
+        rows.append(
+            {"input_ids": ids, "labels": labels, "position_ids": example_positions([lengths[i] for i in group])}
+        )
     return rows
 
 

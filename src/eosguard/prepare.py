@@ -21,8 +21,15 @@ from eosguard.train import PrepStats, build_examples
 
 
 def prepare_dataset(
-    data: Sequence[str], tokenizer: str | Any, out: str | Path, *, max_length: int = 2048,
-    over_length: str = "truncate", train_on: str = "all", skip_invalid: bool = False, chunk: int = 2000,
+    data: Sequence[str],
+    tokenizer: str | Any,
+    out: str | Path,
+    *,
+    max_length: int = 2048,
+    over_length: str = "truncate",
+    train_on: str = "all",
+    skip_invalid: bool = False,
+    chunk: int = 2000,
 ) -> list[str]:
     """Write the tokenized dataset to `out`; returns the summary lines it also prints."""
     import datasets
@@ -35,10 +42,18 @@ def prepare_dataset(
 
     def rows() -> Iterator[dict[str, Any]]:
         for b in range(0, len(convs), chunk):
-            examples, stats = build_examples(convs[b : b + chunk], renderer, max_length=max_length,
-                                             over_length=over_length)  # type: ignore[arg-type]
-            for field in ("conversations", "examples", "truncated", "dropped_too_long", "dropped_no_target",
-                          "trained_tokens", "total_tokens"):
+            examples, stats = build_examples(
+                convs[b : b + chunk], renderer, max_length=max_length, over_length=over_length
+            )  # type: ignore[arg-type]
+            for field in (
+                "conversations",
+                "examples",
+                "truncated",
+                "dropped_too_long",
+                "dropped_no_target",
+                "trained_tokens",
+                "total_tokens",
+            ):
                 setattr(totals, field, getattr(totals, field) + getattr(stats, field))
             for ex in examples:
                 yield {**ex, "length": len(ex["input_ids"])}
@@ -46,8 +61,12 @@ def prepare_dataset(
     ds = datasets.Dataset.from_generator(rows)
     ds.save_to_disk(str(out))
     tok.save_pretrained(str(Path(out) / "tokenizer"))
-    return [*(f"tokenizer: {line}" for line in setup.lines()), f"data: {load_report.summary()}",
-            f"examples: {totals.summary()}", f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)"]
+    return [
+        *(f"tokenizer: {line}" for line in setup.lines()),
+        f"data: {load_report.summary()}",
+        f"examples: {totals.summary()}",
+        f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)",
+    ]
 
 
 __all__ = ["LoadReport", "prepare_dataset"]

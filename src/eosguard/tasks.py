@@ -16,11 +16,54 @@ from collections.abc import Callable
 
 from eosguard.conversations import Conversation, Message
 
-WORDS: tuple[str, ...] = (
-    "apple river stone cloud tiger maple amber coral delta ember frost grove harbor island jungle lemon meadow "
-    "nectar orbit pepper quartz raven saddle timber velvet willow yellow zebra anchor bridge candle dragon falcon "
-    "garden hammer lantern mirror needle pillow rocket silver thunder violet wagon basket cactus"
-).split()
+WORDS: tuple[str, ...] = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "tiger",
+    "maple",
+    "amber",
+    "coral",
+    "delta",
+    "ember",
+    "frost",
+    "grove",
+    "harbor",
+    "island",
+    "jungle",
+    "lemon",
+    "meadow",
+    "nectar",
+    "orbit",
+    "pepper",
+    "quartz",
+    "raven",
+    "saddle",
+    "timber",
+    "velvet",
+    "willow",
+    "yellow",
+    "zebra",
+    "anchor",
+    "bridge",
+    "candle",
+    "dragon",
+    "falcon",
+    "garden",
+    "hammer",
+    "lantern",
+    "mirror",
+    "needle",
+    "pillow",
+    "rocket",
+    "silver",
+    "thunder",
+    "violet",
+    "wagon",
+    "basket",
+    "cactus",
+]
 
 SYSTEM = "You are a precise assistant. Answer with the result only."
 
@@ -97,7 +140,9 @@ def make_conversations(
     return out
 
 
-def split_tasks(task_names: list[str], n_train: int, n_heldout: int, *, seed: int) -> tuple[list[Conversation], list[Conversation]]:
+def split_tasks(
+    task_names: list[str], n_train: int, n_heldout: int, *, seed: int
+) -> tuple[list[Conversation], list[Conversation]]:
     """Disjoint train and held-out sets (held-out drawn first, then excluded from train)."""
     heldout = make_conversations(task_names, n_heldout, seed=seed + 1)
     train = make_conversations(task_names, n_train, seed=seed, exclude={c.messages[1].content for c in heldout})

@@ -191,13 +191,10 @@ def find_end_of_turn(tokenizer: Any, chat_template: str | None = None) -> tuple[
     except Exception:  # no template, or a template that rejects the probe
         return None
     tail = text[text.rfind(probe) + len(probe) :] if probe in text else ""
-    added = sorted(tokenizer.get_added_vocab().items(), key=lambda kv: -len(kv[0]))
-    for i in range(len(tail)):
-        if not tail[: i].strip() == "" and i > 0:
-            break
-        for token, tid in added:
-            if token.strip() and tail.startswith(token, i):
-                return token, tid
+    rest = tail.lstrip()  # whitespace may stand between the content and the stop token
+    for token, tid in sorted(tokenizer.get_added_vocab().items(), key=lambda kv: -len(kv[0])):
+        if token.strip() and rest.startswith(token):
+            return token, tid
     return None
 
 

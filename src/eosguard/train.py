@@ -187,16 +187,16 @@ def stop_generation_config(model: Any, tokenizer: Any) -> GenerationConfig:
     eot = tokenizer.convert_tokens_to_ids(IM_END)
     old = model.generation_config.eos_token_id if model.generation_config is not None else None
     old_ids = [old] if isinstance(old, int) else list(old or [])
-    cfg = GenerationConfig.from_model_config(model.config) if model.generation_config is None else model.generation_config
+    cfg = (
+        GenerationConfig.from_model_config(model.config) if model.generation_config is None else model.generation_config
+    )
     cfg.eos_token_id = [eot, *[i for i in old_ids if i != eot]]
     cfg.pad_token_id = tokenizer.pad_token_id
     cfg.bos_token_id = tokenizer.bos_token_id
     return cfg
 
 
-def save_model_folder(
-    model: Any, tokenizer: Any, out_dir: str | Path, *, extra: dict[str, Any] | None = None
-) -> Path:
+def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Save a model folder that stops by itself with plain transformers (see the module doc)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,8 +226,9 @@ class StopRateCallback(TrainerCallback):
         self.max_new_tokens = max_new_tokens
         self.history: list[tuple[int, float]] = []
 
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None,
-                    **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None, **kwargs: Any
+    ) -> None:
         if not self.conversations or state.global_step % self.every or model is None or processing_class is None:
             return
         from eosguard.evaluate import evaluate_stopping
@@ -268,8 +269,12 @@ def _apply_lora(model: Any, lora: Any, new_rows: bool, log: Callable[[str], None
         modules_to_save = ["embed_tokens", "lm_head"]
         log("LoRA: <|im_end|> is a new token -> modules_to_save = embed_tokens, lm_head (its rows get trained)")
     cfg = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-        modules_to_save=modules_to_save, task_type="CAUSAL_LM",
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        modules_to_save=modules_to_save,
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
 
@@ -349,16 +354,32 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
         collator = PadCollator(pad_token_id=tok.pad_token_id, padding_side="right")
     steps = cfg.max_steps or max(1, int(cfg.epochs * len(rows) / (cfg.batch_size * cfg.grad_accum)))
     args = training_arguments(
-        out / "checkpoints", steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-        seed=cfg.seed, bf16=cfg.precision == "bf16", warmup_steps=cfg.warmup_steps, scheduler=cfg.scheduler,
-        weight_decay=cfg.weight_decay, logging_steps=max(1, min(10, steps // 10)), save_steps=cfg.save_steps,
+        out / "checkpoints",
+        steps=steps,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        seed=cfg.seed,
+        bf16=cfg.precision == "bf16",
+        warmup_steps=cfg.warmup_steps,
+        scheduler=cfg.scheduler,
+        weight_decay=cfg.weight_decay,
+        logging_steps=max(1, min(10, steps // 10)),
+        save_steps=cfg.save_steps,
         tensorboard=cfg.tensorboard,
     )
     callbacks: list[TrainerCallback] = []
     if cfg.stop_eval_steps and eval_convs:
         callbacks.append(StopRateCallback(eval_convs[:64], cfg.stop_eval_steps, cfg.max_new_tokens))
-    result = fit(model, tok, rows, guard(collator, tok), args, callbacks=callbacks,
-                 resume_from_checkpoint=True if cfg.resume else None)
+    result = fit(
+        model,
+        tok,
+        rows,
+        guard(collator, tok),
+        args,
+        callbacks=callbacks,
+        resume_from_checkpoint=True if cfg.resume else None,
+    )
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
 
     if cfg.lora is not None and cfg.lora.merge:
@@ -377,8 +398,10 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
 
         rep = evaluate_stopping(model, tok, eval_convs, max_new_tokens=cfg.max_new_tokens)
         summary["eval"] = rep.to_dict()
-        log(f"eval: stop rate {rep.stop_rate:.0%}, runaway {rep.runaway_rate:.0%}, role leaks {rep.role_leak_rate:.0%}"
-            f" on {rep.n} held-out conversations")
+        log(
+            f"eval: stop rate {rep.stop_rate:.0%}, runaway {rep.runaway_rate:.0%}, role leaks {rep.role_leak_rate:.0%}"
+            f" on {rep.n} held-out conversations"
+        )
     folder = save_model_folder(model, tok, out / "model", extra=summary)
     log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {IM_END})")
     return summary
