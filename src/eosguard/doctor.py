@@ -6,7 +6,7 @@ reports findings with a fix each. `eos-masked` is proven by running the collator
 
 Finding ids (stable; `--json` prints them): pad-is-eos, eos-masked, no-pad-token, padding-left, template-no-eos,
 generation-eos-mismatch, new-token-untrained, vocab-mismatch, truncation-drops-eos, special-token-in-content,
-double-bos, no-trainable-tokens, missing-chat-template, prompt-not-prefix.
+double-bos, no-trainable-tokens, missing-chat-template.
 
 Exit codes: 0 no finding of severity "error"; 1 at least one; 2 bad usage or unreadable input.
 
