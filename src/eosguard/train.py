@@ -99,6 +99,70 @@ class FitResult:
     final_loss: float | None = None
 
 
+class EosguardTrainer(Trainer):
+    """`transformers.Trainer` with two changes, both explicit:
+
+    - the loss is computed at labelled positions only (`eosguard.loss.causal_lm_loss`), so the vocabulary
+      projection costs what the trained tokens cost, not the padded sequence length;
+    - checkpoints are written atomically: into `output_dir/.staging/checkpoint-N`, then renamed into place. A
+      crash or SIGKILL while saving leaves the previous checkpoint intact, and `resume` picks the last complete one
+      (a `.staging` folder is never taken for a checkpoint).
+    """
+
+    def __init__(self, *args: Any, selective_loss: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.selective_loss = selective_loss
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if not self.selective_loss or return_outputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from eosguard.loss import causal_lm_loss
+
+        # When divided by the token count of the whole accumulated batch, the loss is already scaled for
+        # gradient accumulation; otherwise the Trainer divides the per-batch mean by the accumulation steps.
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        loss = causal_lm_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        return loss
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        import os
+        import shutil
+
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        original = self.args.output_dir
+        self.args.output_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = original
+        name = f"checkpoint-{self.state.global_step}"
+        _test_pause("EOSGUARD_TEST_PAUSE_BEFORE_RENAME")
+        final = os.path.join(run_dir, name)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(os.path.join(staging, name), final)  # atomic on one filesystem
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.args.save_total_limit:
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit)
+
+
+def _test_pause(variable: str) -> None:
+    """Tests set this variable to widen the window in which they kill a save (seconds)."""
+    import os
+
+    seconds = float(os.environ.get(variable, "0") or 0)
+    if seconds > 0:
+        time.sleep(seconds)
+
+
 class _ListDataset(torch.utils.data.Dataset):
     def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
         self.rows = rows
@@ -160,11 +224,13 @@ def fit(
     *,
     callbacks: Sequence[TrainerCallback] = (),
     resume_from_checkpoint: str | bool | None = None,
+    selective_loss: bool = True,
 ) -> FitResult:
     """One Trainer run; returns the loss curve, steps and wall time."""
     recorder = LossRecorder()
     model.config.use_cache = False  # a KV cache is for generation; in training it would also disable packing masks
-    trainer = Trainer(
+    trainer = EosguardTrainer(
+        selective_loss=selective_loss,
         model=model,
         args=args,
         train_dataset=_ListDataset(examples),
@@ -197,16 +263,27 @@ def stop_generation_config(model: Any, tokenizer: Any) -> GenerationConfig:
 
 
 def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Save a model folder that stops by itself with plain transformers (see the module doc)."""
+    """Save a model folder that stops by itself with plain transformers (see the module doc).
+
+    Written next to its destination first and renamed into place, so an interrupted save never leaves a
+    half-written folder where a complete one is expected.
+    """
+    import shutil
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     model.generation_config = stop_generation_config(model, tokenizer)
     model.config.eos_token_id = model.generation_config.eos_token_id[0]
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    model.save_pretrained(str(staging), safe_serialization=True)
+    tokenizer.save_pretrained(str(staging))
     if extra is not None:
-        (out / "eosguard.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+        (staging / "eosguard.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.replace(out)
     return out
 
 
@@ -371,15 +448,18 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
     callbacks: list[TrainerCallback] = []
     if cfg.stop_eval_steps and eval_convs:
         callbacks.append(StopRateCallback(eval_convs[:64], cfg.stop_eval_steps, cfg.max_new_tokens))
-    result = fit(
-        model,
-        tok,
-        rows,
-        guard(collator, tok),
-        args,
-        callbacks=callbacks,
-        resume_from_checkpoint=True if cfg.resume else None,
-    )
+    resume_from = None
+    if cfg.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        ckpt_dir = out / "checkpoints"
+        resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        log(
+            f"resuming from {resume_from}"
+            if resume_from
+            else f"resume: no complete checkpoint in {ckpt_dir}, starting from the beginning"
+        )
+    result = fit(model, tok, rows, guard(collator, tok), args, callbacks=callbacks, resume_from_checkpoint=resume_from)
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
 
     if cfg.lora is not None and cfg.lora.merge:

@@ -1,0 +1,55 @@
+"""Loss at labelled positions only equals the model's full loss, with the same gradients."""
+
+import pytest
+import torch
+
+from eosguard.chatml import IGNORE_INDEX
+from eosguard.collate import PackedCollator, PadCollator
+from eosguard.demo import DemoSettings, tiny_mistral
+from eosguard.loss import causal_lm_loss
+
+
+def _model():
+    torch.manual_seed(0)
+    return tiny_mistral(500, DemoSettings(hidden=32, layers=2, heads=4, kv_heads=2), bos_id=1, eos_id=2, pad_id=0)
+
+
+def _examples():
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n, k in ((14, 5), (9, 4), (20, 11)):
+        ids = torch.randint(3, 500, (n,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - k) + ids[n - k :]})
+    return out
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("collate", [PadCollator(pad_token_id=0), PackedCollator()], ids=["padded", "packed"])
+@pytest.mark.parametrize("chunk_size", [1, 4, 1024])
+def test_loss_and_gradients_equal_the_full_computation(collate, chunk_size):
+    batch = collate(_examples())
+    model = _model()
+    full = model(**batch, use_cache=False).loss
+    full.backward()
+    expected = _grads(model)
+    model.zero_grad()
+    ours = causal_lm_loss(model, batch, chunk_size=chunk_size)
+    ours.backward()
+    got = _grads(model)
+    assert torch.allclose(full, ours, atol=1e-5)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+
+
+def test_num_items_in_batch_divides_the_sum():
+    batch = PadCollator(pad_token_id=0)(_examples())
+    model = _model()
+    with torch.no_grad():
+        mean = causal_lm_loss(model, batch)
+        summed = causal_lm_loss(model, batch, num_items_in_batch=1)
+    n_targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert torch.allclose(summed, mean * n_targets, rtol=1e-5)
