@@ -156,7 +156,8 @@ def parse_record(record: Any) -> tuple[Message, ...]:
 
 def _reason_key(message: str) -> str:
     """A short, countable reason: the message without its position prefix."""
-    return message.split(": ", 1)[1] if message.startswith(("messages[", "conversations[", "message ")) else message
+    prefix, sep, rest = message.partition(": ")
+    return rest if sep and prefix.startswith(("messages[", "conversations[", "message ")) else message
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any | Exception]]:
