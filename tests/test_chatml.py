@@ -201,3 +201,17 @@ def test_any_role_order_is_rejected_or_keeps_the_invariants(tok, roles, text):
     out = ChatMLRenderer(tok).render(conv)
     n_assistant = sum(m.role == "assistant" for m in conv.messages)
     assert int(out.mask[out.input_ids == 32000].sum()) == n_assistant == len(out.stop_positions)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conv=conversations())
+def test_fast_char_lookup_agrees_with_per_token_offsets(tok, conv):
+    from eosguard.chatml import _locate_by_chars, _mask_from_spans
+
+    r = ChatMLRenderer(tok)
+    text, spans, ends = r.marked_text(conv.messages)
+    enc = r._plain.encode(text, add_special_tokens=False)
+    starts = np.asarray([o[0] for o in enc.offsets])
+    mask, message_ends = _locate_by_chars(enc, spans, ends, len(enc.ids), len(text))
+    assert mask.tolist() == _mask_from_spans(starts, spans).tolist()
+    assert message_ends == np.searchsorted(starts, np.asarray(ends), side="left").tolist()

@@ -223,17 +223,25 @@ class ChatMLRenderer:
         """Render many conversations with one batched encoder call (the fast path for data preparation)."""
         marked = [self.marked_text(c.messages if isinstance(c, Conversation) else c) for c in convs]
         encodings = self._plain.encode_batch([text for text, _, _ in marked], add_special_tokens=False)
-        return [self._to_rendered(enc, spans, ends) for enc, (_, spans, ends) in zip(encodings, marked, strict=True)]
+        return [
+            self._to_rendered(enc, spans, ends, len(text))
+            for enc, (text, spans, ends) in zip(encodings, marked, strict=True)
+        ]
 
     def render(self, conv: Conversation | Sequence[Message]) -> Rendered:
         return self.render_batch([conv])[0]
 
-    def _to_rendered(self, enc: Any, spans: list[tuple[int, int]], ends: list[int]) -> Rendered:
+    def _to_rendered(self, enc: Any, spans: list[tuple[int, int]], ends: list[int], text_len: int) -> Rendered:
         ids = self._id_map[np.asarray(enc.ids, dtype=np.int64)]
-        starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(enc.ids))
-        mask = _mask_from_spans(starts, spans)
+        n = len(ids)
+        located = _locate_by_chars(enc, spans, ends, n, text_len)
+        if located is None:  # a span edge no token covers (rare normalizers): fall back to every token's offset
+            starts = np.asarray([o[0] for o in enc.offsets], dtype=np.int64).reshape(-1)
+            mask = _mask_from_spans(starts, spans)
+            message_ends = np.searchsorted(starts, np.asarray(ends), side="left").tolist()
+        else:
+            mask, message_ends = located
         stops = np.flatnonzero(mask & (ids == self.im_end_id)).tolist()
-        message_ends = np.searchsorted(starts, np.asarray(ends), side="left").tolist()
         return Rendered(input_ids=ids, mask=mask, message_ends=message_ends, stop_positions=stops)
 
     def prompt_ids(self, messages: Sequence[Message] | Conversation) -> list[int]:
@@ -242,6 +250,30 @@ class ChatMLRenderer:
         text, _, _ = self.marked_text(msgs, add_generation_prompt=True)
         enc = self._plain.encode(text, add_special_tokens=False)
         return self._id_map[np.asarray(enc.ids, dtype=np.int64)].tolist()
+
+
+def _locate_by_chars(
+    enc: Any, spans: list[tuple[int, int]], ends: list[int], n: int, text_len: int
+) -> tuple[np.ndarray, list[int]] | None:
+    """Mask and message ends from a few char -> token lookups per message (no per-token Python work).
+
+    Same rule as `_mask_from_spans`: a token is trained when its first character lies in a trained span.
+    """
+    mask = np.zeros(n, dtype=bool)
+    for start, stop in spans:
+        first, last = enc.char_to_token(start), enc.char_to_token(stop - 1)
+        if first is None or last is None:
+            return None
+        if enc.token_to_chars(first)[0] < start:  # the token began in the role header: not a target
+            first += 1
+        mask[first : last + 1] = True
+    message_ends = []
+    for end in ends:
+        token = enc.char_to_token(end) if end < text_len else n
+        if token is None:
+            return None
+        message_ends.append(token)
+    return mask, message_ends
 
 
 def _mask_from_spans(starts: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:

@@ -1,0 +1,77 @@
+"""Shared pieces of the benchmarks: seeded synthetic conversations, timing, and JSON results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eosguard.conversations import Conversation, Message
+
+_WORDS = (
+    "the model learns to answer and then to stop when a turn ends the tokenizer splits text into pieces each "
+    "assistant reply closes with a stop token training data holds many conversations about code science history "
+    "cooking travel music and numbers like 42 or 3.14 with punctuation, questions? and answers!"
+).split()
+
+CHATML_TRAINING_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{{ '\\n' }}{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""eosguard's ChatML template with TRL's {% generation %} markers around each assistant content + <|im_end|>."""
+
+
+def synthetic_conversations(n: int, *, seed: int = 0, max_words: int = 120) -> list[Conversation]:
+    """`n` multi-turn conversations of realistic shape (system prompt, 1-3 exchanges, 5-max_words words a turn)."""
+    rng = random.Random(seed)
+
+    def text() -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(5, max_words))).capitalize() + "."
+
+    out = []
+    for _ in range(n):
+        msgs = [Message("system", "You are a helpful assistant.")]
+        for _ in range(rng.randint(1, 3)):
+            msgs += [Message("user", text()), Message("assistant", text())]
+        out.append(Conversation(messages=tuple(msgs)))
+    return out
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Minimum wall time over `repeats` runs (and the last result)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def environment() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    env = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "machine": platform.machine(),
+           "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+           "threads": str(torch.get_num_threads())}
+    try:
+        import trl
+
+        env["trl"] = trl.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def write_result(name: str, result: dict[str, Any], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**result, "environment": environment()}, indent=2) + "\n")
+    return path
