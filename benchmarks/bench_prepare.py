@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import CHATML_TRAINING_TEMPLATE, best_of, synthetic_conversations, write_result  # noqa: E402
+from common import CHATML_TRAINING_TEMPLATE, best_of, synthetic_conversations, write_result
 
-from eosguard.chatml import ChatMLRenderer  # noqa: E402
-from eosguard.tokenizer_setup import demo_tokenizer  # noqa: E402
+from eosguard.chatml import ChatMLRenderer
+from eosguard.tokenizer_setup import demo_tokenizer
 
 
 def trl_prepare(tok, convs, max_length: int):
@@ -30,13 +30,30 @@ def trl_prepare(tok, convs, max_length: int):
 
     tok = copy.deepcopy(tok)
     tok.chat_template = CHATML_TRAINING_TEMPLATE
-    model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                                             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
-    args = SFTConfig(output_dir="/tmp/eosguard-bench-trl", assistant_only_loss=True, max_length=max_length,
-                     report_to=[], dataset_num_proc=None, packing=False, bf16=False, use_cpu=True)
+    model = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
+    args = SFTConfig(
+        output_dir="/tmp/eosguard-bench-trl",
+        assistant_only_loss=True,
+        max_length=max_length,
+        report_to=[],
+        dataset_num_proc=None,
+        packing=False,
+        bf16=False,
+        use_cpu=True,
+    )
     rows = [{"messages": c.as_dicts()} for c in convs]
-    trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows[:8]),
-                         processing_class=tok)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=datasets.Dataset.from_list(rows[:8]), processing_class=tok
+    )
     ds = datasets.Dataset.from_list(rows)
 
     def run():
@@ -71,8 +88,11 @@ def main() -> None:
         "n_conversations": n,
         "n_tokens": n_tokens,
         "seconds": {"encode_batch": t_anchor, "eosguard": t_ours, "trl_sft": t_trl},
-        "tokens_per_second": {"encode_batch": n_tokens / t_anchor, "eosguard": n_tokens / t_ours,
-                              "trl_sft": n_tokens / t_trl},
+        "tokens_per_second": {
+            "encode_batch": n_tokens / t_anchor,
+            "eosguard": n_tokens / t_ours,
+            "trl_sft": n_tokens / t_trl,
+        },
         "ratios": {"eosguard_speedup_vs_trl": t_trl / t_ours, "eosguard_time_vs_encode_batch": t_ours / t_anchor},
         "goals": {"eosguard_speedup_vs_trl": ">= 3", "eosguard_time_vs_encode_batch": "<= 1.5"},
     }

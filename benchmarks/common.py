@@ -12,11 +12,58 @@ from typing import Any
 
 from eosguard.conversations import Conversation, Message
 
-_WORDS = (
-    "the model learns to answer and then to stop when a turn ends the tokenizer splits text into pieces each "
-    "assistant reply closes with a stop token training data holds many conversations about code science history "
-    "cooking travel music and numbers like 42 or 3.14 with punctuation, questions? and answers!"
-).split()
+_WORDS = [
+    "the",
+    "model",
+    "learns",
+    "to",
+    "answer",
+    "and",
+    "then",
+    "to",
+    "stop",
+    "when",
+    "a",
+    "turn",
+    "ends",
+    "the",
+    "tokenizer",
+    "splits",
+    "text",
+    "into",
+    "pieces",
+    "each",
+    "assistant",
+    "reply",
+    "closes",
+    "with",
+    "a",
+    "stop",
+    "token",
+    "training",
+    "data",
+    "holds",
+    "many",
+    "conversations",
+    "about",
+    "code",
+    "science",
+    "history",
+    "cooking",
+    "travel",
+    "music",
+    "and",
+    "numbers",
+    "like",
+    "42",
+    "or",
+    "3.14",
+    "with",
+    "punctuation,",
+    "questions?",
+    "and",
+    "answers!",
+]
 
 CHATML_TRAINING_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}"
@@ -58,9 +105,15 @@ def environment() -> dict[str, str]:
     import torch
     import transformers
 
-    env = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "machine": platform.machine(),
-           "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
-           "threads": str(torch.get_num_threads())}
+    env = {
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "threads": str(torch.get_num_threads()),
+    }
     try:
         import trl
 

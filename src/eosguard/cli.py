@@ -232,6 +232,7 @@ def prepare(
     over_length: Annotated[str, typer.Option(help="drop | truncate | error")] = "truncate",
     train_on: Annotated[str, typer.Option(help="all | last")] = "all",
     skip_invalid: Annotated[bool, typer.Option()] = False,
+    num_proc: Annotated[int, typer.Option(min=1, help="Processes (each takes every K-th record).")] = 1,
 ) -> None:
     """Tokenize conversations into input_ids / labels columns (labels: assistant content + its <|im_end|>)."""
     from eosguard.prepare import prepare_dataset
@@ -248,6 +249,7 @@ def prepare(
             over_length=over_length,
             train_on=train_on,
             skip_invalid=skip_invalid,
+            num_proc=num_proc,
         )
     except EosguardError as exc:
         _fail(exc)

@@ -218,26 +218,30 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any | Exception]]:
         yield from _iter_jsonl(p)
 
 
-def load_conversations(
-    paths: str | Path | Iterable[str | Path], *, skip_invalid: bool = False, report: LoadReport | None = None
-) -> tuple[list[Conversation], LoadReport]:
-    """Read and validate every record of one or more files.
+def iter_conversations(
+    paths: str | Path | Iterable[str | Path],
+    *,
+    skip_invalid: bool = False,
+    report: LoadReport | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> Iterator[Conversation]:
+    """Validated conversations one at a time (memory stays flat on large files); counts go into `report`.
 
-    Example:
-        >>> import json, tempfile, os
-        >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
-        >>> _ = f.write(json.dumps({"messages": [{"role": "user", "content": "Hi"},
-        ...                                      {"role": "assistant", "content": "Hello!"}]}) + "\\n"); f.close()
-        >>> convs, rep = load_conversations(f.name)
-        >>> convs[0].messages[1].content, rep.summary()
-        ('Hello!', 'read 1 records, used 1, skipped 0')
+    `shard=(k, n)` keeps only records whose running index is k modulo n (for parallel preparation): the
+    other records are not even decoded. Raises DataError at the first bad record unless `skip_invalid`.
+    An empty input, or one whose every record is invalid, is an error either way.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    report = report or LoadReport()
-    out: list[Conversation] = []
+    paths = list(paths)
+    report = report if report is not None else LoadReport()
+    k, n = shard
+    index = -1
     for path in paths:
         for lineno, record in iter_records(path):
+            index += 1
+            if index % n != k:
+                continue
             report.read += 1
             try:
                 if isinstance(record, Exception):
@@ -253,14 +257,31 @@ def load_conversations(
                     ) from None
                 report.skipped.append((str(path), lineno, _reason_key(str(exc))))
                 continue
-            out.append(Conversation(messages=messages, source=str(path), line=lineno))
             report.used += 1
-    if report.read == 0:
-        names = ", ".join(str(p) for p in paths)
+            yield Conversation(messages=messages, source=str(path), line=lineno)
+    names = ", ".join(str(p) for p in paths)
+    if index < 0:
         raise DataError("no records found (the file is empty)", path=names)
-    if not out:
-        raise DataError(f"every record was invalid: {report.summary()}", path=", ".join(str(p) for p in paths))
-    return out, report
+    if n == 1 and report.read and not report.used:  # a shard's caller judges the whole
+        raise DataError(f"every record was invalid: {report.summary()}", path=names)
+
+
+def load_conversations(
+    paths: str | Path | Iterable[str | Path], *, skip_invalid: bool = False, report: LoadReport | None = None
+) -> tuple[list[Conversation], LoadReport]:
+    """Read and validate every record of one or more files (see `iter_conversations`).
+
+    Example:
+        >>> import json, tempfile, os
+        >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+        >>> _ = f.write(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+        ...                                      {"role": "assistant", "content": "Hello!"}]}) + "\\n"); f.close()
+        >>> convs, rep = load_conversations(f.name)
+        >>> convs[0].messages[1].content, rep.summary()
+        ('Hello!', 'read 1 records, used 1, skipped 0')
+    """
+    report = report if report is not None else LoadReport()
+    return list(iter_conversations(paths, skip_invalid=skip_invalid, report=report)), report
 
 
 def conversation(*turns: tuple[str, str] | Message) -> Conversation:

@@ -1,23 +1,120 @@
-"""`eosguard prepare`: conversations to a tokenized `datasets` folder (input_ids, labels, length).
+"""`eosguard prepare`: conversations to a tokenized `datasets` folder (input_ids, labels, length), cached.
 
-Rendering goes through `ChatMLRenderer.render_batch` (one batched tokenizer call per chunk) and the explicit
-over-length policy; the folder loads with `datasets.load_from_disk`. Chunks are written as they are made, so
-memory stays bounded by the chunk size, not the corpus.
+- Streams: records are read, validated and rendered in chunks and written to Arrow as they come, so memory stays
+  bounded by the chunk size, not the corpus (`Dataset.from_generator`).
+- Batched: each chunk is one `ChatMLRenderer.render_batch` call (one batched tokenizer call).
+- Parallel: `--num-proc K` gives each process every K-th record; counts from all processes are added up.
+- Cached by content hash: a hash of the data bytes, the tokenizer (vocabulary, template, pad) and the options is
+  stored in `OUT/eosguard_prepare.json`; a second run with the same inputs returns at once.
+- Counted: records read / used / skipped (and why), examples truncated / dropped, tokens trained.
+
+`OUT` loads with `datasets.load_from_disk`; `OUT/tokenizer` is the prepared tokenizer the ids belong to.
 
 Run as:
-    eosguard prepare data.jsonl --tokenizer PATH --out prepared/ [--max-length 2048]
+    eosguard prepare data.jsonl --tokenizer PATH --out prepared/ [--max-length 2048] [--num-proc 2]
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from eosguard.chatml import ChatMLRenderer
-from eosguard.conversations import LoadReport, load_conversations
+from eosguard.conversations import LoadReport, iter_conversations
+from eosguard.errors import DataError, EosguardError
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 from eosguard.train import PrepStats, build_examples
+
+MANIFEST = "eosguard_prepare.json"
+FORMAT_VERSION = 1
+
+
+def _hash_path(h: Any, path: Path) -> None:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+
+
+def content_key(data: Sequence[str], tok: Any, options: dict[str, Any]) -> str:
+    """sha256 of everything the output depends on: data bytes, tokenizer, template, pad, options, format."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT_VERSION, **options}, sort_keys=True).encode())
+    h.update(tok.backend_tokenizer.to_str().encode())
+    h.update(str(tok.chat_template).encode() + str(tok.pad_token_id).encode())
+    for d in data:
+        p = Path(d)
+        if not p.exists():
+            raise DataError("no such file or folder", path=str(d))
+        _hash_path(h, p)
+    return h.hexdigest()
+
+
+def _rows(
+    shards: list[tuple[int, int]], data: list[str], tok: Any, options: dict[str, Any], stats_dir: str, chunk: int
+) -> Iterator[dict[str, Any]]:
+    """One process's share of the rows; its counts (or its error) go to stats_dir/shard-K.json."""
+    renderer = ChatMLRenderer(tok, train_on=options["train_on"])
+    for k, n in shards:
+        load, prep = LoadReport(), PrepStats()
+        error = None
+        try:
+            convs = iter_conversations(data, skip_invalid=options["skip_invalid"], report=load, shard=(k, n))
+            batch = []
+            for conv in convs:
+                batch.append(conv)
+                if len(batch) == chunk:
+                    yield from _examples(batch, renderer, options, prep)
+                    batch = []
+            yield from _examples(batch, renderer, options, prep)
+        except EosguardError as exc:
+            error = str(exc)
+        Path(stats_dir, f"shard-{k}.json").write_text(
+            json.dumps(
+                {
+                    "load": {"read": load.read, "used": load.used, "skipped": load.skipped},
+                    "prep": asdict(prep),
+                    "error": error,
+                }
+            )
+        )
+
+
+def _examples(
+    batch: list, renderer: ChatMLRenderer, options: dict[str, Any], total: PrepStats
+) -> Iterator[dict[str, Any]]:
+    if not batch:
+        return
+    examples, stats = build_examples(
+        batch, renderer, max_length=options["max_length"], over_length=options["over_length"]
+    )
+    for name, value in asdict(stats).items():
+        setattr(total, name, getattr(total, name) + value)
+    for ex in examples:
+        yield {**ex, "length": len(ex["input_ids"])}
+
+
+def _merge(stats_dir: Path, num_proc: int) -> tuple[LoadReport, PrepStats]:
+    load, prep = LoadReport(), PrepStats()
+    for k in range(num_proc):
+        part = json.loads((stats_dir / f"shard-{k}.json").read_text())
+        if part["error"]:
+            raise EosguardError(part["error"])
+        load.read += part["load"]["read"]
+        load.used += part["load"]["used"]
+        load.skipped += [tuple(s) for s in part["load"]["skipped"]]
+        for name, value in part["prep"].items():
+            setattr(prep, name, getattr(prep, name) + value)
+    load.skipped.sort(key=lambda s: (s[0], s[1] or 0))
+    return load, prep
 
 
 def prepare_dataset(
@@ -29,44 +126,66 @@ def prepare_dataset(
     over_length: str = "truncate",
     train_on: str = "all",
     skip_invalid: bool = False,
+    num_proc: int = 1,
     chunk: int = 2000,
 ) -> list[str]:
-    """Write the tokenized dataset to `out`; returns the summary lines it also prints."""
+    """Write (or reuse) the tokenized dataset in `out`; returns the summary lines."""
     import datasets
 
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     setup = prepare_tokenizer(tok)
-    renderer = ChatMLRenderer(tok, train_on=train_on)  # type: ignore[arg-type]
-    convs, load_report = load_conversations(data, skip_invalid=skip_invalid)
-    totals = PrepStats()
+    data = [str(d) for d in data]
+    options = {"max_length": max_length, "over_length": over_length, "train_on": train_on, "skip_invalid": skip_invalid}
+    key = content_key(data, tok, options)
+    out = Path(out)
+    manifest = out / MANIFEST
+    if manifest.exists():
+        previous = json.loads(manifest.read_text())
+        if previous.get("key") == key:
+            return [*previous["summary"], f"cached: {out} already holds this data, tokenizer and options ({key[:12]})"]
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for b in range(0, len(convs), chunk):
-            examples, stats = build_examples(
-                convs[b : b + chunk], renderer, max_length=max_length, over_length=over_length
-            )  # type: ignore[arg-type]
-            for field in (
-                "conversations",
-                "examples",
-                "truncated",
-                "dropped_too_long",
-                "dropped_no_target",
-                "trained_tokens",
-                "total_tokens",
-            ):
-                setattr(totals, field, getattr(totals, field) + getattr(stats, field))
-            for ex in examples:
-                yield {**ex, "length": len(ex["input_ids"])}
+    with tempfile.TemporaryDirectory(prefix="eosguard-prepare-") as tmp:
+        stats_dir = Path(tmp, "stats")
+        stats_dir.mkdir()
+        shards = [(k, num_proc) for k in range(num_proc)]
+        ds = datasets.Dataset.from_generator(
+            _rows,
+            gen_kwargs={
+                "shards": shards,
+                "data": tuple(data),
+                "tok": tok,
+                "options": options,
+                "stats_dir": str(stats_dir),
+                "chunk": chunk,
+            },
+            num_proc=num_proc if num_proc > 1 else None,
+            cache_dir=str(Path(tmp, "cache")),
+            features=datasets.Features(
+                {
+                    "input_ids": datasets.List(datasets.Value("int32")),
+                    "labels": datasets.List(datasets.Value("int32")),
+                    "length": datasets.Value("int32"),
+                }
+            ),
+        )
+        load, prep = _merge(stats_dir, num_proc)
+        if load.read and not load.used:
+            raise DataError(f"every record was invalid: {load.summary()}", path=", ".join(data))
+        staging = out.parent / f".{out.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        ds.save_to_disk(str(staging))
+        tok.save_pretrained(str(staging / "tokenizer"))
+        summary = [
+            *(f"tokenizer: {line}" for line in setup.lines()),
+            f"data: {load.summary()}",
+            f"examples: {prep.summary()}",
+            f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)",
+        ]
+        (staging / MANIFEST).write_text(json.dumps({"key": key, "options": options, "summary": summary}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.replace(out)
+    return summary
 
-    ds = datasets.Dataset.from_generator(rows)
-    ds.save_to_disk(str(out))
-    tok.save_pretrained(str(Path(out) / "tokenizer"))
-    return [
-        *(f"tokenizer: {line}" for line in setup.lines()),
-        f"data: {load_report.summary()}",
-        f"examples: {totals.summary()}",
-        f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)",
-    ]
 
-
-__all__ = ["LoadReport", "prepare_dataset"]
+__all__ = ["content_key", "prepare_dataset"]

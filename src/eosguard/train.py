@@ -302,6 +302,7 @@ class StopRateCallback(TrainerCallback):
         self.every = every
         self.max_new_tokens = max_new_tokens
         self.history: list[tuple[int, float]] = []
+        self.renderer: ChatMLRenderer | None = None
 
     def on_step_end(
         self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None, **kwargs: Any
@@ -310,9 +311,13 @@ class StopRateCallback(TrainerCallback):
             return
         from eosguard.evaluate import evaluate_stopping
 
+        if self.renderer is None:
+            self.renderer = ChatMLRenderer(processing_class)
         use_cache = model.config.use_cache
         model.config.use_cache = True
-        rep = evaluate_stopping(model, processing_class, self.conversations, max_new_tokens=self.max_new_tokens)
+        rep = evaluate_stopping(
+            model, processing_class, self.conversations, max_new_tokens=self.max_new_tokens, renderer=self.renderer
+        )
         model.config.use_cache = use_cache
         self.history.append((state.global_step, rep.stop_rate))
         state.log_history.append({"step": state.global_step, "stop_rate": rep.stop_rate})

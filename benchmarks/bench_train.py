@@ -1,0 +1,186 @@
+"""Training throughput: eosguard (padding-free packing + loss at labelled positions) vs TRL SFTTrainer (padding).
+
+Both train the same tiny Mistral (the real 32k Mistral vocabulary, fixed seed) on the same seeded conversations,
+the same examples per step and the same number of steps, with assistant-only loss. Each side runs in its own
+process so peak memory (max RSS) is its own. Reported: trained (labelled) tokens per second, mean loss per trained
+token (must agree within noise), peak RSS, and the ratio measured in this one run.
+
+Run as:
+    python benchmarks/bench_train.py [--steps 30] [--batch 8] [--smoke] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import CHATML_TRAINING_TEMPLATE, synthetic_conversations, write_result
+
+
+def _model(tok):
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    return MistralForCausalLM(cfg)
+
+
+def run_side(side: str, steps: int, batch: int, n: int) -> dict:
+    import torch
+    from transformers import TrainerCallback
+
+    from eosguard.tokenizer_setup import demo_tokenizer
+
+    torch.set_num_threads(torch.get_num_threads())
+    tok = demo_tokenizer()
+    convs = synthetic_conversations(n, seed=0, max_words=60)
+    model = _model(tok)
+    losses: list[float] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    if side == "eosguard":
+        from eosguard.chatml import ChatMLRenderer
+        from eosguard.collate import PackedCollator
+        from eosguard.train import EosguardTrainer, _ListDataset, training_arguments
+
+        examples = [r.to_example() for r in ChatMLRenderer(tok).render_batch(convs)]
+        args = training_arguments(
+            "/tmp/eosguard-bench-train", steps=steps, lr=1e-3, batch_size=batch, seed=0, logging_steps=1, progress=False
+        )
+        model.config.use_cache = False
+        trainer = EosguardTrainer(
+            model=model,
+            args=args,
+            train_dataset=_ListDataset(examples),
+            data_collator=PackedCollator(),
+            processing_class=tok,
+            callbacks=[Record()],
+        )
+    else:
+        import datasets
+        from trl import SFTConfig, SFTTrainer
+
+        tok.chat_template = CHATML_TRAINING_TEMPLATE
+        args = SFTConfig(
+            output_dir="/tmp/eosguard-bench-trl",
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            learning_rate=1e-3,
+            lr_scheduler_type="constant_with_warmup",
+            seed=0,
+            data_seed=0,
+            logging_steps=1,
+            report_to=[],
+            assistant_only_loss=True,
+            max_length=None,
+            bf16=False,
+            use_cpu=True,
+            disable_tqdm=True,
+            save_strategy="no",
+            packing=False,
+        )
+        ds = datasets.Dataset.from_list([{"messages": c.as_dicts()} for c in convs])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Record()])
+
+    counted = {"trained": 0, "positions": 0}
+    collate = trainer.data_collator
+
+    def counting(features):
+        out = collate(features)
+        counted["trained"] += int((out["labels"][:, 1:] != -100).sum())
+        counted["positions"] += int(out["input_ids"].numel())
+        return out
+
+    trainer.data_collator = counting
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "trained_tokens": counted["trained"],
+        "positions": counted["positions"],
+        "trained_tokens_per_second": counted["trained"] / seconds,
+        "mean_loss": sum(losses) / len(losses),
+        "first_loss": losses[0],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--side", choices=["eosguard", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    a = p.parse_args()
+    if a.smoke:
+        a.steps, a.batch, a.n = 3, 4, 40
+    if a.side:
+        print(json.dumps(run_side(a.side, a.steps, a.batch, a.n)))
+        return
+    sides = {}
+    for side in ("trl", "eosguard"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--steps",
+            str(a.steps),
+            "--batch",
+            str(a.batch),
+            "--n",
+            str(a.n),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    result = {
+        "steps": a.steps,
+        "examples_per_step": a.batch,
+        "sides": sides,
+        "ratios": {
+            "trained_tokens_per_second": sides["eosguard"]["trained_tokens_per_second"]
+            / sides["trl"]["trained_tokens_per_second"],
+            "peak_rss": sides["eosguard"]["peak_rss_mb"] / sides["trl"]["peak_rss_mb"],
+            "mean_loss": sides["eosguard"]["mean_loss"] / sides["trl"]["mean_loss"],
+        },
+        "goals": {"trained_tokens_per_second": ">= 1.3", "mean_loss": "~1 (same loss per token)"},
+    }
+    path = write_result("train" + ("-smoke" if a.smoke else ""), result, a.out)
+    print(f"-> {path}")
+    for k, v in result["ratios"].items():
+        print(f"  {k}: {v:.2f}")
+    for side, r in sides.items():
+        print(
+            f"  {side}: {r['trained_tokens_per_second']:.0f} trained tok/s, loss {r['mean_loss']:.3f} "
+            f"(first {r['first_loss']:.3f}), {r['positions']} positions, peak {r['peak_rss_mb']:.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()

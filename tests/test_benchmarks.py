@@ -1,0 +1,29 @@
+"""The benchmarks run in their smoke mode (tiny sizes): the scripts work and their built-in checks hold.
+
+The figures themselves are measured by running the scripts in full (README, "Performance"); not timed here.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("name", ["prepare", "train", "eval"])
+def test_benchmark_smoke(name, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCH / f"bench_{name}.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / f"{name}-smoke.json").read_text())
+    assert result["ratios"] and all(v > 0 for v in result["ratios"].values())
+    assert result["environment"]["torch"]
+    if name == "train":  # same loss per token on both sides (the same examples, init and steps)
+        assert abs(result["ratios"]["mean_loss"] - 1) < 0.01
