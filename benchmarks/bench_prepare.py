@@ -62,6 +62,27 @@ def trl_prepare(tok, convs, max_length: int):
     return run
 
 
+def prepare_peak_rss_mb(n: int, tmp: Path) -> float:
+    """Peak RSS of `eosguard prepare` on `n` conversations, in a fresh process (streaming keeps it flat)."""
+    import json
+    import subprocess
+
+    data = tmp / f"chats-{n}.jsonl"
+    with data.open("w") as f:
+        for c in synthetic_conversations(n, seed=1):
+            f.write(json.dumps({"messages": c.as_dicts()}) + "\n")
+    tok_dir = tmp / "tokenizer"
+    if not tok_dir.exists():
+        demo_tokenizer().save_pretrained(tok_dir)
+    code = (
+        "import resource, sys; from eosguard.prepare import prepare_dataset; "
+        f"prepare_dataset([{str(data)!r}], {str(tok_dir)!r}, {str(tmp / f'out-{n}')!r}); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=4000)
@@ -84,6 +105,11 @@ def main() -> None:
     assert [o["input_ids"] for o in ours] == enc
     assert [list(x) for x in trl_ds["input_ids"][:50]] == enc[:50]
     n_tokens = sum(len(e) for e in enc)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = (50, 500) if a.smoke else (2000, 20000)
+        rss = {small: prepare_peak_rss_mb(small, Path(tmp)), large: prepare_peak_rss_mb(large, Path(tmp))}
     result = {
         "n_conversations": n,
         "n_tokens": n_tokens,
@@ -93,8 +119,17 @@ def main() -> None:
             "eosguard": n_tokens / t_ours,
             "trl_sft": n_tokens / t_trl,
         },
-        "ratios": {"eosguard_speedup_vs_trl": t_trl / t_ours, "eosguard_time_vs_encode_batch": t_ours / t_anchor},
-        "goals": {"eosguard_speedup_vs_trl": ">= 3", "eosguard_time_vs_encode_batch": "<= 1.5"},
+        "prepare_peak_rss_mb": {str(k): v for k, v in rss.items()},
+        "ratios": {
+            "eosguard_speedup_vs_trl": t_trl / t_ours,
+            "eosguard_time_vs_encode_batch": t_ours / t_anchor,
+            "prepare_peak_rss_10x_data": rss[large] / rss[small],
+        },
+        "goals": {
+            "eosguard_speedup_vs_trl": ">= 3",
+            "eosguard_time_vs_encode_batch": "<= 1.5",
+            "prepare_peak_rss_10x_data": "~1 (flat: streamed)",
+        },
     }
     path = write_result("prepare" + ("-smoke" if a.smoke else ""), result, a.out)
     print(f"{n} conversations, {n_tokens} tokens -> {path}")
