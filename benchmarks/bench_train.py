@@ -135,7 +135,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--side", choices=["eosguard", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=["eosguard", "eosguard-padded", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args()
     if a.smoke:
@@ -144,7 +144,7 @@ def main() -> None:
         print(json.dumps(run_side(a.side, a.steps, a.batch, a.n)))
         return
     sides = {}
-    for side in ("trl", "eosguard"):
+    for side in ("trl", "eosguard-padded", "eosguard"):
         cmd = [
             sys.executable,
             __file__,
@@ -166,6 +166,8 @@ def main() -> None:
         "ratios": {
             "trained_tokens_per_second": sides["eosguard"]["trained_tokens_per_second"]
             / sides["trl"]["trained_tokens_per_second"],
+            "trained_tokens_per_second_ablation_padded_full_loss": sides["eosguard"]["trained_tokens_per_second"]
+            / sides["eosguard-padded"]["trained_tokens_per_second"],
             "peak_rss": sides["eosguard"]["peak_rss_mb"] / sides["trl"]["peak_rss_mb"],
             "mean_loss": sides["eosguard"]["mean_loss"] / sides["trl"]["mean_loss"],
         },

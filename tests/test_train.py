@@ -49,6 +49,18 @@ def test_train_saves_a_folder_that_stops_by_itself(tiny_model_dir, task_files, t
         out_ids = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1] :]
     # No eos argument given: generation_config alone stops it at <|im_end|>.
     assert out_ids[-1].item() == im_end and len(out_ids) < 24
+    # transformers.pipeline with a list of messages: the saved template and generation_config make it stop.
+    from transformers import pipeline
+
+    chat = pipeline("text-generation", model=str(folder), tokenizer=str(folder))
+    reply = chat(messages, max_new_tokens=24, do_sample=False)[0]["generated_text"][-1]
+    assert reply["role"] == "assistant"
+    assert (
+        len(tok(reply["content"], add_special_tokens=False)["input_ids"]) < 23
+        and "<|im_start|>" not in reply["content"]
+    )
+    assert tok.decode(out_ids[:-1]) == reply["content"]
+
     model.generation_config.eos_token_id = 2  # what the input folder said: then it does not stop there
     with torch.no_grad():
         no_stop = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1] :]

@@ -207,12 +207,25 @@ def training_arguments(
         logging_steps=logging_steps,
         save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500,
-        report_to=["tensorboard"] if tensorboard else [],
+        report_to=_report_to(tensorboard),
         remove_unused_columns=False,  # our examples carry exactly what the collator needs
         dataloader_num_workers=0,
         disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def _report_to(tensorboard: bool) -> list[str]:
+    """TensorBoard when asked for and installed; asked for but missing is a clear error, not a crash mid-setup."""
+    if not tensorboard:
+        return []
+    try:
+        import tensorboard as _  # noqa: F401
+    except ImportError:
+        from eosguard.errors import EosguardError
+
+        raise EosguardError("tensorboard: true needs the tensorboard package", hint="pip install tensorboard") from None
+    return ["tensorboard"]
 
 
 def fit(
