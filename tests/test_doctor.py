@@ -136,3 +136,25 @@ def test_cli_reads_local_folder_copies(tokenizer_dirs, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tokenizer_dirs["unk"], copy)
     assert doctor("--tokenizer", copy)[0] == 0
+
+
+def test_template_that_closes_only_the_last_turn():
+    tok = openhermes_tokenizer(pad="unk")
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
+        "{% if loop.last %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
+    )
+    report = diagnose(tok, collator="transformers")
+    assert "template-no-eos" in report.ids and "only the last assistant turn" in report.findings[0].message
+
+
+def test_prompt_not_prefix():
+    tok = openhermes_tokenizer(pad="unk")
+    # The generation prompt ends with a newline, but replies follow the header with a space.
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + ' ' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    report = diagnose(tok, collator="transformers")
+    assert "prompt-not-prefix" in report.ids
+    assert "prompt-not-prefix" not in diagnose(openhermes_tokenizer(pad="unk"), collator="transformers").ids

@@ -6,7 +6,7 @@ reports findings with a fix each. `eos-masked` is proven by running the collator
 
 Finding ids (stable; `--json` prints them): pad-is-eos, eos-masked, no-pad-token, padding-left, template-no-eos,
 generation-eos-mismatch, new-token-untrained, vocab-mismatch, truncation-drops-eos, special-token-in-content,
-double-bos, no-trainable-tokens, missing-chat-template.
+double-bos, no-trainable-tokens, missing-chat-template, prompt-not-prefix.
 
 Exit codes: 0 no finding of severity "error"; 1 at least one; 2 bad usage or unreadable input.
 
@@ -126,8 +126,68 @@ def _check_template(tok: Any, report: DoctorReport) -> tuple[str, int] | None:
         )
         report.steps.append(Step("chat template", False, "assistant turns are not closed by a control token"))
         return None
+    if not _closes_every_turn(tok, eot[0]):
+        report.add(
+            "template-no-eos",
+            "error",
+            f"the chat template closes only the last assistant turn with {eot[0]}: earlier turns of multi-turn "
+            "conversations teach the model to run on",
+            "use a template that closes every assistant turn with the end-of-turn token",
+        )
+        report.steps.append(Step("chat template", False, f"earlier assistant turns are not closed by {eot[0]}"))
+        return eot
     report.steps.append(Step("chat template", True, f"assistant turns end with {eot[0]} (id {eot[1]})"))
     return eot
+
+
+def _closes_every_turn(tok: Any, eot: str) -> bool:
+    """Render two assistant turns and check that the end-of-turn token follows each one's content."""
+    probes = ["EOSGUARD_FIRST_ANSWER", "EOSGUARD_SECOND_ANSWER"]
+    messages = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": probes[0]},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": probes[1]},
+    ]
+    try:
+        text = tok.apply_chat_template(messages, tokenize=False)
+    except Exception:
+        return True  # the single-turn probe already passed; a template that rejects this shape is not judged here
+    for probe in probes:
+        at = text.find(probe)
+        if at >= 0 and not text[at + len(probe) :].lstrip().startswith(eot):
+            return False
+    return True
+
+
+def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], report: DoctorReport) -> None:
+    """The generation prompt must be a token prefix of the training sequence, or inference sees other tokens."""
+    if not getattr(tok, "chat_template", None):
+        return
+    bad = 0
+    for conv in convs[:64]:
+        msgs = conv.as_dicts()
+        try:
+            for k, m in enumerate(msgs):
+                if m["role"] != "assistant":
+                    continue
+                prompt = tok.apply_chat_template(msgs[:k], add_generation_prompt=True, return_dict=False)
+                full = tok.apply_chat_template(msgs[: k + 1], return_dict=False)
+                if full[: len(prompt)] != prompt:
+                    bad += 1
+                    break
+        except Exception:
+            continue
+    if bad:
+        report.add(
+            "prompt-not-prefix",
+            "warning",
+            f"in {bad} of {min(len(convs), 64)} conversations the template's generation prompt is not a token prefix "
+            "of the training sequence: at inference the model sees tokens it was never trained to continue from",
+            "make add_generation_prompt write exactly the assistant header the template writes before each reply "
+            "(eosguard's ChatML renderer guarantees it)",
+            count=bad,
+        )
 
 
 def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport, training: bool = True) -> None:
@@ -412,6 +472,8 @@ def diagnose(
     convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
     if conversations:
         _check_data(convs, tokenizer, eot_id, max_length, report)
+    if collator != "eosguard":  # eosguard renders prompts and examples with one renderer: a prefix by construction
+        _check_prompt_prefix(tokenizer, convs, report)
 
     if eot is not None and eot[0] == IM_END:
         run_tok = tokenizer
