@@ -3,8 +3,8 @@
 1. The OpenHermes-2.5-style tokenizer on the real Mistral-7B vocabulary (from `mistral-common`), and a tiny
    Mistral-architecture model from a fixed seed.
 2. Stage 0 ("base"): train the tiny model with eosguard into a chat model that stops (the stand-in for
-   OpenHermes-2.5), on the old tasks (repeat, sort, add).
-3. Stage 1: fine-tune that same stage-0 model on a new task (reverse) twice, same data, steps and seed:
+   OpenHermes-2.5), on the old tasks (first word, count the words).
+3. Stage 1: fine-tune that same stage-0 model on a new task (last word) twice, same data, steps and seed:
    (a) "broken": the setup of the bug report - pad token = eos token, padding_side="left",
        transformers.DataCollatorForLanguageModeling(mlm=False);
    (b) "eosguard": eosguard's tokenizer setup (pad = unk), renderer and position-padded collator.
@@ -18,7 +18,6 @@ Run as:
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -36,9 +35,6 @@ from eosguard.tasks import split_tasks
 from eosguard.tokenizer_setup import openhermes_tokenizer, prepare_tokenizer
 from eosguard.train import build_examples, fit, save_model_folder, training_arguments
 
-OLD_TASKS = os.environ.get("EOSGUARD_DEMO_OLD", "repeat,first,count").split(",")
-NEW_TASKS = os.environ.get("EOSGUARD_DEMO_NEW", "last").split(",")
-
 
 @dataclass
 class DemoSettings:
@@ -51,8 +47,11 @@ class DemoSettings:
     kv_heads: int = 2
     batch_size: int = 16
     lr: float = 3e-3
-    base_steps: int = 300
-    finetune_steps: int = 60
+    base_scheduler: str = "cosine"
+    base_steps: int = 600
+    finetune_steps: int = 120
+    old_tasks: tuple[str, ...] = ("first", "count")
+    new_tasks: tuple[str, ...] = ("last",)
     n_train_old: int = 2000
     n_train_new: int = 1000
     n_eval_per_split: int = 100
@@ -131,8 +130,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     renderer = ChatMLRenderer(tok)
     log("tokenizer: " + "; ".join(setup.lines()))
 
-    old_train, old_eval = split_tasks(OLD_TASKS, s.n_train_old, s.n_eval_per_split, seed=s.seed)
-    new_train, new_eval = split_tasks(NEW_TASKS, s.n_train_new, s.n_eval_per_split, seed=s.seed + 100)
+    old_train, old_eval = split_tasks(list(s.old_tasks), s.n_train_old, s.n_eval_per_split, seed=s.seed)
+    new_train, new_eval = split_tasks(list(s.new_tasks), s.n_train_new, s.n_eval_per_split, seed=s.seed + 100)
     heldout = {"old": old_eval, "new": new_eval}
     with (out / "heldout.jsonl").open("w") as f:
         for c in old_eval + new_eval:
@@ -151,19 +150,21 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     log(f"stage 0 data: {prep.summary()}")
     our_collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)
 
-    def args(name: str, steps: int) -> Any:
+    def args(name: str, steps: int, scheduler: str = "constant_with_warmup") -> Any:
         return training_arguments(
             out / name / "trainer",
             steps=steps,
             lr=s.lr,
             batch_size=s.batch_size,
             seed=s.seed,
+            scheduler=scheduler,
+            warmup_steps=steps // 10 if scheduler == "cosine" else 0,
             logging_steps=5,
             progress=False,
         )
 
     log(f"stage 0: training base model ({s.base_steps} steps)")
-    base_fit = fit(model, tok, old_examples, our_collator, args("base", s.base_steps))
+    base_fit = fit(model, tok, old_examples, our_collator, args("base", s.base_steps, s.base_scheduler))
     save_model_folder(model, tok, out / "base" / "model", extra={"run": "base", "settings": s.__dict__})
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -229,14 +230,16 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{report['n_eval']} held-out prompts (old and new tasks), greedy decoding, "
         f"{report['settings']['max_new_tokens']} new tokens at most.",
         "",
-        "| run | stop rate | runaway | role leak | exact match | mean new tokens | steps | seconds | doctor findings |",
+        "| run | stop rate | runaway | role leak | exact match (old / new task) | mean new tokens | steps | train s "
+        "| doctor findings |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["runs"].items():
+        old, new = r["by_task"]["old"]["exact_match"], r["by_task"]["new"]["exact_match"]
+        em = f"{r['exact_match']:.0%} ({old:.0%} / {new:.0%})"
         lines.append(
-            f"| {name} | {r['stop_rate']:.0%} | {r['runaway_rate']:.0%} | {r['role_leak_rate']:.0%} | "
-            f"{r['exact_match']:.0%} | {r['mean_new_tokens']:.1f} | {r['steps']} | {r['seconds']:.0f} | "
-            f"{', '.join(r['findings']) or '-'} |"
+            f"| {name} | {r['stop_rate']:.0%} | {r['runaway_rate']:.0%} | {r['role_leak_rate']:.0%} | {em} | "
+            f"{r['mean_new_tokens']:.1f} | {r['steps']} | {r['seconds']:.0f} | {', '.join(r['findings']) or '-'} |"
         )
     lines += ["", "## Same prompts, side by side", ""]
     ex = report["examples"]
