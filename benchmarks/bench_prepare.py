@@ -19,26 +19,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import CHATML_TRAINING_TEMPLATE, best_of, synthetic_conversations, write_result
 
 from eosguard.chatml import ChatMLRenderer
+from eosguard.demo import DemoSettings, tiny_mistral
 from eosguard.tokenizer_setup import demo_tokenizer
 
 
 def trl_prepare(tok, convs, max_length: int):
     """TRL 1.x's conversational preprocessing, as SFTTrainer runs it with assistant_only_loss=True."""
     import datasets
-    from transformers import MistralConfig, MistralForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     tok = copy.deepcopy(tok)
     tok.chat_template = CHATML_TRAINING_TEMPLATE
-    model = MistralForCausalLM(
-        MistralConfig(
-            vocab_size=len(tok),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-        )
+    model = tiny_mistral(
+        len(tok),
+        DemoSettings(hidden=16, layers=1, heads=2, kv_heads=1),
+        bos_id=tok.bos_token_id,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
     )
     args = SFTConfig(
         output_dir="/tmp/eosguard-bench-trl",

@@ -25,23 +25,12 @@ from common import CHATML_TRAINING_TEMPLATE, synthetic_conversations, write_resu
 
 
 def _model(tok):
-    import torch
-    from transformers import MistralConfig, MistralForCausalLM
+    """The demo's tiny Mistral (hidden 128, 2 layers) on the full 32k Mistral vocabulary, seeded."""
+    from eosguard.demo import DemoSettings, tiny_mistral
 
-    torch.manual_seed(0)
-    cfg = MistralConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
+    return tiny_mistral(
+        len(tok), DemoSettings(), bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id
     )
-    return MistralForCausalLM(cfg)
 
 
 def run_side(side: str, steps: int, batch: int, n: int) -> dict:

@@ -104,3 +104,22 @@ def test_datasets_folder_and_parquet(tmp_path):
 def test_conversation_helper_validates():
     with pytest.raises(ValueError, match="no assistant turn"):
         conversation(("user", "hi"))
+
+
+@pytest.mark.parametrize(
+    ("turn", "reason"),
+    [
+        ('{"role": "assistant", "content": "y", "train": 1}', "'train' must be true or false, got 1"),
+        ('{"from": "gpt", "value": "y", "weight": 2}', "'weight' must be 1 or 0, got 2"),
+        ('{"from": "gpt", "value": "y", "weight": true}', "'weight' must be 1 or 0, got True"),
+        ('{"from": "robot", "value": "y"}', "unknown speaker 'robot'"),
+        ('{"role": 5, "content": "y"}', "unknown role 5"),
+    ],
+)
+def test_training_flags_and_speakers(tmp_path, turn, reason):
+    key, first = ("messages", '{"role": "user", "content": "q"}')
+    if '"from"' in turn:
+        key, first = ("conversations", '{"from": "human", "value": "q"}')
+    path = _write(tmp_path, [f'{{"{key}": [{first}, {turn}]}}'])
+    with pytest.raises(DataError, match=reason.replace("(", r"\(")):
+        load_conversations(path)

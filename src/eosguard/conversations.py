@@ -87,38 +87,41 @@ def _check_content(content: Any, where: str) -> str:
     return content
 
 
-def _message_from_openai(raw: Any, i: int) -> Message:
-    if not isinstance(raw, dict):
-        raise ValueError(f"messages[{i}] must be an object, got {type(raw).__name__}")
-    if "role" not in raw or "content" not in raw:
-        missing = [k for k in ("role", "content") if k not in raw]
-        raise ValueError(f"messages[{i}] is missing {', '.join(repr(k) for k in missing)}")
-    role = raw["role"]
-    if role not in ROLES:
-        raise ValueError(f"messages[{i}]: unknown role {role!r} (expected one of {', '.join(ROLES)})")
-    train = raw.get("train")
-    if train is not None and not isinstance(train, bool):
-        raise ValueError(f"messages[{i}]: 'train' must be true or false, got {train!r}")
-    return Message(role=role, content=_check_content(raw["content"], f"messages[{i}]"), train=train)
+@dataclass(frozen=True)
+class _Shape:
+    """The key names of one record shape; both shapes are validated by the same code."""
+
+    list_key: str
+    role_key: str
+    content_key: str
+    roles: dict[str, str]
+    role_word: str
+    flag_key: str
+    flag_values: dict[Any, bool]  # accepted values of the per-message training flag -> train
 
 
-def _message_from_sharegpt(raw: Any, i: int) -> Message:
+OPENAI = _Shape("messages", "role", "content", {r: r for r in ROLES}, "role", "train", {True: True, False: False})
+SHAREGPT = _Shape("conversations", "from", "value", SHAREGPT_ROLES, "speaker", "weight", {1: True, 0: False})
+
+
+def _message(raw: Any, i: int, shape: _Shape) -> Message:
+    where = f"{shape.list_key}[{i}]"
     if not isinstance(raw, dict):
-        raise ValueError(f"conversations[{i}] must be an object, got {type(raw).__name__}")
-    if "from" not in raw or "value" not in raw:
-        missing = [k for k in ("from", "value") if k not in raw]
-        raise ValueError(f"conversations[{i}] is missing {', '.join(repr(k) for k in missing)}")
-    speaker = raw["from"]
-    if speaker not in SHAREGPT_ROLES:
-        raise ValueError(
-            f"conversations[{i}]: unknown speaker {speaker!r} (expected one of {', '.join(SHAREGPT_ROLES)})"
-        )
-    weight = raw.get("weight")
-    if weight is not None and weight not in (0, 1):
-        raise ValueError(f"conversations[{i}]: 'weight' must be 0 or 1, got {weight!r}")
-    train = None if weight is None else bool(weight)
-    content = _check_content(raw["value"], f"conversations[{i}]")
-    return Message(role=SHAREGPT_ROLES[speaker], content=content, train=train)  # type: ignore[arg-type]
+        raise ValueError(f"{where} must be an object, got {type(raw).__name__}")
+    missing = [k for k in (shape.role_key, shape.content_key) if k not in raw]
+    if missing:
+        raise ValueError(f"{where} is missing {', '.join(repr(k) for k in missing)}")
+    who = raw[shape.role_key]
+    if not isinstance(who, str) or who not in shape.roles:
+        raise ValueError(f"{where}: unknown {shape.role_word} {who!r} (expected one of {', '.join(shape.roles)})")
+    flag = raw.get(shape.flag_key)
+    # `type(...) is` keeps true/false and 1/0 apart: "train": 1 and "weight": true are both errors.
+    if flag is not None and not any(flag == v and type(flag) is type(v) for v in shape.flag_values):
+        allowed = " or ".join(json.dumps(v) for v in shape.flag_values)
+        raise ValueError(f"{where}: {shape.flag_key!r} must be {allowed}, got {flag!r}")
+    train = None if flag is None else shape.flag_values[flag]
+    content = _check_content(raw[shape.content_key], where)
+    return Message(role=shape.roles[who], content=content, train=train)  # type: ignore[arg-type]
 
 
 def _check_order(messages: list[Message]) -> None:
@@ -148,8 +151,8 @@ def parse_record(record: Any) -> tuple[Message, ...]:
         raise ValueError(f"'{'messages' if has_openai else 'conversations'}' must be a list")
     if not turns:
         raise ValueError("conversation is empty")
-    parse = _message_from_openai if has_openai else _message_from_sharegpt
-    messages = [parse(raw, i) for i, raw in enumerate(turns)]
+    shape = OPENAI if has_openai else SHAREGPT
+    messages = [_message(raw, i, shape) for i, raw in enumerate(turns)]
     _check_order(messages)
     return tuple(messages)
 
