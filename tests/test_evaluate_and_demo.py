@@ -26,8 +26,7 @@ def test_batched_generation_equals_one_at_a_time(tok, task_files):
 def test_quick_demo_and_eval_cli(tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "demo"
-    s = DemoSettings(base_steps=60, finetune_steps=30, n_train_old=500, n_train_new=300, n_eval_per_split=20)
-    report = run_demo(out, s, log=lambda _: None)
+    report = run_demo(out, DemoSettings.quick(), log=lambda _: None)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["n_eval"] == 40 and set(on_disk["runs"]) == {"base", "broken", "eosguard"}
     for run in on_disk["runs"].values():
@@ -43,8 +42,9 @@ def test_quick_demo_and_eval_cli(tmp_path):
         } <= set(run)
     assert {"eos-masked", "pad-is-eos"} <= set(report["runs"]["broken"]["findings"])
     assert report["runs"]["eosguard"]["findings"] == []
-    # Even this short run shows the bug: the broken setup stops less than eosguard's.
-    assert report["runs"]["broken"]["stop_rate"] < report["runs"]["eosguard"]["stop_rate"]
+    # Even this short run shows the bug and the fix, on the same base model, data, steps and seed.
+    assert report["runs"]["base"]["stop_rate"] >= 0.9
+    assert report["runs"]["broken"]["stop_rate"] <= 0.1 <= 0.9 <= report["runs"]["eosguard"]["stop_rate"]
     for name in ("base", "broken", "eosguard"):
         assert (out / name / "model" / "model.safetensors").exists()
     assert (out / "report.png").stat().st_size > 1000 and (out / "heldout.jsonl").exists()

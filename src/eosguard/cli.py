@@ -211,9 +211,7 @@ def demo(
     """The bug report in miniature: pad = eos vs eosguard, same model, data, steps and seed."""
     from eosguard.demo import DemoSettings, run_demo
 
-    settings = DemoSettings()
-    if quick:
-        settings = DemoSettings(base_steps=40, finetune_steps=20, n_train_old=400, n_train_new=200, n_eval_per_split=20)
+    settings = DemoSettings.quick() if quick else DemoSettings()
     try:
         report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     except EosguardError as exc:

@@ -59,6 +59,18 @@ class DemoSettings:
     max_new_tokens: int = 32
     threads: int | None = None
 
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        """A smaller run for smoke tests (`eosguard demo --quick`): the stop rates still split, other figures weaken."""
+        return cls(
+            base_steps=80,
+            base_scheduler="constant_with_warmup",
+            finetune_steps=40,
+            n_train_old=600,
+            n_train_new=400,
+            n_eval_per_split=20,
+        )
+
 
 def tiny_mistral(vocab_size: int, s: DemoSettings, *, bos_id: int, eos_id: int, pad_id: int | None) -> Any:
     """A tiny Mistral-architecture model built from a config with a fixed seed (no weights downloaded)."""
