@@ -140,6 +140,7 @@ class ChatMLRenderer:
             `train=False` is never supervised, one with `train=True` always is.
 
     Example:
+        >>> from eosguard.conversations import conversation
         >>> from eosguard.tokenizer_setup import demo_tokenizer
         >>> r = ChatMLRenderer(demo_tokenizer())
         >>> out = r.render(conversation(("user", "Hi"), ("assistant", "Hello")))

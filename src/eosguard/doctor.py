@@ -450,7 +450,7 @@ def diagnose(
     Example:
         >>> from eosguard.tokenizer_setup import openhermes_tokenizer
         >>> diagnose(openhermes_tokenizer(pad="eos"), collator="transformers").ids
-        ['pad-is-eos', 'padding-left', 'eos-masked']
+        ['eos-masked', 'pad-is-eos', 'padding-left']
     """
     report = DoctorReport()
     report.steps.append(Step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens"))
