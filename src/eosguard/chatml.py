@@ -16,8 +16,11 @@ How the ids are made: the conversation is rendered to one string in which the te
 are private markers, then encoded in one batched call by a copy of the tokenizer that knows *no* added tokens but
 those markers. So message content is always plain text - a user who types `<|im_end|>` gets the text tokens of
 "<|im_end|>", never its id - and every other piece is split and encoded exactly as the real tokenizer splits the
-rendered text at its control tokens. For content without special-token text the ids equal
-`tokenizer.apply_chat_template(messages, tokenize=True)` with the ChatML template of `chatml_template()`.
+rendered text at its control tokens. One more boundary is kept on purpose: between an assistant header and its
+reply, so the generation prompt (which ends with the header) is always a token prefix of the training example.
+For content without special-token text the ids equal `tokenizer.apply_chat_template(messages, tokenize=True)` with
+the ChatML template of `chatml_template()`; the one exception is a byte-level BPE tokenizer and a reply that starts
+with whitespace it would merge with the header's newline (tests pin both on Mistral's SentencePiece and Tekken).
 
 Run as:
     python -m eosguard.chatml   # prints a rendered example with its trained tokens, using the demo tokenizer
@@ -47,6 +50,8 @@ OverLength = Literal["drop", "truncate", "error"]
 
 # Private-use code points standing for the template's control tokens while the text is encoded (see module doc).
 _MARK_BOS, _MARK_START, _MARK_END = "\U000f0000", "\U000f0001", "\U000f0002"
+# Not a token: forces a token boundary between an assistant header and its reply, then is dropped (see _to_rendered).
+_MARK_SPLIT = "\U000f0003"
 
 
 def chatml_template(bos_token: str | None) -> str:
@@ -124,6 +129,7 @@ def _plain_text_tokenizer(backend: Tokenizer, control: dict[str, str]) -> tuple[
                 rstrip=props.get("rstrip", False),
             )
         )
+    markers.append(AddedToken(_MARK_SPLIT, special=True, normalized=False))
     plain.add_special_tokens(markers)
     marker_ids = {plain.token_to_id(marker): token for marker, token in control.items()}
     return plain, marker_ids
@@ -172,6 +178,7 @@ class ChatMLRenderer:
         self._id_map = np.arange(size, dtype=np.int64)
         for marker_id, token in marker_to_token.items():
             self._id_map[marker_id] = tokenizer.convert_tokens_to_ids(token)
+        self._id_map[self._plain.token_to_id(_MARK_SPLIT)] = _DROP
 
     # -- text ---------------------------------------------------------------------------------------------------
 
@@ -200,7 +207,9 @@ class ChatMLRenderer:
         spans: list[tuple[int, int]] = []
         ends: list[int] = []
         for msg, trained in zip(messages, self._supervised(messages), strict=True):
-            header = f"{_MARK_START}{msg.role}\n"
+            # The split after an assistant header makes the reply's first token start at the reply, as it does when
+            # the model continues a generation prompt that ends with the header.
+            header = f"{_MARK_START}{msg.role}\n" + (_MARK_SPLIT if msg.role == "assistant" else "")
             start = pos + len(header)
             stop = start + len(msg.content)
             parts += [header, msg.content, _MARK_END, "\n"]
@@ -216,7 +225,8 @@ class ChatMLRenderer:
         """The ChatML text the model sees (control tokens written out), e.g. for display."""
         text, _, _ = self.marked_text(messages, add_generation_prompt=add_generation_prompt)
         bos = self.tokenizer.bos_token if self.bos_id is not None else ""
-        return text.replace(_MARK_BOS, bos).replace(_MARK_START, IM_START).replace(_MARK_END, IM_END)
+        text = text.replace(_MARK_BOS, bos).replace(_MARK_START, IM_START).replace(_MARK_END, IM_END)
+        return text.replace(_MARK_SPLIT, "")
 
     # -- tokens -------------------------------------------------------------------------------------------------
 
@@ -242,6 +252,11 @@ class ChatMLRenderer:
             message_ends = np.searchsorted(starts, np.asarray(ends), side="left").tolist()
         else:
             mask, message_ends = located
+        keep = ids != _DROP
+        if not keep.all():  # drop the split markers; message ends move back by the markers before them
+            dropped_before = np.concatenate([[0], np.cumsum(~keep)])
+            ids, mask = ids[keep], mask[keep]
+            message_ends = [e - int(dropped_before[e]) for e in message_ends]
         stops = np.flatnonzero(mask & (ids == self.im_end_id)).tolist()
         return Rendered(input_ids=ids, mask=mask, message_ends=message_ends, stop_positions=stops)
 
@@ -250,7 +265,8 @@ class ChatMLRenderer:
         msgs = messages.messages if isinstance(messages, Conversation) else messages
         text, _, _ = self.marked_text(msgs, add_generation_prompt=True)
         enc = self._plain.encode(text, add_special_tokens=False)
-        return self._id_map[np.asarray(enc.ids, dtype=np.int64)].tolist()
+        ids = self._id_map[np.asarray(enc.ids, dtype=np.int64)]
+        return ids[ids != _DROP].tolist()
 
 
 def _locate_by_chars(
@@ -275,6 +291,9 @@ def _locate_by_chars(
             return None
         message_ends.append(token)
     return mask, message_ends
+
+
+_DROP = -1  # id-map value of the split marker: removed from the ids
 
 
 def _mask_from_spans(starts: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:

@@ -249,6 +249,31 @@ def mistral_base_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(str(cached))
 
 
+def tekken_tokenizer() -> Any:
+    """Mistral's Tekken tokenizer (byte-level BPE, 131,072 tokens) from `mistral-common`, converted once and cached.
+
+    A second, very different tokenizer family for tests: byte-level BPE with a regex pre-tokenizer, no BOS added
+    on encode, and an existing `<pad>` token.
+    """
+    from transformers import AutoTokenizer
+    from transformers.integrations.mistral import convert_tekken_tokenizer
+
+    path = mistral_sentencepiece_path().parent / "tekken_240911.json"
+    if not path.exists():
+        raise EosguardError(f"mistral-common has no {path.name} (looked in {path.parent})")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    cached = _cache_dir() / f"tekken-240911-{digest}"
+    if not (cached / "tokenizer.json").exists():
+        import shutil
+        import tempfile
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cached.parent))
+        convert_tekken_tokenizer(str(path)).save_pretrained(str(staging))
+        staging.replace(cached) if not cached.exists() else shutil.rmtree(staging)
+    return AutoTokenizer.from_pretrained(str(cached))
+
+
 def openhermes_tokenizer(pad: DemoPad = "none") -> Any:
     """OpenHermes-2.5-Mistral-7B's tokenizer setup on the real Mistral vocabulary.
 
