@@ -265,25 +265,39 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def _figure(path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]]) -> None:
+    """Loss curves (stage 1 drawn after stage 0) and stop-rate bars with their values."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colors = {"base": "tab:gray", "broken": "tab:red", "eosguard": "tab:green"}
+    labels = {
+        "base": "stage 0 (eosguard)",
+        "broken": "stage 1, broken (loss over every token, prompts too)",
+        "eosguard": "stage 1, eosguard (loss over replies + <|im_end|>)",
+    }
+    offset = runs["base"]["steps"]
     for name, pts in curves.items():
         if pts:
-            ax1.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors.get(name))
+            shift = 0 if name == "base" else offset
+            ax1.plot(
+                [p[0] + shift for p in pts], [p[1] for p in pts], label=labels.get(name, name), color=colors.get(name)
+            )
+    ax1.axvline(offset, color="black", lw=0.5, ls=":")
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss")
-    ax1.set_title("loss (stage 0: base; stage 1: broken vs eosguard)")
-    ax1.legend()
+    ax1.set_title("training loss")
+    ax1.legend(fontsize=8)
     names = list(runs)
-    ax2.bar(names, [runs[n]["stop_rate"] * 100 for n in names], color=[colors.get(n) for n in names])
-    ax2.set_ylim(0, 105)
+    values = [runs[n]["stop_rate"] * 100 for n in names]
+    bars = ax2.bar(names, values, color=[colors.get(n) for n in names])
+    for bar, value in zip(bars, values, strict=True):
+        ax2.annotate(f"{value:.0f}%", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
+    ax2.set_ylim(0, 110)
     ax2.set_ylabel("stop rate (%)")
-    ax2.set_title("held-out generations that end with <|im_end|>")
+    ax2.set_title(f"held-out generations that end with <|im_end|> (n={runs['base']['n']})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
