@@ -76,6 +76,9 @@ def test_kill_and_resume_matches_uninterrupted_run(reference, tiny_model_dir, ta
         _kill_when(proc, lambda: (ckpts / ".staging" / f"checkpoint-{2 * EVERY}" / "trainer_state.json").exists())
         assert not (ckpts / f"checkpoint-{2 * EVERY}").exists()  # the interrupted save never became a checkpoint
     assert (ckpts / f"checkpoint-{EVERY}" / "trainer_state.json").exists()
+    # Each checkpoint carries the resolved config and the tokenizer with its chat template.
+    assert '"max_steps": 12' in (ckpts / f"checkpoint-{EVERY}" / "eosguard_config.json").read_text()
+    assert "<|im_start|>" in (ckpts / f"checkpoint-{EVERY}" / "chat_template.jinja").read_text()
     assert not (out / "model").exists()
 
     done = subprocess.run(_cmd(tiny_model_dir, task_files["train"], out, "--resume"), capture_output=True, text=True)

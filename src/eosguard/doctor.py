@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eosguard.chatml import IGNORE_INDEX, IM_END, IM_START, ChatMLRenderer
+from eosguard.chatml import IM_END, IM_START, ChatMLRenderer
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation, conversation
 from eosguard.errors import EosguardError
@@ -529,4 +529,4 @@ def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[tuple[s
     return out
 
 
-__all__ = ["IGNORE_INDEX", "DoctorReport", "Finding", "check_collator", "diagnose"]
+__all__ = ["DoctorReport", "Finding", "check_collator", "diagnose"]

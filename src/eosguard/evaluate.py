@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from eosguard.chatml import IM_END, IM_START, ChatMLRenderer
+from eosguard.chatml import ChatMLRenderer
 from eosguard.collate import pad_sequences
 from eosguard.conversations import Conversation
 
@@ -190,4 +190,4 @@ def evaluate_stopping(
     )
 
 
-__all__ = ["IM_END", "IM_START", "Generation", "StopReport", "evaluate_stopping", "split_prompt"]
+__all__ = ["Generation", "StopReport", "evaluate_stopping", "generate_batch", "split_prompt"]

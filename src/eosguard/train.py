@@ -109,9 +109,12 @@ class EosguardTrainer(Trainer):
       (a `.staging` folder is never taken for a checkpoint).
     """
 
-    def __init__(self, *args: Any, selective_loss: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, selective_loss: bool = True, checkpoint_files: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.selective_loss = selective_loss
+        self.checkpoint_files = checkpoint_files or {}  # written into every checkpoint (e.g. the resolved config)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -142,6 +145,8 @@ class EosguardTrainer(Trainer):
         finally:
             self.args.output_dir = original
         name = f"checkpoint-{self.state.global_step}"
+        for filename, text in self.checkpoint_files.items():
+            Path(staging, name, filename).write_text(text)
         _test_pause("EOSGUARD_TEST_PAUSE_BEFORE_RENAME")
         final = os.path.join(run_dir, name)
         if os.path.exists(final):
@@ -238,12 +243,14 @@ def fit(
     callbacks: Sequence[TrainerCallback] = (),
     resume_from_checkpoint: str | bool | None = None,
     selective_loss: bool = True,
+    checkpoint_files: dict[str, str] | None = None,
 ) -> FitResult:
     """One Trainer run; returns the loss curve, steps and wall time."""
     recorder = LossRecorder()
     model.config.use_cache = False  # a KV cache is for generation; in training it would also disable packing masks
     trainer = EosguardTrainer(
         selective_loss=selective_loss,
+        checkpoint_files=checkpoint_files,
         model=model,
         args=args,
         train_dataset=_ListDataset(examples),
@@ -298,10 +305,6 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra:
         shutil.rmtree(out)
     staging.replace(out)
     return out
-
-
-def fit_result_dict(r: FitResult) -> dict[str, Any]:
-    return asdict(r)
 
 
 # -- `eosguard train CONFIG.yaml` -----------------------------------------------------------------------------
@@ -477,7 +480,16 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
             if resume_from
             else f"resume: no complete checkpoint in {ckpt_dir}, starting from the beginning"
         )
-    result = fit(model, tok, rows, guard(collator, tok), args, callbacks=callbacks, resume_from_checkpoint=resume_from)
+    result = fit(
+        model,
+        tok,
+        rows,
+        guard(collator, tok),
+        args,
+        callbacks=callbacks,
+        resume_from_checkpoint=resume_from,
+        checkpoint_files={"eosguard_config.json": cfg.model_dump_json(indent=2)},
+    )
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
 
     if cfg.lora is not None and cfg.lora.merge:
