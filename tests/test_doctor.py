@@ -158,3 +158,14 @@ def test_prompt_not_prefix():
     report = diagnose(tok, collator="transformers")
     assert "prompt-not-prefix" in report.ids
     assert "prompt-not-prefix" not in diagnose(openhermes_tokenizer(pad="unk"), collator="transformers").ids
+
+
+def test_trl_assistant_only_template_that_leaves_the_stop_token_out():
+    from tests.test_integrations import TEMPLATE_WITH_STOP_IN_MASK, TEMPLATE_WITHOUT_STOP_IN_MASK
+
+    tok = openhermes_tokenizer(pad="unk")
+    tok.chat_template = TEMPLATE_WITHOUT_STOP_IN_MASK
+    report = diagnose(tok, collator="trl")
+    assert "eos-masked" in report.ids and report.facts["collator"]["stop_masked"] == 4
+    tok.chat_template = TEMPLATE_WITH_STOP_IN_MASK
+    assert "eos-masked" not in diagnose(tok, collator="trl").ids

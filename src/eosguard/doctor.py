@@ -20,12 +20,13 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eosguard.chatml import IM_END, IM_START, ChatMLRenderer
+from eosguard.chatml import IM_END, IM_START, ChatMLRenderer, labels_from_mask
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation, conversation
 from eosguard.errors import EosguardError
@@ -403,9 +404,22 @@ def build_collator(spec: CollatorSpec, tok: Any) -> tuple[Callable, Any, str]:
     raise EosguardError(f"unknown collator {spec!r}", hint="use eosguard, transformers, trl or MODULE:FACTORY")
 
 
+_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
 def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation]) -> list[dict[str, Any]]:
+    """The examples each pipeline really builds before its collator sees them."""
     if spec == "eosguard":
         return [r.to_example() for r in ChatMLRenderer(tok).render_batch(convs)]
+    if spec == "trl" and _GENERATION_BLOCK.search(tok.chat_template or ""):
+        # TRL's assistant_only_loss: labels are the template's {% generation %} mask, folded in before collation.
+        out = tok.apply_chat_template(
+            [c.as_dicts() for c in convs], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return [
+            {"input_ids": ids, "labels": labels_from_mask(ids, mask)}
+            for ids, mask in zip(out["input_ids"], out["assistant_masks"], strict=True)
+        ]
     texts = _rendered_texts(tok, convs)
     enc = tok(texts)
     return [{"input_ids": ids} for ids in enc["input_ids"]]
