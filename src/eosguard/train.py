@@ -258,6 +258,10 @@ def fit(
         processing_class=tokenizer,
         callbacks=[recorder, *callbacks],
     )
+    if args.disable_tqdm:  # quiet mode (the demo): the losses are kept by LossRecorder, not printed as dicts
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
