@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -28,6 +27,7 @@ from typing import Any
 from eosguard.chatml import ChatMLRenderer
 from eosguard.conversations import LoadReport, iter_conversations
 from eosguard.errors import DataError, EosguardError
+from eosguard.files import atomic_folder
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 from eosguard.train import PrepStats, build_examples
 
@@ -171,20 +171,17 @@ def prepare_dataset(
         load, prep = _merge(stats_dir, num_proc)
         if load.read and not load.used:
             raise DataError(f"every record was invalid: {load.summary()}", path=", ".join(data))
-        staging = out.parent / f".{out.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        ds.save_to_disk(str(staging))
-        tok.save_pretrained(str(staging / "tokenizer"))
         summary = [
             *(f"tokenizer: {line}" for line in setup.lines()),
             f"data: {load.summary()}",
             f"examples: {prep.summary()}",
             f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)",
         ]
-        (staging / MANIFEST).write_text(json.dumps({"key": key, "options": options, "summary": summary}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.replace(out)
+        with atomic_folder(out) as staging:
+            ds.save_to_disk(str(staging))
+            tok.save_pretrained(str(staging / "tokenizer"))
+            manifest_text = json.dumps({"key": key, "options": options, "summary": summary}, indent=2)
+            (staging / MANIFEST).write_text(manifest_text)
     return summary
 
 

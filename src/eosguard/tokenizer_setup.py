@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -226,27 +227,38 @@ def _cache_dir() -> Path:
     return root
 
 
+def _cached_tokenizer(source: Path, name: str, build: Callable[[], Any]) -> Any:
+    """Load the tokenizer converted from `source` out of the cache, building and saving it once when missing."""
+    from transformers import AutoTokenizer
+
+    from eosguard.files import atomic_folder
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cached = _cache_dir() / f"{name}-{digest}"
+    if not (cached / "tokenizer.json").exists():
+        tok = build()
+        with atomic_folder(cached) as staging:
+            tok.save_pretrained(str(staging))
+    return AutoTokenizer.from_pretrained(str(cached))
+
+
 def mistral_base_tokenizer() -> Any:
     """The Mistral-7B v0.1 tokenizer (32,000 tokens, `<s>`/`</s>`/`<unk>`), converted once and cached on disk."""
-    from transformers import AutoTokenizer, LlamaTokenizer
-
     sp = mistral_sentencepiece_path()
-    digest = hashlib.sha256(sp.read_bytes()).hexdigest()[:16]
-    cached = _cache_dir() / f"mistral-7b-v0.1-{digest}"
-    if (cached / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(str(cached))
-    import shutil
-    import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(sp, Path(tmp) / "tokenizer.model")
-        tok = LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, add_eos_token=False, legacy=False)
-    tok.padding_side = "left"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cached.parent))
-    tok.save_pretrained(str(staging))
-    staging.replace(cached) if not cached.exists() else shutil.rmtree(staging)
-    return AutoTokenizer.from_pretrained(str(cached))
+    def build() -> Any:
+        import shutil
+        import tempfile
+
+        from transformers import LlamaTokenizer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(sp, Path(tmp) / "tokenizer.model")
+            tok = LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, add_eos_token=False, legacy=False)
+        tok.padding_side = "left"
+        return tok
+
+    return _cached_tokenizer(sp, "mistral-7b-v0.1", build)
 
 
 def tekken_tokenizer() -> Any:
@@ -255,23 +267,12 @@ def tekken_tokenizer() -> Any:
     A second, very different tokenizer family for tests: byte-level BPE with a regex pre-tokenizer, no BOS added
     on encode, and an existing `<pad>` token.
     """
-    from transformers import AutoTokenizer
     from transformers.integrations.mistral import convert_tekken_tokenizer
 
     path = mistral_sentencepiece_path().parent / "tekken_240911.json"
     if not path.exists():
         raise EosguardError(f"mistral-common has no {path.name} (looked in {path.parent})")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    cached = _cache_dir() / f"tekken-240911-{digest}"
-    if not (cached / "tokenizer.json").exists():
-        import shutil
-        import tempfile
-
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cached.parent))
-        convert_tekken_tokenizer(str(path)).save_pretrained(str(staging))
-        staging.replace(cached) if not cached.exists() else shutil.rmtree(staging)
-    return AutoTokenizer.from_pretrained(str(cached))
+    return _cached_tokenizer(path, "tekken-240911", lambda: convert_tekken_tokenizer(str(path)))
 
 
 def openhermes_tokenizer(pad: DemoPad = "none") -> Any:

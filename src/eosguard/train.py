@@ -292,22 +292,17 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra:
     Written next to its destination first and renamed into place, so an interrupted save never leaves a
     half-written folder where a complete one is expected.
     """
-    import shutil
+    from eosguard.files import atomic_folder
 
     out = Path(out_dir)
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     model.generation_config = stop_generation_config(model, tokenizer)
     model.config.eos_token_id = model.generation_config.eos_token_id[0]
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(staging), safe_serialization=True)
-    tokenizer.save_pretrained(str(staging))
-    if extra is not None:
-        (staging / "eosguard.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.replace(out)
+    with atomic_folder(out) as staging:
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        if extra is not None:
+            (staging / "eosguard.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
     return out
 
 
