@@ -96,8 +96,7 @@ def _examples(
     examples, stats = build_examples(
         batch, renderer, max_length=options["max_length"], over_length=options["over_length"]
     )
-    for name, value in asdict(stats).items():
-        setattr(total, name, getattr(total, name) + value)
+    total += stats
     for ex in examples:
         yield {**ex, "length": len(ex["input_ids"])}
 
@@ -111,8 +110,7 @@ def _merge(stats_dir: Path, num_proc: int) -> tuple[LoadReport, PrepStats]:
         load.read += part["load"]["read"]
         load.used += part["load"]["used"]
         load.skipped += [tuple(s) for s in part["load"]["skipped"]]
-        for name, value in part["prep"].items():
-            setattr(prep, name, getattr(prep, name) + value)
+        prep += PrepStats(**part["prep"])
     load.skipped.sort(key=lambda s: (s[0], s[1] or 0))
     return load, prep
 

@@ -51,6 +51,12 @@ class PrepStats:
             f"{self.trained_tokens} of {self.total_tokens} tokens trained"
         )
 
+    def __iadd__(self, other: PrepStats) -> PrepStats:
+        """Add another chunk's or process's counts."""
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+        return self
+
 
 def build_examples(
     conversations: Sequence[Conversation],
