@@ -52,6 +52,7 @@ OverLength = Literal["drop", "truncate", "error"]
 _MARK_BOS, _MARK_START, _MARK_END = "\U000f0000", "\U000f0001", "\U000f0002"
 # Not a token: forces a token boundary between an assistant header and its reply, then is dropped (see _to_rendered).
 _MARK_SPLIT = "\U000f0003"
+_DROP = -1  # id-map value of the split marker: removed from the ids
 
 
 def chatml_template(bos_token: str | None) -> str:
@@ -291,9 +292,6 @@ def _locate_by_chars(
             return None
         message_ends.append(token)
     return mask, message_ends
-
-
-_DROP = -1  # id-map value of the split marker: removed from the ids
 
 
 def _mask_from_spans(starts: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:

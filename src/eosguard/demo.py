@@ -106,9 +106,13 @@ def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: f
     return d
 
 
-def _evaluate(model: Any, tok: Any, heldout: dict[str, list[Conversation]], s: DemoSettings) -> tuple[StopReport, dict]:
+def _evaluate(
+    model: Any, renderer: ChatMLRenderer, heldout: dict[str, list[Conversation]], s: DemoSettings
+) -> tuple[StopReport, dict]:
     everything = [c for convs in heldout.values() for c in convs]
-    rep = evaluate_stopping(model, tok, everything, max_new_tokens=s.max_new_tokens, batch_size=50)
+    rep = evaluate_stopping(
+        model, renderer.tokenizer, everything, max_new_tokens=s.max_new_tokens, batch_size=50, renderer=renderer
+    )
     by_task: dict[str, dict[str, float | None]] = {}
     start = 0
     for name, convs in heldout.items():
@@ -183,7 +187,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     runs: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[tuple[int, float]]] = {"base": base_fit.losses}
     samples: dict[str, list[str]] = {}
-    rep, by_task = _evaluate(model, tok, heldout, s)
+    rep, by_task = _evaluate(model, renderer, heldout, s)
     runs["base"] = _run_summary(rep, findings["base"], base_fit.steps, base_fit.seconds, by_task)
     samples["base"] = [g.output for g in rep.generations[-3:]]
     log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
@@ -203,7 +207,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
         log(f"stage 1 ({name}): fine-tuning on the new task ({s.finetune_steps} steps)")
         result = fit(model, run_tok, examples, collator, args(name, s.finetune_steps))
         save_model_folder(model, tok if name == "eosguard" else run_tok, out / name / "model", extra={"run": name})
-        rep, by_task = _evaluate(model, tok, heldout, s)
+        rep, by_task = _evaluate(model, renderer, heldout, s)
         runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
         curves[name] = result.losses
         samples[name] = [g.output for g in rep.generations[-3:]]
