@@ -17,12 +17,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import best_of, write_result
 
-from eosguard.chatml import ChatMLRenderer
+from eosguard.render import ChatRenderer
 from eosguard.collate import PadCollator
-from eosguard.demo import DemoSettings, tiny_mistral
+from eosguard.demo import DemoSettings
+from eosguard.fixtures import tiny_mistral
 from eosguard.evaluate import evaluate_stopping
 from eosguard.tasks import split_tasks
-from eosguard.tokenizer_setup import demo_tokenizer
+from eosguard.fixtures import demo_tokenizer
 from eosguard.train import build_examples, fit, training_arguments
 
 
@@ -37,9 +38,16 @@ def main() -> None:
     if a.smoke:
         a.n, a.train_steps = 8, 5
     tok = demo_tokenizer()
-    renderer = ChatMLRenderer(tok)
+    renderer = ChatRenderer(tok)
     s = DemoSettings()
-    model = tiny_mistral(len(tok), s, bos_id=tok.bos_token_id, eos_id=renderer.im_end_id, pad_id=tok.pad_token_id)
+    model = tiny_mistral(
+        len(tok),
+        hidden=s.hidden,
+        layers=s.layers,
+        bos_id=tok.bos_token_id,
+        eos_id=renderer.end_of_turn_id,
+        pad_id=tok.pad_token_id,
+    )
     train, heldout = split_tasks(["repeat", "first", "count"], 1000, a.n, seed=0)
     examples, _ = build_examples(train, renderer, max_length=128)
     fit(

@@ -18,9 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import CHATML_TRAINING_TEMPLATE, best_of, synthetic_conversations, write_result
 
-from eosguard.chatml import ChatMLRenderer
-from eosguard.demo import DemoSettings, tiny_mistral
-from eosguard.tokenizer_setup import demo_tokenizer
+from eosguard.fixtures import demo_tokenizer, tiny_mistral
+from eosguard.render import ChatRenderer
 
 
 def trl_prepare(tok, convs, max_length: int):
@@ -32,7 +31,10 @@ def trl_prepare(tok, convs, max_length: int):
     tok.chat_template = CHATML_TRAINING_TEMPLATE
     model = tiny_mistral(
         len(tok),
-        DemoSettings(hidden=16, layers=1, heads=2, kv_heads=1),
+        hidden=16,
+        layers=1,
+        heads=2,
+        kv_heads=1,
         bos_id=tok.bos_token_id,
         eos_id=tok.eos_token_id,
         pad_id=tok.pad_token_id,
@@ -89,7 +91,7 @@ def main() -> None:
     a = p.parse_args()
     n, repeats = (200, 1) if a.smoke else (a.n, a.repeats)
     tok = demo_tokenizer()
-    renderer = ChatMLRenderer(tok)
+    renderer = ChatRenderer(tok)
     convs = synthetic_conversations(n, seed=0)
     texts = [renderer.render_text(c.messages) for c in convs]
     backend = tok.backend_tokenizer

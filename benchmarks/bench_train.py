@@ -26,18 +26,16 @@ from common import CHATML_TRAINING_TEMPLATE, synthetic_conversations, write_resu
 
 def _model(tok):
     """The demo's tiny Mistral (hidden 128, 2 layers) on the full 32k Mistral vocabulary, seeded."""
-    from eosguard.demo import DemoSettings, tiny_mistral
+    from eosguard.fixtures import tiny_mistral
 
-    return tiny_mistral(
-        len(tok), DemoSettings(), bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id
-    )
+    return tiny_mistral(len(tok), bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
 
 
 def run_side(side: str, steps: int, batch: int, n: int) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from eosguard.tokenizer_setup import demo_tokenizer
+    from eosguard.fixtures import demo_tokenizer
 
     torch.set_num_threads(torch.get_num_threads())
     tok = demo_tokenizer()
@@ -51,11 +49,11 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
                 losses.append(float(logs["loss"]))
 
     if side == "eosguard":
-        from eosguard.chatml import ChatMLRenderer
+        from eosguard.render import ChatRenderer
         from eosguard.collate import PackedCollator
         from eosguard.train import EosguardTrainer, _ListDataset, training_arguments
 
-        examples = [r.to_example() for r in ChatMLRenderer(tok).render_batch(convs)]
+        examples = [r.to_example() for r in ChatRenderer(tok).render_batch(convs)]
         args = training_arguments(
             "/tmp/eosguard-bench-train", steps=steps, lr=1e-3, batch_size=batch, seed=0, logging_steps=1, progress=False
         )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eosguard.demo import DemoSettings, tiny_mistral
+from eosguard.fixtures import tiny_mistral
 from eosguard.tasks import make_conversations
-from eosguard.tokenizer_setup import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer
+from eosguard.fixtures import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer, tiny_mistral
 
 DATA = Path(__file__).parent / "data"
 
@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Mistral-architecture 'base chat model' folder with the OpenHermes-style tokenizer (no pad token)."""
     root = tmp_path_factory.mktemp("models") / "tiny-openhermes"
     t = openhermes_tokenizer()
-    model = tiny_mistral(len(t), DemoSettings(hidden=64, layers=2), bos_id=t.bos_token_id, eos_id=2, pad_id=None)
+    model = tiny_mistral(len(t), hidden=64, layers=2, bos_id=t.bos_token_id, eos_id=2, pad_id=None)
     model.generation_config.eos_token_id = 2  # like a base model: eos is </s>, not <|im_end|>
     model.save_pretrained(root)
     t.save_pretrained(root)
@@ -66,7 +66,7 @@ def tiny_base_model_dir(tmp_path_factory) -> Path:
     """A tiny model on the plain Mistral vocabulary (32,000 rows): <|im_end|> must be added and trained."""
     root = tmp_path_factory.mktemp("models") / "tiny-mistral-base"
     t = mistral_base_tokenizer()
-    model = tiny_mistral(len(t), DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=2, pad_id=None)
+    model = tiny_mistral(len(t), hidden=64, layers=2, bos_id=1, eos_id=2, pad_id=None)
     model.save_pretrained(root)
     t.save_pretrained(root)
     return root

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from eosguard.chatml import ChatMLRenderer
+from eosguard.render import ChatRenderer
 from eosguard.cli import app
 from eosguard.conversations import load_conversations
 from eosguard.errors import DataError
@@ -68,7 +68,7 @@ def test_empty_file():
 def test_huge_content_is_counted_by_the_over_length_policy(tok):
     convs, _ = load_conversations(BAD / "huge_content.jsonl")
     assert len(convs[0].messages[1].content) == 10_000_000
-    renderer = ChatMLRenderer(tok)
+    renderer = ChatRenderer(tok)
     kept, stats = build_examples(convs, renderer, max_length=512, over_length="truncate")
     assert stats.truncated == 1 and len(kept[0]["input_ids"]) == 512 and kept[0]["labels"][-1] == 32000
     _, dropped = build_examples(convs, renderer, max_length=512, over_length="drop")

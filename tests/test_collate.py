@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from eosguard.collate import PackedCollator, PadCollator
-from eosguard.demo import DemoSettings, tiny_mistral
+from eosguard.fixtures import tiny_mistral
 from eosguard.packing import best_fit_decreasing, pack_examples
 
 FEATS = [{"input_ids": [5, 6, 7], "labels": [-9, 6, 7]}, {"input_ids": [8, -8], "labels": [-9, -8]}]
@@ -44,7 +44,7 @@ def test_best_fit_decreasing_and_pack_examples():
 
 def test_packed_and_padded_give_the_same_loss_and_no_cross_attention(tok):
     torch.manual_seed(0)
-    model = tiny_mistral(len(tok), DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=32000, pad_id=0).eval()
+    model = tiny_mistral(len(tok), hidden=64, layers=2, bos_id=1, eos_id=32000, pad_id=0).eval()
     examples = [
         {
             "input_ids": [1, 32001, 1838, 13, 23809, 32000, 13, 32001, 489, 11143, 13, 16230, 736, 32000, 13],

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from eosguard.cli import app
 from eosguard.doctor import diagnose
-from eosguard.tokenizer_setup import find_end_of_turn, openhermes_tokenizer
+from eosguard.fixtures import family_tokenizer, openhermes_tokenizer
+from eosguard.templates import ChatTemplate
 
 runner = CliRunner()
 
@@ -66,11 +67,17 @@ def test_data_findings(tokenizer_dirs, tmp_path):
         {"messages": [{"role": "user", "content": " ".join(["q"] * 80)}, {"role": "assistant", "content": "a"}]},
     ]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    code, out = doctor("--tokenizer", tokenizer_dirs["unk"], "--data", data, "--max-length", "40", "--json")
+    args = ["--tokenizer", tokenizer_dirs["unk"], "--data", data, "--max-length", "40", "--json"]
+    code, out = doctor(*args, "--collator", "transformers")  # a plain truncating pipeline
     found = {f["id"]: f for f in json.loads(out)["findings"]}
     assert found["special-token-in-content"]["count"] == 1
     assert found["truncation-drops-eos"]["count"] == 2
     assert found["no-trainable-tokens"]["count"] == 1 and code == 1
+    # eosguard's own pipeline keeps the stop token of every example it truncates: the doctor says so, not the opposite.
+    code, out = doctor(*args)
+    report = json.loads(out)
+    assert "truncation-drops-eos" not in [f["id"] for f in report["findings"]]
+    assert "keeps the stop token" in next(s["detail"] for s in report["steps"] if s["title"] == "data")
 
 
 def test_templates_missing_or_without_stop(tokenizer_dirs):
@@ -84,14 +91,17 @@ def test_templates_missing_or_without_stop(tokenizer_dirs):
 
 def test_end_of_turn_found_from_template_not_assumed(tokenizer_dirs):
     tok = openhermes_tokenizer()
-    assert find_end_of_turn(tok) == ("<|im_end|>", 32000)
+    chat = ChatTemplate(tok)
+    assert (chat.end_of_turn, chat.end_of_turn_id) == ("<|im_end|>", 32000)
     tok.add_tokens(["<end_of_turn>"], special_tokens=True)
     tok.chat_template = "{% for m in messages %}{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
-    assert find_end_of_turn(tok) == ("<end_of_turn>", tok.convert_tokens_to_ids("<end_of_turn>"))
+    chat = ChatTemplate(tok)
+    assert (chat.end_of_turn, chat.end_of_turn_id) == ("<end_of_turn>", tok.convert_tokens_to_ids("<end_of_turn>"))
 
 
-def test_double_bos_proven_on_features(tok):
-    # eosguard's template writes <s>; tokenizing its text again with special tokens adds a second one.
+def test_double_bos_proven_on_features():
+    # Llama-3's template writes <|begin_of_text|>; tokenizing its text again with special tokens adds a second one.
+    tok = family_tokenizer("llama3")
     assert "double-bos" in diagnose(tok, collator="transformers").ids
     assert "double-bos" not in diagnose(tok, collator="eosguard").ids
 
@@ -145,7 +155,7 @@ def test_template_that_closes_only_the_last_turn():
         "{% if loop.last %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
     )
     report = diagnose(tok, collator="transformers")
-    assert "template-no-eos" in report.ids and "only the last assistant turn" in report.findings[0].message
+    assert "template-no-eos" in report.ids and "closes only the last reply" in report.findings[0].message
 
 
 def test_prompt_not_prefix():

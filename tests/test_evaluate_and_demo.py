@@ -7,14 +7,15 @@ from typer.testing import CliRunner
 
 from eosguard.cli import app
 from eosguard.conversations import load_conversations
-from eosguard.demo import DemoSettings, run_demo, tiny_mistral
+from eosguard.demo import DemoSettings, run_demo
+from eosguard.fixtures import tiny_mistral
 from eosguard.evaluate import evaluate_stopping
 
 runner = CliRunner()
 
 
 def test_batched_generation_equals_one_at_a_time(tok, task_files):
-    model = tiny_mistral(len(tok), DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=32000, pad_id=0)
+    model = tiny_mistral(len(tok), hidden=64, layers=2, bos_id=1, eos_id=32000, pad_id=0)
     convs, _ = load_conversations(task_files["heldout"])
     convs = convs[:6]
     batched = evaluate_stopping(model, tok, convs, max_new_tokens=8, batch_size=6)

@@ -3,12 +3,12 @@ import logging
 import pytest
 from transformers import DataCollatorForLanguageModeling
 
-from eosguard.chatml import ChatMLRenderer
+from eosguard.render import ChatRenderer
 from eosguard.collate import PadCollator
 from eosguard.conversations import Message, conversation
 from eosguard.errors import StopTokenLossError
 from eosguard.guard import guard
-from eosguard.tokenizer_setup import openhermes_tokenizer
+from eosguard.fixtures import openhermes_tokenizer
 
 CONV = [
     {"role": "user", "content": "Hi"},
@@ -47,7 +47,7 @@ def test_warn_mode_logs_and_returns_the_batch(caplog):
 
 def test_unsupervised_turns_and_pad_eos_positions_are_not_violations():
     tok = openhermes_tokenizer(pad="eos")  # pad id == <|im_end|> id, but eosguard pads labels by position
-    r = ChatMLRenderer(tok, bos=True)
+    r = ChatRenderer(tok)
     convs = [
         conversation(("user", "a"), Message("assistant", "skip me", train=False), ("user", "b"), ("assistant", "ok")),
         conversation(("user", "x"), ("assistant", "y")),

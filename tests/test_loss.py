@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from eosguard.chatml import IGNORE_INDEX
+from eosguard.render import IGNORE_INDEX
 from eosguard.collate import PackedCollator, PadCollator
-from eosguard.demo import DemoSettings, tiny_mistral
+from eosguard.fixtures import tiny_mistral
 from eosguard.loss import causal_lm_loss
 
 
 def _model():
     torch.manual_seed(0)
-    return tiny_mistral(500, DemoSettings(hidden=32, layers=2, heads=4, kv_heads=2), bos_id=1, eos_id=2, pad_id=0)
+    return tiny_mistral(500, hidden=32, layers=2, heads=4, kv_heads=2, bos_id=1, eos_id=2, pad_id=0)
 
 
 def _examples():

@@ -4,23 +4,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eosguard.chatml import ChatMLRenderer
+from eosguard.render import ChatRenderer
 from eosguard.conversations import conversation
-from eosguard.tokenizer_setup import prepare_tokenizer, tekken_tokenizer
+from eosguard.fixtures import tekken_tokenizer
+from eosguard.tokenizer_setup import prepare_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tekken():
     tok = tekken_tokenizer()
-    report = prepare_tokenizer(tok)
-    return tok, report, ChatMLRenderer(tok)
+    report = prepare_tokenizer(tok, template="chatml")  # Tekken ships Mistral's template; ask for ChatML here
+    return tok, report, ChatRenderer(tok)
 
 
 def test_setup_keeps_the_existing_pad_and_adds_chatml_tokens(tekken):
     tok, report, r = tekken
     assert report.added_tokens == ["<|im_start|>", "<|im_end|>"] and report.embeddings_must_grow
     assert (report.pad_kind, report.pad_token, report.pad_token_id) == ("existing", "<pad>", 11)
-    assert not report.writes_bos and r.bos_id is None  # Tekken adds no BOS when it encodes text
+    assert not report.writes_bos and report.template == "chatml"  # Tekken adds no BOS when it encodes text
     assert report.eos_changed_from == "</s>" and tok.eos_token == "<|im_end|>"
 
 
@@ -58,7 +59,7 @@ def test_prompt_is_a_prefix_and_labels_are_replies_with_their_stop(tekken, conte
         prompt = r.prompt_ids(conv.messages[:k])
         assert ids[: len(prompt)] == prompt
     assert tok.decode(out.input_ids[out.mask]) == "".join(c + "<|im_end|>" for c in contents[1::2])
-    control = set(tok.all_special_ids) | {r.im_start_id, r.im_end_id}
+    control = set(tok.all_special_ids) | {tok.convert_tokens_to_ids("<|im_start|>"), r.end_of_turn_id}
     assert sum(i in control for i in ids) == 2 * len(contents)  # only the template's <|im_start|> / <|im_end|>
 
 

@@ -1,34 +1,43 @@
-"""eosguard: ChatML supervised fine-tuning that guarantees the model learns to stop.
+"""eosguard: supervised fine-tuning of chat models that guarantees the model learns to stop.
 
-    from eosguard import ChatMLRenderer, PadCollator, guard, prepare_tokenizer, diagnose
+    from eosguard import ChatRenderer, PadCollator, guard, prepare_tokenizer, diagnose
+
+Names are imported on first use, so `import eosguard` (and every `eosguard` command) loads only what it needs.
 
 Run as:
     eosguard --help
 """
 
-from eosguard.chatml import IGNORE_INDEX, ChatMLRenderer, chatml_template, labels_from_mask
-from eosguard.collate import PackedCollator, PadCollator
-from eosguard.conversations import Conversation, Message, conversation, load_conversations
-from eosguard.doctor import diagnose
-from eosguard.evaluate import evaluate_stopping
-from eosguard.guard import guard
-from eosguard.tokenizer_setup import prepare_tokenizer
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "IGNORE_INDEX",
-    "ChatMLRenderer",
-    "Conversation",
-    "Message",
-    "PackedCollator",
-    "PadCollator",
-    "chatml_template",
-    "conversation",
-    "diagnose",
-    "evaluate_stopping",
-    "guard",
-    "labels_from_mask",
-    "load_conversations",
-    "prepare_tokenizer",
-]
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "IGNORE_INDEX": "eosguard.render",
+    "ChatRenderer": "eosguard.render",
+    "ChatMLRenderer": "eosguard.render",
+    "labels_from_mask": "eosguard.render",
+    "ChatTemplate": "eosguard.templates",
+    "chatml_template": "eosguard.templates",
+    "PackedCollator": "eosguard.collate",
+    "PadCollator": "eosguard.collate",
+    "Conversation": "eosguard.conversations",
+    "Message": "eosguard.conversations",
+    "conversation": "eosguard.conversations",
+    "load_conversations": "eosguard.conversations",
+    "diagnose": "eosguard.doctor",
+    "evaluate_stopping": "eosguard.evaluate",
+    "guard": "eosguard.guard",
+    "prepare_tokenizer": "eosguard.tokenizer_setup",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'eosguard' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

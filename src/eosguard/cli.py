@@ -15,34 +15,46 @@ Run as:
 
 from __future__ import annotations
 
+import functools
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from eosguard.errors import EXIT_FINDINGS, EXIT_USAGE, EosguardError
+from eosguard.errors import EXIT_FINDINGS, EosguardError
+from eosguard.render import OverLength, TrainOn
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="ChatML fine-tuning that guarantees the model learns to stop.",
+    help="Chat-model fine-tuning that guarantees the model learns to stop.",
 )
 console = Console(stderr=False)
 err = Console(stderr=True)
 
 
-def _fail(exc: EosguardError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(exc.exit_code)
+def command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Register a command; the one place a user error becomes a message and its exit code (never a traceback)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except EosguardError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return app.command(name=fn.__name__.rstrip("_"))(run)
 
 
-@app.command()
+@command
 def doctor(
     tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id (only tokenizer files are read).")],
     model: Annotated[
@@ -64,18 +76,14 @@ def doctor(
     from eosguard.doctor import diagnose
     from eosguard.tokenizer_setup import load_tokenizer
 
-    try:
-        tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-        convs, load_summary = None, None
-        if data:
-            convs, rep = load_conversations(data, skip_invalid=skip_invalid)
-            load_summary = rep.summary()
-        report = diagnose(
-            tok, model_path=model, conversations=convs, max_length=max_length, collator=collator, lora=lora, show=show
-        )
-    except EosguardError as exc:
-        _fail(exc)
-        return
+    tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    convs, load_summary = None, None
+    if data:
+        convs, rep = load_conversations(data, skip_invalid=skip_invalid)
+        load_summary = rep.summary()
+    report = diagnose(
+        tok, model_path=model, conversations=convs, max_length=max_length, collator=collator, lora=lora, show=show
+    )
     if load_summary:
         report.facts["data"] = load_summary
     if as_json:
@@ -87,7 +95,7 @@ def doctor(
 
 def _print_doctor(report) -> None:
     for i, step in enumerate(report.steps, start=1):
-        mark = "[green]✓[/]" if step.ok else "[red]✗[/]"
+        mark = "[yellow]–[/]" if step.skipped else "[green]✓[/]" if step.ok else "[red]✗[/]"
         console.print(f"{i}. {mark} {step.title}: {step.detail}", highlight=False)
     if report.facts.get("data"):
         console.print(f"   data: {report.facts['data']}", highlight=False)
@@ -112,7 +120,7 @@ def _print_doctor(report) -> None:
     console.print(table)
 
 
-@app.command()
+@command
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config (see README: 'Fine-tune your own model').")],
     set_: Annotated[
@@ -121,23 +129,15 @@ def train(
     force: Annotated[bool, typer.Option(help="Train even when the doctor finds errors (loudly).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
 ) -> None:
-    """Fine-tune a chat model in ChatML on transformers.Trainer; refuses to start on doctor errors."""
+    """Fine-tune a chat model in its own chat template on transformers.Trainer; refuses to start on doctor errors."""
     from eosguard.config import load_config
-    from eosguard.train import RefusedByDoctor, train_from_config
+    from eosguard.train import train_from_config
 
-    try:
-        cfg = load_config(config, list(set_ or []) + (["resume=true"] if resume else []))
-        train_from_config(
-            cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)
-        )
-    except EosguardError as exc:
-        _fail(exc)
-    except RefusedByDoctor as exc:
-        err.print(f"[bold red]refused:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_FINDINGS) from None
+    cfg = load_config(config, list(set_ or []) + (["resume=true"] if resume else []))
+    train_from_config(cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
 
 
-@app.command("eval")
+@command
 def eval_(
     model: Annotated[str, typer.Option(help="Model folder (or hub id) to evaluate.")],
     data: Annotated[list[str], typer.Option(help="Held-out conversations; the last assistant turn is the reference.")],
@@ -159,25 +159,19 @@ def eval_(
     from eosguard.tokenizer_setup import load_tokenizer
     from eosguard.train import load_model
 
-    try:
-        convs, rep = load_conversations(data, skip_invalid=skip_invalid)
-        tok = load_tokenizer(model)
-        if tok.convert_tokens_to_ids("<|im_end|>") in (None, tok.unk_token_id):
-            raise EosguardError(f"{model}: the tokenizer has no <|im_end|> token; is this a ChatML model?")
-        torch.manual_seed(seed)
-        m = load_model(model)
-        result = evaluate_stopping(
-            m,
-            tok,
-            convs[:limit],
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            do_sample=sample,
-            temperature=temperature,
-        )
-    except EosguardError as exc:
-        _fail(exc)
-        return
+    convs, rep = load_conversations(data, skip_invalid=skip_invalid)
+    tok = load_tokenizer(model)
+    torch.manual_seed(seed)
+    m = load_model(model)
+    result = evaluate_stopping(
+        m,
+        tok,
+        convs[:limit],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=sample,
+        temperature=temperature,
+    )
     if as_json:
         print(json.dumps({"data": rep.summary(), **result.to_dict()}, indent=2))
         return
@@ -201,7 +195,7 @@ def eval_(
         )
 
 
-@app.command()
+@command
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for report.json, report.md, report.png and the models.")] = Path(
         "eosguard-demo"
@@ -212,57 +206,42 @@ def demo(
     from eosguard.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
-    try:
-        report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
-    except EosguardError as exc:
-        _fail(exc)
-        return
+    report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     console.print((out / "report.md").read_text(), highlight=False, markup=False)
     console.print(f"wrote {out}/report.json, report.md, report.png ({report['total_seconds']:.0f}s)")
 
 
-@app.command()
+@command
 def prepare(
     data: Annotated[list[str], typer.Argument(help="Conversation files or folders.")],
     tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id.")],
     out: Annotated[Path, typer.Option(help="Output folder (loads with datasets.load_from_disk).")],
     max_length: Annotated[int, typer.Option(min=9)] = 2048,
-    over_length: Annotated[str, typer.Option(help="drop | truncate | error")] = "truncate",
-    train_on: Annotated[str, typer.Option(help="all | last")] = "all",
+    over_length: Annotated[OverLength, typer.Option(help="drop | truncate | error")] = "truncate",
+    train_on: Annotated[TrainOn, typer.Option(help="all | last")] = "all",
     skip_invalid: Annotated[bool, typer.Option()] = False,
     num_proc: Annotated[int, typer.Option(min=1, help="Processes (each takes every K-th record).")] = 1,
 ) -> None:
     """Tokenize conversations into input_ids / labels columns (labels: assistant content + its <|im_end|>)."""
     from eosguard.prepare import prepare_dataset
 
-    if over_length not in ("drop", "truncate", "error") or train_on not in ("all", "last"):
-        err.print("[bold red]error:[/] --over-length takes drop|truncate|error, --train-on all|last")
-        raise typer.Exit(EXIT_USAGE)
-    try:
-        summary = prepare_dataset(
-            data,
-            tokenizer,
-            out,
-            max_length=max_length,
-            over_length=over_length,
-            train_on=train_on,
-            skip_invalid=skip_invalid,
-            num_proc=num_proc,
-        )
-    except EosguardError as exc:
-        _fail(exc)
-        return
+    summary = prepare_dataset(
+        data,
+        tokenizer,
+        out,
+        max_length=max_length,
+        over_length=over_length,
+        train_on=train_on,
+        skip_invalid=skip_invalid,
+        num_proc=num_proc,
+    )
     for line in summary:
         console.print(line, highlight=False)
 
 
 def main() -> None:
-    """Console entry point: user errors never end in a traceback."""
-    try:
-        app()
-    except EosguardError as exc:  # pragma: no cover - commands catch their own; this is the last net
-        err.print(f"error: {exc}")
-        sys.exit(exc.exit_code)
+    """Console entry point (every command turns user errors into a message and an exit code, see `command`)."""
+    app()
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import torch
 
-from eosguard.chatml import IGNORE_INDEX
 from eosguard.errors import EosguardError
+from eosguard.render import IGNORE_INDEX
 
 
 def _as_list(x: Any) -> list[int]:
@@ -34,7 +34,7 @@ def _require_labels(features: Sequence[dict[str, Any]]) -> None:
     if any("labels" not in f for f in features):
         raise EosguardError(
             "eosguard collators need explicit 'labels' in every example",
-            hint="render examples with eosguard.ChatMLRenderer: labels come from explicit spans, never from ids",
+            hint="render examples with eosguard.ChatRenderer: labels come from explicit spans, never from ids",
         )
 
 

@@ -55,6 +55,9 @@ class TrainConfig(_Strict):
     """Where the conversations come from."""
     output_dir: str = "runs/eosguard"
     """Folder for checkpoints and the final model (`output_dir/model`)."""
+    template: Literal["auto", "chatml"] = "auto"
+    """Chat template: "auto" keeps the model's own (a Llama-3-Instruct fine-tune stays in Llama-3 format) and uses
+    ChatML when it has none; "chatml" always trains in ChatML (adding <|im_start|>/<|im_end|> when missing)."""
     max_length: int = Field(default=2048, gt=8)
     """Longest example in tokens."""
     over_length: Literal["drop", "truncate", "error"] = "truncate"

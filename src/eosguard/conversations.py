@@ -15,6 +15,7 @@ Run as:
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,9 +29,10 @@ Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 SHAREGPT_ROLES: dict[str, str] = {"system": "system", "human": "user", "user": "user", "gpt": "assistant"}
 
-# Characters the renderer reserves to mark the template's own control tokens (Unicode plane 15 private use area);
-# content holding them is rejected so that no text can ever collide with a marker.
-RESERVED_CHARS = frozenset(chr(c) for c in range(0xF0000, 0xF0010))
+# The renderer marks the template's control tokens and content slots with characters of Unicode plane 15's private
+# use area (eosguard.templates.RESERVED_RANGE); content holding them is rejected so no text collides with a marker.
+RESERVED_RANGE = (0xF0000, 0xFFFFD)
+_RESERVED = re.compile(f"[{chr(RESERVED_RANGE[0])}-{chr(RESERVED_RANGE[1])}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,8 @@ def _check_content(content: Any, where: str) -> str:
         raise ValueError(f"{where}: content is empty")
     if "\x00" in content:
         raise ValueError(f"{where}: content contains a NUL character")
-    if not RESERVED_CHARS.isdisjoint(content):
-        raise ValueError(f"{where}: content contains a reserved private-use character (U+F0000..U+F000F)")
+    if _RESERVED.search(content):
+        raise ValueError(f"{where}: content contains a reserved private-use character (U+F0000..U+FFFFD)")
     return content
 
 

@@ -26,13 +26,14 @@ from typing import Any
 
 import torch
 
-from eosguard.chatml import ChatMLRenderer
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation
 from eosguard.evaluate import StopReport, evaluate_stopping
+from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
 from eosguard.guard import guard
+from eosguard.render import ChatRenderer
 from eosguard.tasks import split_tasks
-from eosguard.tokenizer_setup import openhermes_tokenizer, prepare_tokenizer
+from eosguard.tokenizer_setup import prepare_tokenizer
 from eosguard.train import build_examples, fit, save_model_folder, training_arguments
 
 
@@ -72,28 +73,6 @@ class DemoSettings:
         )
 
 
-def tiny_mistral(vocab_size: int, s: DemoSettings, *, bos_id: int, eos_id: int, pad_id: int | None) -> Any:
-    """A tiny Mistral-architecture model built from a config with a fixed seed (no weights downloaded)."""
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(s.seed)
-    cfg = MistralConfig(
-        vocab_size=vocab_size,
-        hidden_size=s.hidden,
-        intermediate_size=s.hidden * 2,
-        num_hidden_layers=s.layers,
-        num_attention_heads=s.heads,
-        num_key_value_heads=s.kv_heads,
-        max_position_embeddings=512,
-        sliding_window=None,
-        tie_word_embeddings=False,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-    )
-    return MistralForCausalLM(cfg)
-
-
 def broken_examples(tokenizer: Any, convs: list[Conversation]) -> list[dict[str, list[int]]]:
     """The bug report's data path: template text -> tokenizer(text); the collator derives labels from ids."""
     texts = [tokenizer.apply_chat_template(c.as_dicts(), tokenize=False) for c in convs]
@@ -107,7 +86,7 @@ def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: f
 
 
 def _evaluate(
-    model: Any, renderer: ChatMLRenderer, heldout: dict[str, list[Conversation]], s: DemoSettings
+    model: Any, renderer: ChatRenderer, heldout: dict[str, list[Conversation]], s: DemoSettings
 ) -> tuple[StopReport, dict]:
     everything = [c for convs in heldout.values() for c in convs]
     rep = evaluate_stopping(
@@ -139,11 +118,11 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    # Tokenizers: eosguard's (prepared: pad = unk, ChatML template) and the bug report's (pad = eos, left padding).
+    # Tokenizers: eosguard's (prepared: pad = unk, its own ChatML template) and the bug report's (pad = eos, left).
     tok = openhermes_tokenizer()
     setup = prepare_tokenizer(tok)
     broken_tok = openhermes_tokenizer(pad="eos")
-    renderer = ChatMLRenderer(tok)
+    renderer = ChatRenderer(tok)
     log("tokenizer: " + "; ".join(setup.lines()))
 
     old_train, old_eval = split_tasks(list(s.old_tasks), s.n_train_old, s.n_eval_per_split, seed=s.seed)
@@ -161,7 +140,17 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     findings["base"] = findings["eosguard"]
 
     # Stage 0: a chat model that stops.
-    model = tiny_mistral(len(tok), s, bos_id=tok.bos_token_id, eos_id=renderer.im_end_id, pad_id=tok.pad_token_id)
+    model = tiny_mistral(
+        len(tok),
+        hidden=s.hidden,
+        layers=s.layers,
+        heads=s.heads,
+        kv_heads=s.kv_heads,
+        seed=s.seed,
+        bos_id=tok.bos_token_id,
+        eos_id=renderer.end_of_turn_id,
+        pad_id=tok.pad_token_id,
+    )
     old_examples, prep = build_examples(old_train, renderer, max_length=s.max_length)
     log(f"stage 0 data: {prep.summary()}")
     our_collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)

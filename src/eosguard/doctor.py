@@ -1,12 +1,10 @@
-"""`eosguard doctor`: a pre-flight check that finds every way a setup loses the stop token.
+"""`eosguard doctor`: a pre-flight check that finds every way a setup loses the stop token, on any chat template.
 
 It inspects a tokenizer (only its config and tokenizer files), optionally a model folder (config.json and
 generation_config.json only; weights are never read), data, a max length and a collator, in numbered steps, and
-reports findings with a fix each. `eos-masked` is proven by running the collator on real examples, never guessed.
-
-Finding ids (stable; `--json` prints them): pad-is-eos, eos-masked, no-pad-token, padding-left, template-no-eos,
-generation-eos-mismatch, new-token-untrained, vocab-mismatch, truncation-drops-eos, special-token-in-content,
-double-bos, no-trainable-tokens, missing-chat-template, prompt-not-prefix.
+reports findings (declared in `eosguard.findings`) with a fix each. The end-of-turn token is read off the chat
+template, never assumed; `eos-masked` is proven by running the collator on real examples, never guessed. A check
+that could not run is reported as skipped, never as passed.
 
 Exit codes: 0 no finding of severity "error"; 1 at least one; 2 bad usage or unreadable input.
 
@@ -24,28 +22,34 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from eosguard.chatml import IM_END, IM_START, ChatMLRenderer, labels_from_mask
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation, conversation
 from eosguard.errors import EosguardError
+from eosguard.findings import FINDINGS, Severity
 from eosguard.guard import StopCheck, StopTokenChecker
-from eosguard.tokenizer_setup import find_end_of_turn, prepare_tokenizer
-
-Severity = Literal["error", "warning", "info"]
+from eosguard.render import ChatRenderer, labels_from_mask
+from eosguard.templates import ChatTemplate, TemplateError, template_for
+from eosguard.tokenizer_setup import prepare_tokenizer
 
 
 @dataclass
 class Finding:
     id: str
-    severity: Severity
     message: str
-    fix: str
     count: int | None = None
 
+    @property
+    def severity(self) -> Severity:
+        return FINDINGS[self.id].severity
+
+    @property
+    def fix(self) -> str:
+        return FINDINGS[self.id].fix
+
     def to_dict(self) -> dict[str, Any]:
-        d = {"id": self.id, "severity": self.severity, "message": self.message, "fix": self.fix}
+        d: dict[str, Any] = {"id": self.id, "severity": self.severity, "message": self.message, "fix": self.fix}
         if self.count is not None:
             d["count"] = self.count
         return d
@@ -53,9 +57,15 @@ class Finding:
 
 @dataclass
 class Step:
+    """One numbered step; ok None means the check could not run (shown as skipped, never as passed)."""
+
     title: str
-    ok: bool
+    ok: bool | None
     detail: str
+
+    @property
+    def skipped(self) -> bool:
+        return self.ok is None
 
 
 @dataclass
@@ -70,19 +80,29 @@ class DoctorReport:
         return any(f.severity == "error" for f in self.findings)
 
     @property
+    def blocks_training(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error" and FINDINGS[f.id].blocks_training]
+
+    @property
     def ids(self) -> list[str]:
         return [f.id for f in self.findings]
 
-    def add(self, *args: Any, **kwargs: Any) -> Finding:
-        finding = Finding(*args, **kwargs)
+    def add(self, finding_id: str, message: str, count: int | None = None) -> Finding:
+        if finding_id not in FINDINGS:
+            raise KeyError(f"unknown finding id {finding_id!r}: declare it in eosguard.findings")
+        finding = Finding(finding_id, message, count)
         self.findings.append(finding)
         return finding
+
+    def step(self, title: str, ok: bool | None, detail: str) -> None:
+        self.steps.append(Step(title, ok, detail))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": not self.has_errors,
             "findings": [f.to_dict() for f in self.findings],
-            "steps": [{"title": s.title, "ok": s.ok, "detail": s.detail} for s in self.steps],
+            "steps": [{"title": s.title, "ok": s.ok, "skipped": s.skipped, "detail": s.detail} for s in self.steps],
+            "skipped": sum(s.skipped for s in self.steps),
             "facts": self.facts,
         }
 
@@ -104,68 +124,56 @@ CollatorSpec = str  # "eosguard" | "transformers" | "trl" | "module:factory"
 # -- steps ---------------------------------------------------------------------------------------------------
 
 
-def _check_template(tok: Any, report: DoctorReport) -> tuple[str, int] | None:
-    """Find the end-of-turn token from the template; never assume it."""
+def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
+    """Read the end-of-turn token off the template; never assume it."""
     if not getattr(tok, "chat_template", None):
         report.add(
             "missing-chat-template",
-            "warning",
             "the tokenizer has no chat template: inference code cannot format prompts the way training did",
-            "save the tokenizer with a chat template (eosguard.prepare_tokenizer sets ChatML)",
         )
-        eot_id = tok.get_vocab().get(IM_END)
-        report.steps.append(Step("chat template", False, f"none; assuming ChatML's {IM_END}" if eot_id else "none"))
-        return (IM_END, eot_id) if eot_id is not None else None
-    eot = find_end_of_turn(tok)
-    if eot is None:
-        report.add(
-            "template-no-eos",
-            "error",
-            "the chat template writes no stop token after the assistant's content, so no example can teach the "
-            "model to stop",
-            "use a template that closes every assistant turn with the end-of-turn token (ChatML: <|im_end|>)",
-        )
-        report.steps.append(Step("chat template", False, "assistant turns are not closed by a control token"))
-        return None
-    if not _closes_every_turn(tok, eot[0]):
-        report.add(
-            "template-no-eos",
-            "error",
-            f"the chat template closes only the last assistant turn with {eot[0]}: earlier turns of multi-turn "
-            "conversations teach the model to run on",
-            "use a template that closes every assistant turn with the end-of-turn token",
-        )
-        report.steps.append(Step("chat template", False, f"earlier assistant turns are not closed by {eot[0]}"))
-        return eot
-    report.steps.append(Step("chat template", True, f"assistant turns end with {eot[0]} (id {eot[1]})"))
-    return eot
-
-
-def _closes_every_turn(tok: Any, eot: str) -> bool:
-    """Render two assistant turns and check that the end-of-turn token follows each one's content."""
-    probes = ["EOSGUARD_FIRST_ANSWER", "EOSGUARD_SECOND_ANSWER"]
-    messages = [
-        {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": probes[0]},
-        {"role": "user", "content": "q2"},
-        {"role": "assistant", "content": probes[1]},
-    ]
     try:
-        text = tok.apply_chat_template(messages, tokenize=False)
-    except Exception:
-        return True  # the single-turn probe already passed; a template that rejects this shape is not judged here
-    for probe in probes:
-        at = text.find(probe)
-        if at >= 0 and not text[at + len(probe) :].lstrip().startswith(eot):
-            return False
-    return True
+        chat = template_for(tok)
+    except TemplateError as exc:
+        if getattr(tok, "chat_template", None):
+            report.add("template-unsupported", f"the chat template cannot be split into messages: {exc.message}")
+        report.step("chat template", False if tok.chat_template else None, exc.message)
+        return None
+    if chat.problem is not None:
+        report.add(
+            "template-no-eos",
+            f"{chat.problem}, so no example can teach the model to stop",
+        )
+        report.step("chat template", False, "assistant turns are not closed by a control token")
+        return None
+    own = "" if getattr(tok, "chat_template", None) else " (no template: assuming ChatML, whose tokens it has)"
+    problem = _earlier_turns_problem(chat)
+    if problem is not None:
+        report.add(problem[0], problem[1])
+        report.step("chat template", False, problem[1])
+        return chat
+    report.step(
+        "chat template", not own, f"assistant turns end with {chat.end_of_turn} (id {chat.end_of_turn_id}){own}"
+    )
+    return chat
+
+
+def _earlier_turns_problem(chat: ChatTemplate) -> tuple[str, str] | None:
+    """A two-reply conversation: each reply must be closed by the end-of-turn token and be a clean place to train."""
+    roles = ("user", "assistant", "user", "assistant")
+    try:
+        layout = chat.layout(roles)
+        for k in (1, 3):
+            chat.reply_span(layout, k)
+    except TemplateError as exc:
+        return exc.finding, exc.message
+    return None
 
 
 def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], report: DoctorReport) -> None:
-    """The generation prompt must be a token prefix of the training sequence, or inference sees other tokens."""
+    """The user's pipeline: the generation prompt must be a token prefix of the training sequence."""
     if not getattr(tok, "chat_template", None):
         return
-    bad = 0
+    bad = rejected = 0
     for conv in convs[:64]:
         msgs = conv.as_dicts()
         try:
@@ -177,52 +185,46 @@ def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], report: Doctor
                 if full[: len(prompt)] != prompt:
                     bad += 1
                     break
-        except Exception:
-            continue
+        except Exception:  # the template raised: counted and reported, never skipped silently
+            rejected += 1
+    checked = min(len(convs), 64)
+    if rejected:
+        report.add(
+            "template-unsupported",
+            f"the chat template raises an error on {rejected} of {checked} conversations",
+            count=rejected,
+        )
     if bad:
         report.add(
             "prompt-not-prefix",
-            "warning",
-            f"in {bad} of {min(len(convs), 64)} conversations the template's generation prompt is not a token prefix "
-            "of the training sequence: at inference the model sees tokens it was never trained to continue from",
-            "make add_generation_prompt write exactly the assistant header the template writes before each reply "
-            "(eosguard's ChatML renderer guarantees it)",
+            f"in {bad} of {checked} conversations the template's generation prompt is not a token prefix of the "
+            "training sequence: at inference the model sees tokens it was never trained to continue from",
             count=bad,
         )
 
 
-def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport, training: bool = True) -> None:
+def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport) -> None:
     stop_ids = {i for i in (eot_id, tok.eos_token_id) if i is not None}
     ok = True
     if tok.pad_token is None:
         ok = False
         report.add(
-            "no-pad-token",
-            "warning",
-            "the tokenizer has no pad token; trainers then fall back to pad = eos (TRL does it silently)",
-            "set a pad token distinct from the end-of-turn token: an unused reserved token, unk, or a new <pad> "
-            "(eosguard.prepare_tokenizer chooses and reports)",
+            "no-pad-token", "the tokenizer has no pad token; trainers then fall back to pad = eos (TRL silently)"
         )
     elif tok.pad_token_id in stop_ids:
         ok = False
         report.add(
             "pad-is-eos",
-            "warning",
             f"the pad token {tok.pad_token!r} (id {tok.pad_token_id}) is the eos / end-of-turn token: any collator "
             "that masks labels equal to the pad id erases every real stop-token label",
-            "tokenizer.pad_token = tokenizer.unk_token, or add a dedicated pad token; or pad labels by position",
         )
-    if training and tok.padding_side == "left":
+    if tok.padding_side == "left":
         report.add(
             "padding-left",
-            "warning",
             "padding_side is 'left' (as Mistral/OpenHermes ship it): fine for generation, but it hides pad tokens at "
             "the start of training rows, where a pad == eos masking bug is easy to miss",
-            "pad on the right for training (eosguard's collator does) and on the left only for batched generation",
         )
-    report.steps.append(
-        Step("pad token", ok, f"{tok.pad_token!r} (id {tok.pad_token_id}), padding_side={tok.padding_side}")
-    )
+    report.step("pad token", ok, f"{tok.pad_token!r} (id {tok.pad_token_id}), padding_side={tok.padding_side}")
 
 
 def _check_double_bos(tok: Any, features: list[dict[str, Any]], report: DoctorReport) -> None:
@@ -232,11 +234,8 @@ def _check_double_bos(tok: Any, features: list[dict[str, Any]], report: DoctorRe
     if n:
         report.add(
             "double-bos",
-            "warning",
             f"{n} of {len(features)} examples start with two {tok.bos_token!r} tokens: the chat template writes one "
             "and tokenizing the rendered text with special tokens adds another",
-            "tokenize rendered chat text with add_special_tokens=False (apply_chat_template(tokenize=True) does), "
-            "or render with eosguard",
             count=n,
         )
 
@@ -252,7 +251,7 @@ def _as_ids(v: Any) -> list[int]:
     return [v] if isinstance(v, int) else [i for i in (v or []) if isinstance(i, int)]
 
 
-def _check_model(model_path: str, tok: Any, eot: tuple[str, int] | None, lora: bool, report: DoctorReport) -> None:
+def _check_model(model_path: str, tok: Any, chat: ChatTemplate | None, lora: bool, report: DoctorReport) -> None:
     """Reads config.json and generation_config.json only (never the weights)."""
     folder = Path(model_path)
     if not folder.is_dir() or not (folder / "config.json").exists():
@@ -263,106 +262,87 @@ def _check_model(model_path: str, tok: Any, eot: tuple[str, int] | None, lora: b
     eos_ids = _as_ids(gen.get("eos_token_id", config.get("eos_token_id")))
     vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
     report.facts.update({"model_eos_ids": eos_ids, "model_vocab_size": vocab})
+    eot, eot_id = (chat.end_of_turn, chat.end_of_turn_id) if chat is not None else (None, None)
     ok = True
-    if eot is not None and eot[1] not in eos_ids:
+    if eot_id is not None and eot_id not in eos_ids:
         ok = False
         src = "generation_config.json" if "eos_token_id" in gen else "config.json"
         report.add(
             "generation-eos-mismatch",
-            "error",
-            f"{src} lists eos ids {eos_ids}, which do not include the end-of-turn token {eot[0]} (id {eot[1]}): "
+            f"{src} lists eos ids {eos_ids}, which do not include the end-of-turn token {eot} (id {eot_id}): "
             "generate() and vLLM will not stop even when the model emits it",
-            f"set generation_config.eos_token_id = [{eot[1]}, ...] (eosguard train writes it)",
         )
     if vocab is not None and len(tok) > vocab:
         ok = False
         report.add(
             "vocab-mismatch",
-            "error",
             f"the tokenizer has {len(tok)} tokens but the model's embeddings have {vocab} rows: ids beyond them crash "
             "or read garbage",
-            f"model.resize_token_embeddings({len(tok)}) before training (eosguard train does)",
         )
-    if eot is not None and vocab is not None and eot[1] >= _original_vocab(config, vocab) and lora:
+    original = int(config.get("eosguard_original_vocab_size", vocab)) if vocab is not None else None
+    if eot_id is not None and original is not None and eot_id >= original and lora:
         ok = False
         report.add(
             "new-token-untrained",
-            "error",
-            f"the end-of-turn token {eot[0]} (id {eot[1]}) was added after pre-training, and under LoRA its embedding "
+            f"the end-of-turn token {eot} (id {eot_id}) was added after pre-training, and under LoRA its embedding "
             "and lm_head rows stay at their initial values: the model cannot learn to emit it",
-            "train those rows: peft LoraConfig(modules_to_save=['embed_tokens', 'lm_head']) or "
-            f"trainable_token_indices=[{eot[1]}] (eosguard train adds them automatically)",
         )
-    report.steps.append(Step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}"))
-
-
-def _original_vocab(config: dict[str, Any], vocab: int) -> int:
-    """The vocab size before tokens were added, when the folder records it (eosguard does), else the current one."""
-    return int(config.get("eosguard_original_vocab_size", vocab))
+    report.step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}")
 
 
 def _check_data(
-    convs: Sequence[Conversation], tok: Any, eot_id: int | None, max_length: int | None, report: DoctorReport
+    convs: Sequence[Conversation],
+    tok: Any,
+    chat: ChatTemplate | None,
+    max_length: int | None,
+    collator: CollatorSpec,
+    report: DoctorReport,
 ) -> None:
     specials = sorted({t for t in tok.get_added_vocab() if t.strip()} | set(tok.all_special_tokens), key=len)
     n_special = sum(any(s in m.content for m in c.messages for s in specials) for c in convs)
     if n_special:
         report.add(
             "special-token-in-content",
-            "warning",
-            f"{n_special} conversations contain special-token text (e.g. {IM_END}) in their content; a pipeline that "
-            "tokenizes the rendered text parses it as control tokens and forges turn boundaries",
-            "encode content as plain text (eosguard does) or clean the data",
+            f"{n_special} conversations contain special-token text in their content; a pipeline that tokenizes the "
+            "rendered text parses it as control tokens and forges turn boundaries",
             count=n_special,
         )
-    if max_length is None:
-        report.steps.append(Step("data", True, f"{len(convs)} conversations"))
+    if max_length is None or chat is None:
+        report.step("data", True, f"{len(convs)} conversations")
         return
-    texts = _rendered_texts(tok, convs)
-    enc = tok(texts, add_special_tokens=False)["input_ids"]
-    too_long = sum(len(ids) > max_length for ids in enc)
-    drops_eos = sum(
-        1
-        for ids in enc
-        if len(ids) > max_length
-        and eot_id is not None
-        and eot_id in ids
-        and max(i for i, t in enumerate(ids) if t == eot_id) >= max_length
-    )
-    if drops_eos:
+    eot_id = chat.end_of_turn_id
+    try:
+        rendered = ChatRenderer(tok, template=chat).render_batch(convs)
+    except TemplateError as exc:
+        report.add(exc.finding, exc.message)
+        report.step("data", False, f"{len(convs)} conversations; the template cannot be split: {exc.message}")
+        return
+    too_long = [r for r in rendered if len(r) > max_length]
+    drops_eos = sum(1 for r in too_long if eot_id in r.input_ids.tolist()[max_length:])
+    if drops_eos and collator != "eosguard":
         report.add(
             "truncation-drops-eos",
-            "warning",
             f"{drops_eos} of {len(convs)} examples are longer than max_length={max_length}; cut there, their last "
             "assistant turn loses its end-of-turn token",
-            "raise max_length, or use eosguard's over_length policy (drop | truncate keeping the stop token | error)",
             count=drops_eos,
         )
-    renderer_tok = tok if tok.get_vocab().get(IM_START) is not None else None
-    no_target = 0
-    if renderer_tok is not None:
-        for r in ChatMLRenderer(renderer_tok).render_batch(convs):
-            first = int(r.mask.argmax()) if r.mask.any() else len(r)
-            no_target += int(first >= max_length)
+    no_target = sum(1 for r in rendered if not r.mask[:max_length].any())
     if no_target:
         report.add(
             "no-trainable-tokens",
-            "error",
             f"{no_target} examples have no trained token within max_length={max_length} (the prompt alone fills it): "
             "they cost compute and teach nothing, and a batch of them gives a NaN loss",
-            "raise max_length or drop them (eosguard's over_length policy drops and counts them)",
             count=no_target,
         )
-    report.steps.append(
-        Step("data", not (drops_eos or no_target), f"{len(convs)} conversations, {too_long} longer than {max_length}")
-    )
+    detail = f"{len(convs)} conversations, {len(too_long)} longer than {max_length}"
+    if too_long and collator == "eosguard":
+        detail += " (eosguard's over-length policy keeps the stop token of each one it keeps)"
+    report.step("data", not ((drops_eos and collator != "eosguard") or no_target), detail)
 
 
 def _rendered_texts(tok: Any, convs: Sequence[Conversation]) -> list[str]:
-    """The user's pipeline text: the tokenizer's own template when it has one, else ChatML."""
-    if getattr(tok, "chat_template", None):
-        return [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in convs]
-    return ["".join(f"{IM_START}{m.role}\n{m.content}{IM_END}\n" for m in c.messages) for c in convs]
+    """The user's pipeline text: the tokenizer's own template."""
+    return [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in convs]
 
 
 # -- collator -------------------------------------------------------------------------------------------------
@@ -410,7 +390,7 @@ _GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation]) -> list[dict[str, Any]]:
     """The examples each pipeline really builds before its collator sees them."""
     if spec == "eosguard":
-        return [r.to_example() for r in ChatMLRenderer(tok).render_batch(convs)]
+        return [r.to_example() for r in ChatRenderer(tok).render_batch(convs)]
     if spec == "trl" and _GENERATION_BLOCK.search(tok.chat_template or ""):
         # TRL's assistant_only_loss: labels are the template's {% generation %} mask, folded in before collation.
         out = tok.apply_chat_template(
@@ -420,8 +400,7 @@ def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation]) -> li
             {"input_ids": ids, "labels": labels_from_mask(ids, mask)}
             for ids, mask in zip(out["input_ids"], out["assistant_masks"], strict=True)
         ]
-    texts = _rendered_texts(tok, convs)
-    enc = tok(texts)
+    enc = tok(_rendered_texts(tok, convs))
     return [{"input_ids": ids} for ids in enc["input_ids"]]
 
 
@@ -446,6 +425,44 @@ def check_collator(
     return total, note, batches
 
 
+def _collator_step(
+    collator: CollatorSpec, tok: Any, convs: list[Conversation], show: int, report: DoctorReport
+) -> None:
+    title = f"collator {collator!r}"
+    run_tok = tok
+    try:
+        if collator == "eosguard":  # eosguard trains with a prepared copy: pad chosen, its template kept
+            run_tok = copy.deepcopy(tok)
+            prepare_tokenizer(run_tok)
+        check, note, batches = check_collator(collator, run_tok, convs, report)
+    except TemplateError as exc:
+        report.step(title, None, f"skipped: {exc.message}")
+        return
+    report.facts["collator"] = {
+        "name": collator,
+        "assistant_turns": check.assistant_turns,
+        "supervised_turns": check.supervised_turns,
+        "stop_trained": check.stop_trained,
+        "stop_masked": check.stop_masked,
+    }
+    eot = report.facts.get("end_of_turn")
+    if check.assistant_turns == 0:
+        report.step(title, None, f"skipped: found no assistant reply in the collated rows{note}")
+        return
+    if check.stop_masked:
+        report.add(
+            "eos-masked",
+            f"collating {len(convs)} real examples with the {collator!r} collator{note} leaves "
+            f"{check.stop_masked} of {check.supervised_turns} assistant-closing {eot} tokens at label -100: "
+            "the model never learns to stop",
+            count=check.stop_masked,
+        )
+    report.step(
+        title, not check.stop_masked, f"{check.stop_trained}/{check.supervised_turns} stop tokens trained{note}"
+    )
+    report.shown = _shown(run_tok, batches, show)
+
+
 # -- entry point ----------------------------------------------------------------------------------------------
 
 
@@ -459,20 +476,22 @@ def diagnose(
     lora: bool = False,
     show: int = 0,
 ) -> DoctorReport:
-    """Run every check; returns a report (nothing printed). See the module doc for the finding ids.
+    """Run every check; returns a report (nothing printed). Finding ids: `eosguard.findings.FINDINGS`.
 
     Example:
-        >>> from eosguard.tokenizer_setup import openhermes_tokenizer
+        >>> from eosguard.fixtures import family_tokenizer, openhermes_tokenizer
         >>> diagnose(openhermes_tokenizer(pad="eos"), collator="transformers").ids
         ['eos-masked', 'pad-is-eos', 'padding-left']
+        >>> diagnose(family_tokenizer("llama3", pad="eot"), collator="transformers").ids
+        ['eos-masked', 'pad-is-eos']
     """
     report = DoctorReport()
-    report.steps.append(Step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens"))
-    eot = _check_template(tokenizer, report)
-    eot_id = eot[1] if eot else None
+    report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")
+    chat = _check_template(tokenizer, report)
+    eot_id = chat.end_of_turn_id if chat else None
     report.facts.update(
         {
-            "end_of_turn": eot[0] if eot else None,
+            "end_of_turn": chat.end_of_turn if chat else None,
             "end_of_turn_id": eot_id,
             "pad_token": tokenizer.pad_token,
             "pad_token_id": tokenizer.pad_token_id,
@@ -482,49 +501,17 @@ def diagnose(
     )
     _check_pad(tokenizer, eot_id, report)
     if model_path:
-        _check_model(model_path, tokenizer, eot, lora, report)
+        _check_model(model_path, tokenizer, chat, lora, report)
     convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
     if conversations:
-        _check_data(convs, tokenizer, eot_id, max_length, report)
+        _check_data(convs, tokenizer, chat, max_length, collator, report)
     if collator != "eosguard":  # eosguard renders prompts and examples with one renderer: a prefix by construction
         _check_prompt_prefix(tokenizer, convs, report)
-
-    if eot is not None and eot[0] == IM_END:
-        run_tok = tokenizer
-        if collator == "eosguard":  # eosguard trains with a prepared copy: pad chosen, ChatML template set
-            run_tok = copy.deepcopy(tokenizer)
-            prepare_tokenizer(run_tok)
-        check, note, batches = check_collator(collator, run_tok, convs[:64], report)
-        report.facts["collator"] = {
-            "name": collator,
-            "supervised_turns": check.supervised_turns,
-            "stop_trained": check.stop_trained,
-            "stop_masked": check.stop_masked,
-        }
-        if check.stop_masked:
-            report.add(
-                "eos-masked",
-                "error",
-                f"collating {len(convs[:64])} real examples with the {collator!r} collator{note} leaves "
-                f"{check.stop_masked} of {check.supervised_turns} assistant-closing {IM_END} tokens at label -100: "
-                "the model never learns to stop",
-                "make pad differ from the end-of-turn token (pad = unk, a reserved or a new <pad>), or pad labels by "
-                "position (eosguard.PadCollator); wrap any collator with eosguard.guard to catch this in training",
-                count=check.stop_masked,
-            )
-        report.steps.append(
-            Step(
-                f"collator {collator!r}",
-                not check.stop_masked,
-                f"{check.stop_trained}/{check.supervised_turns} stop tokens trained{note}",
-            )
-        )
-        report.shown = _shown(run_tok, batches, show)
-    elif eot is not None:
-        report.steps.append(
-            Step(f"collator {collator!r}", True, f"skipped: the template is not ChatML (ends turns with {eot[0]})")
-        )
-    order = {"error": 0, "warning": 1, "info": 2}
+    if chat is None:
+        report.step(f"collator {collator!r}", None, "skipped: no end-of-turn token to check")
+    else:
+        _collator_step(collator, tokenizer, convs[:64], show, report)
+    order = {"error": 0, "warning": 1}
     report.findings.sort(key=lambda f: order[f.severity])
     return report
 

@@ -1,12 +1,14 @@
 """Measure whether a model stops: stop rate, runaway rate, role leaks, lengths and exact match.
 
 For each held-out conversation the prompt is everything before its last assistant turn, rendered by the same
-`ChatMLRenderer` as training (plus `<|im_start|>assistant\\n`). Generation is batched, with prompts padded on the
-left by a pad token distinct from the end-of-turn token, and stops at `<|im_end|>`:
+`ChatRenderer` as training, with the tokenizer's own chat template and its generation prompt. Generation is
+batched, with prompts padded on the left by a pad token distinct from the end-of-turn token, and stops at the
+template's end-of-turn token (read off the template: `<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, ...):
 
 - stop rate: share of generations that emit the end-of-turn token within `max_new_tokens`;
 - runaway rate: share that use the whole budget without it;
-- role-leak rate: share that write `<|im_start|>` or a new `user`/`system` turn themselves;
+- role-leak rate: share that write a control token of the template themselves (a turn header such as
+  `<|im_start|>` or `<|start_header_id|>`: the model writing the next turn);
 - exact match: the text before the stop token equals the reference answer (whitespace-trimmed).
 
 Run as:
@@ -16,7 +18,6 @@ Run as:
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,11 +25,9 @@ from typing import Any
 
 import torch
 
-from eosguard.chatml import ChatMLRenderer
 from eosguard.collate import pad_sequences
 from eosguard.conversations import Conversation
-
-_ROLE_LEAK = re.compile(r"(^|\n)(user|system|assistant)\n")
+from eosguard.render import ChatRenderer
 
 
 @dataclass
@@ -86,7 +85,7 @@ def _percentile(values: Sequence[int], q: float) -> float:
 @torch.no_grad()
 def generate_batch(
     model: Any,
-    renderer: ChatMLRenderer,
+    renderer: ChatRenderer,
     prompts: list[list[int]],
     *,
     max_new_tokens: int,
@@ -106,13 +105,14 @@ def generate_batch(
         temperature=temperature if do_sample else None,
         top_p=None,
         top_k=None,
-        eos_token_id=renderer.im_end_id,
+        eos_token_id=renderer.end_of_turn_id,
         pad_token_id=pad_id,
     )
     new = out[:, width:].tolist()
     result = []
     for row in new:
-        cut = row.index(renderer.im_end_id) + 1 if renderer.im_end_id in row else len(row)
+        eot = renderer.end_of_turn_id
+        cut = row.index(eot) + 1 if eot in row else len(row)
         result.append(row[:cut])
     return result
 
@@ -126,18 +126,20 @@ def evaluate_stopping(
     batch_size: int = 32,
     do_sample: bool = False,
     temperature: float = 1.0,
-    renderer: ChatMLRenderer | None = None,
+    renderer: ChatRenderer | None = None,
 ) -> StopReport:
     """Generate an answer for every conversation's last turn and measure how the model stops.
 
     Example:
         >>> # report = evaluate_stopping(model, tokenizer, heldout); report.stop_rate
     """
-    renderer = renderer or ChatMLRenderer(tokenizer)
+    renderer = renderer or ChatRenderer(tokenizer)
+    eot = renderer.end_of_turn_id
+    leak_ids = renderer.template.control_ids - {eot, tokenizer.pad_token_id}
     pad_id = tokenizer.pad_token_id
-    if pad_id is None or pad_id == renderer.im_end_id:
+    if pad_id is None or pad_id == eot:
         # A pad equal to the stop token would make padded prompts look like finished turns; use unk or 0 instead.
-        pad_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (None, renderer.im_end_id) else 0
+        pad_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (None, eot) else 0
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -159,10 +161,10 @@ def evaluate_stopping(
             temperature=temperature,
         )
         for i, (msgs, ref), new in zip(idx, parts, outputs, strict=True):
-            stopped = bool(new) and new[-1] == renderer.im_end_id
+            stopped = bool(new) and new[-1] == eot
             body = new[:-1] if stopped else new
             text = tokenizer.decode(body, skip_special_tokens=False)
-            leak = renderer.im_start_id in body or bool(_ROLE_LEAK.search(text))
+            leak = any(t in leak_ids for t in body)
             slots[i] = Generation(
                 prompt=msgs[-1].content,
                 reference=ref,

@@ -2,35 +2,42 @@
 
     collator = eosguard.guard(DataCollatorForLanguageModeling(tokenizer, mlm=False), tokenizer)
 
-For every row of every batch it finds the `<|im_end|>` tokens that close assistant turns (an `<|im_start|>` then
-the assistant header, then content, then `<|im_end|>`) and checks that each one whose turn is supervised (any
-label in the turn's content is not IGNORE_INDEX) carries its own id as label. Pads equal to `<|im_end|>` (pad ==
-eos) are not assistant-closing and are ignored. On a violation it raises `StopTokenLossError` (mode "raise") or
-logs a warning (mode "warn"), naming the cause and the fix.
+It works on any chat template: the assistant header and the end-of-turn token are read off the tokenizer's own
+template (`eosguard.templates.ChatTemplate`), e.g. `<|start_header_id|>assistant<|end_header_id|>` and `<|eot_id|>`
+for Llama-3, `[/INST]` and `</s>` for Mistral. For every row of every batch it finds each assistant reply (the
+header, then content up to the next control token) and checks that a reply whose content is supervised (any label
+not IGNORE_INDEX) is closed by the end-of-turn token carrying its own id as label. Pads equal to the end-of-turn
+token (pad == eos) follow no header and are ignored.
+
+On a violation it raises `StopTokenLossError` (mode "raise") or logs a warning (mode "warn"), naming the cause and
+the fix. A batch in which it finds no assistant reply at all, or no trained token, is never a pass: it raises (or
+warns loudly), because a guard that checked nothing must not look like one that checked and found all well.
 
 Run as:
-    python -m eosguard.guard   # shows the guard catching transformers' collator with pad == eos
+    python -m eosguard.guard   # shows the guard catching transformers' collator with pad == eos on Llama-3
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
 
-from eosguard.chatml import IGNORE_INDEX, IM_END, IM_START
 from eosguard.errors import StopTokenLossError
+from eosguard.render import IGNORE_INDEX
+from eosguard.templates import ChatTemplate, template_for
 
 log = logging.getLogger("eosguard")
 
 
 @dataclass
 class StopCheck:
-    """Counts over a batch: supervised assistant turns, and how many of them have their stop token trained."""
+    """Counts over rows: assistant replies found, supervised ones, and how many of those have a trained stop token."""
 
+    assistant_turns: int = 0
     supervised_turns: int = 0
     stop_trained: int = 0
     unclosed_turns: int = 0  # supervised content that runs to the end of the row without a stop token
@@ -41,42 +48,45 @@ class StopCheck:
         return self.supervised_turns - self.stop_trained - self.unclosed_turns
 
     def __iadd__(self, other: StopCheck) -> StopCheck:
-        self.supervised_turns += other.supervised_turns
-        self.stop_trained += other.stop_trained
-        self.unclosed_turns += other.unclosed_turns
-        self.trained_tokens += other.trained_tokens
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
 
 class StopTokenChecker:
-    """Finds assistant-closing end-of-turn tokens in id rows and checks their labels."""
+    """Finds assistant replies and their end-of-turn tokens in id rows, and checks their labels."""
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.im_start_id = tokenizer.convert_tokens_to_ids(IM_START)
-        self.im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
-        # The header ids as the tokenizer encodes them after <|im_start|> (no prefix space there).
-        header = tokenizer(f"{IM_START}assistant\n", add_special_tokens=False)["input_ids"]
-        self.header = header[1:] if header and header[0] == self.im_start_id else header
+    def __init__(self, tokenizer: Any, template: ChatTemplate | None = None) -> None:
+        self.template = template or template_for(tokenizer)
+        if self.template.end_of_turn_id is None:
+            raise StopTokenLossError(f"the chat template closes no reply with a control token: {self.template.problem}")
+        self.end_of_turn: str = self.template.end_of_turn  # type: ignore[assignment]
+        self.end_of_turn_id: int = self.template.end_of_turn_id
+        self.header = self.template.assistant_header_ids
+        self.control_ids = self.template.control_ids | {self.end_of_turn_id}
         self.pad_token_id = tokenizer.pad_token_id
 
     def check_row(self, ids: Sequence[int], labels: Sequence[int]) -> StopCheck:
         out = StopCheck(trained_tokens=sum(1 for y in labels if y != IGNORE_INDEX))
         n, h = len(ids), len(self.header)
+        if not h:
+            return out
+        first = self.header[0]
         i = 0
         while i < n:
-            if ids[i] == self.im_start_id and list(ids[i + 1 : i + 1 + h]) == self.header:
-                start = i + 1 + h
+            if ids[i] == first and list(ids[i : i + h]) == self.header:
+                start = i + h
                 end = start
-                while end < n and ids[end] not in (self.im_end_id, self.im_start_id):
+                while end < n and ids[end] not in self.control_ids:
                     end += 1
-                supervised = any(y != IGNORE_INDEX for y in labels[start:end])
-                if supervised:
+                out.assistant_turns += 1
+                if any(y != IGNORE_INDEX for y in labels[start:end]):
                     out.supervised_turns += 1
-                    if end >= n or ids[end] != self.im_end_id:
+                    if end >= n or ids[end] != self.end_of_turn_id:
                         out.unclosed_turns += 1
-                    elif labels[end] == self.im_end_id:
+                    elif labels[end] == self.end_of_turn_id:
                         out.stop_trained += 1
-                i = end
+                i = max(end, i + 1)
             else:
                 i += 1
         return out
@@ -93,24 +103,36 @@ class StopTokenChecker:
             total += self.check_row(row_ids, row_labels)
         return total
 
-    def explain(self, check: StopCheck) -> str:
-        """A plain-words cause and fix for a batch whose stop tokens are not trained."""
+    def problem(self, check: StopCheck) -> str | None:
+        """Why this batch would not teach the model to stop, in plain words with the fix; None when it would."""
+        if check.assistant_turns == 0:
+            header = "".join(self.template.tokenizer.convert_ids_to_tokens(self.header))
+            return (
+                f"found no assistant reply in this batch (no {header!r} header): the guard cannot prove that "
+                f"{self.end_of_turn} is trained. Is the data rendered with this tokenizer's chat template?"
+            )
+        if check.trained_tokens == 0:
+            return "no token of this batch is trained (every label is -100): the loss is undefined"
+        if check.supervised_turns == 0:
+            return "tokens are trained but no assistant reply is: the model would not learn to answer or to stop"
+        if check.stop_masked == 0:
+            return None
         msg = (
-            f"{check.stop_masked} of {check.supervised_turns} assistant turns in this batch end with an {IM_END} "
-            "whose label is -100: the model would never learn to stop and would ramble on, writing the user's "
-            "next turn itself."
+            f"{check.stop_masked} of {check.supervised_turns} assistant turns in this batch end with an "
+            f"{self.end_of_turn} whose label is -100: the model would never learn to stop and would ramble on, "
+            "writing the user's next turn itself."
         )
-        if self.pad_token_id is not None and self.pad_token_id == self.im_end_id:
+        if self.pad_token_id is not None and self.pad_token_id == self.end_of_turn_id:
             msg += (
-                f" Cause: the pad token is the end-of-turn token (pad_token_id == {self.im_end_id}) and the collator "
-                "masks every label equal to the pad id. Fix: use a distinct pad token "
+                f" Cause: the pad token is the end-of-turn token (pad_token_id == {self.end_of_turn_id}) and the "
+                "collator masks every label equal to the pad id. Fix: use a distinct pad token "
                 "(eosguard.prepare_tokenizer picks one: an unused reserved token, unk, or a new <pad>) or a collator "
                 "that pads labels by position (eosguard.PadCollator)."
             )
         else:
             msg += (
                 " Cause: the collator or the data preparation sets the stop token's label to -100. Fix: build labels "
-                "from explicit spans that include the closing end-of-turn token (eosguard.ChatMLRenderer)."
+                "from explicit spans that include the closing end-of-turn token (eosguard.ChatRenderer)."
             )
         return msg
 
@@ -138,11 +160,11 @@ class GuardedCollator:
         if (self.batches - 1) % self.check_every == 0:
             check = self.checker.check_batch(batch)
             self.totals += check
-            if check.stop_masked > 0:
-                message = self.checker.explain(check)
+            message = self.checker.problem(check)
+            if message is not None:
                 if self.mode == "raise":
                     raise StopTokenLossError(message)
-                log.warning("eosguard: %s", message)
+                log.warning("eosguard: !!! %s", message)
         return batch
 
     def __getattr__(self, name: str) -> Any:  # behave like the wrapped collator (e.g. `tokenizer`, `return_tensors`)
@@ -156,15 +178,14 @@ def guard(
 
     Example:
         >>> from transformers import DataCollatorForLanguageModeling
-        >>> from eosguard.tokenizer_setup import openhermes_tokenizer
-        >>> tok = openhermes_tokenizer(pad="eos")
+        >>> from eosguard.fixtures import family_tokenizer
+        >>> tok = family_tokenizer("llama3", pad="eot")          # pad = <|eot_id|>, as in unsloth#416
         >>> c = guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)
         >>> msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
-        >>> text = tok.apply_chat_template(msgs, tokenize=False)
-        >>> c([tok(text)])
+        >>> c([tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)])
         Traceback (most recent call last):
         ...
-        eosguard.errors.StopTokenLossError: 1 of 1 assistant turns in this batch end with an <|im_end|> ...
+        eosguard.errors.StopTokenLossError: 1 of 1 assistant turns in this batch end with an <|eot_id|> ...
     """
     return GuardedCollator(collator, tokenizer, mode=mode, check_every=check_every)
 
@@ -172,13 +193,13 @@ def guard(
 if __name__ == "__main__":
     from transformers import DataCollatorForLanguageModeling
 
-    from eosguard.tokenizer_setup import openhermes_tokenizer
+    from eosguard.fixtures import family_tokenizer
 
-    tok = openhermes_tokenizer(pad="eos")
+    tok = family_tokenizer("llama3", pad="eot")
     text = tok.apply_chat_template(
         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], tokenize=False
     )
     try:
-        guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)([tok(text)])
+        guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)([tok(text, add_special_tokens=False)])
     except StopTokenLossError as exc:
         print(exc)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from eosguard.chatml import IGNORE_INDEX
+from eosguard.render import IGNORE_INDEX
 
 _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
@@ -85,9 +85,9 @@ def causal_lm_loss(
 
 
 if __name__ == "__main__":
-    from eosguard.demo import DemoSettings, tiny_mistral
+    from eosguard.fixtures import tiny_mistral
 
-    m = tiny_mistral(1000, DemoSettings(hidden=64, layers=2), bos_id=1, eos_id=2, pad_id=0)
+    m = tiny_mistral(1000, hidden=64, layers=2, bos_id=1, eos_id=2, pad_id=0)
     ids = torch.randint(3, 1000, (2, 12))
     lab = ids.clone()
     lab[:, :6] = IGNORE_INDEX

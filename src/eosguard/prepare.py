@@ -2,7 +2,7 @@
 
 - Streams: records are read, validated and rendered in chunks and written to Arrow as they come, so memory stays
   bounded by the chunk size, not the corpus (`Dataset.from_generator`).
-- Batched: each chunk is one `ChatMLRenderer.render_batch` call (one batched tokenizer call).
+- Batched: each chunk is one `ChatRenderer.render_batch` call (one batched tokenizer call).
 - Parallel: `--num-proc K` gives each process every K-th record; counts from all processes are added up.
 - Cached by content hash: a hash of the data bytes, the tokenizer (vocabulary, template, pad) and the options is
   stored in `OUT/eosguard_prepare.json`; a second run with the same inputs returns at once.
@@ -24,10 +24,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eosguard.chatml import ChatMLRenderer
 from eosguard.conversations import LoadReport, iter_conversations
 from eosguard.errors import DataError, EosguardError
 from eosguard.files import atomic_folder
+from eosguard.render import ChatRenderer
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 from eosguard.train import PrepStats, build_examples
 
@@ -62,7 +62,7 @@ def _rows(
     shards: list[tuple[int, int]], data: list[str], tok: Any, options: dict[str, Any], stats_dir: str, chunk: int
 ) -> Iterator[dict[str, Any]]:
     """One process's share of the rows; its counts (or its error) go to stats_dir/shard-K.json."""
-    renderer = ChatMLRenderer(tok, train_on=options["train_on"])
+    renderer = ChatRenderer(tok, train_on=options["train_on"])
     for k, n in shards:
         load, prep = LoadReport(), PrepStats()
         error = None
@@ -89,7 +89,7 @@ def _rows(
 
 
 def _examples(
-    batch: list, renderer: ChatMLRenderer, options: dict[str, Any], total: PrepStats
+    batch: list, renderer: ChatRenderer, options: dict[str, Any], total: PrepStats
 ) -> Iterator[dict[str, Any]]:
     if not batch:
         return

@@ -1,12 +1,12 @@
 """Training on `transformers.Trainer` (accelerate underneath), with the stop token guaranteed to be trained.
 
 The pieces, each usable on its own:
-- `build_examples`: conversations -> {"input_ids", "labels"} through `ChatMLRenderer` and the over-length policy,
+- `build_examples`: conversations -> {"input_ids", "labels"} through `ChatRenderer` and the over-length policy,
   with counts of what was kept, truncated and dropped;
 - `fit`: one Trainer run with a given collator (eosguard's own, or any other for comparison), returning the loss
   curve, steps and wall time;
-- `save_model_folder`: a folder that works as-is with plain transformers: safetensors weights, the tokenizer with the
-  ChatML template and a pad distinct from the end-of-turn token, and a generation_config whose eos is the
+- `save_model_folder`: a folder that works as-is with plain transformers: safetensors weights, the tokenizer with its
+  chat template and a pad distinct from the end-of-turn token, and a generation_config whose eos is the
   end-of-turn id, so `generate()` stops by itself.
 
 `eosguard train CONFIG.yaml` (see `eosguard.config`) wires them together after running the doctor.
@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, Trainer, TrainerCallback, TrainingArguments
 
-from eosguard.chatml import IM_END, ChatMLRenderer, OverLength, fit_to_length
 from eosguard.conversations import Conversation
+from eosguard.errors import EXIT_FINDINGS, EosguardError
+from eosguard.render import ChatRenderer, OverLength, fit_to_length
 
 
 @dataclass
@@ -60,7 +61,7 @@ class PrepStats:
 
 def build_examples(
     conversations: Sequence[Conversation],
-    renderer: ChatMLRenderer,
+    renderer: ChatRenderer,
     *,
     max_length: int,
     over_length: OverLength = "truncate",
@@ -233,8 +234,6 @@ def _report_to(tensorboard: bool) -> list[str]:
     try:
         import tensorboard as _  # noqa: F401
     except ImportError:
-        from eosguard.errors import EosguardError
-
         raise EosguardError("tensorboard: true needs the tensorboard package", hint="pip install tensorboard") from None
     return ["tensorboard"]
 
@@ -279,8 +278,11 @@ def fit(
 
 
 def stop_generation_config(model: Any, tokenizer: Any) -> GenerationConfig:
-    """A generation config whose eos is the end-of-turn token (first), keeping any other eos ids the model had."""
-    eot = tokenizer.convert_tokens_to_ids(IM_END)
+    """A generation config whose eos is the end-of-turn token (first), keeping any other eos ids the model had.
+
+    The end-of-turn token is the tokenizer's eos after `prepare_tokenizer`, which reads it off the chat template.
+    """
+    eot = tokenizer.eos_token_id
     old = model.generation_config.eos_token_id if model.generation_config is not None else None
     old_ids = [old] if isinstance(old, int) else list(old or [])
     cfg = (
@@ -323,7 +325,7 @@ class StopRateCallback(TrainerCallback):
         self.every = every
         self.max_new_tokens = max_new_tokens
         self.history: list[tuple[int, float]] = []
-        self.renderer: ChatMLRenderer | None = None
+        self.renderer: ChatRenderer | None = None
 
     def on_step_end(
         self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None, **kwargs: Any
@@ -333,7 +335,7 @@ class StopRateCallback(TrainerCallback):
         from eosguard.evaluate import evaluate_stopping
 
         if self.renderer is None:
-            self.renderer = ChatMLRenderer(processing_class)
+            self.renderer = ChatRenderer(processing_class)
         use_cache = model.config.use_cache
         model.config.use_cache = True
         rep = evaluate_stopping(
@@ -349,8 +351,6 @@ def load_model(name_or_path: str, *, trust_remote_code: bool = False, dtype: tor
     """Load a causal LM from a folder or hub id: safetensors only, no remote code unless asked."""
     from transformers import AutoModelForCausalLM
 
-    from eosguard.errors import EosguardError
-
     try:
         return AutoModelForCausalLM.from_pretrained(
             name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
@@ -362,15 +362,15 @@ def load_model(name_or_path: str, *, trust_remote_code: bool = False, dtype: tor
         ) from None
 
 
-def _apply_lora(model: Any, lora: Any, new_rows: bool, log: Callable[[str], None]) -> Any:
+def _apply_lora(model: Any, lora: Any, new_rows: bool, eot: str, log: Callable[[str], None]) -> Any:
     from peft import LoraConfig, get_peft_model
 
     modules_to_save = None
     if new_rows:
         # The end-of-turn token's rows are new: LoRA alone would leave them at their initial values, and the
-        # model could never learn to emit <|im_end|>. Train the embedding and output layers fully.
+        # model could never learn to emit it. Train the embedding and output layers fully.
         modules_to_save = ["embed_tokens", "lm_head"]
-        log("LoRA: <|im_end|> is a new token -> modules_to_save = embed_tokens, lm_head (its rows get trained)")
+        log(f"LoRA: {eot} is a new token -> modules_to_save = embed_tokens, lm_head (its rows get trained)")
     cfg = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -397,7 +397,7 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
 
     out = Path(cfg.output_dir)
     tok = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
-    setup = prepare_tokenizer(tok)
+    setup = prepare_tokenizer(tok, template=cfg.template)
     for line in setup.lines():
         log(f"tokenizer: {line}")
 
@@ -416,15 +416,14 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
         eval_convs = [convs[i] for i in order[:k]]
         convs = [convs[i] for i in sorted(order[k:])]
 
-    renderer = ChatMLRenderer(tok, train_on=cfg.train_on)
+    renderer = ChatRenderer(tok, train_on=cfg.train_on)
     examples, prep = build_examples(convs, renderer, max_length=cfg.max_length, over_length=cfg.over_length)
     log(f"examples: {prep.summary()}")
 
     doctor = diagnose(tok, conversations=convs[:256], max_length=cfg.max_length, collator="eosguard")
     for f in doctor.findings:
         log(f"doctor: [{f.severity}] {f.id}: {f.message}")
-    # Our own pipeline drops and counts examples without targets: for training that finding is informational.
-    blocking = [f for f in doctor.findings if f.severity == "error" and f.id != "no-trainable-tokens"]
+    blocking = doctor.blocks_training
     if blocking and not force:
         raise RefusedByDoctor(
             "the doctor found errors in this configuration: " + ", ".join(f.id for f in blocking),
@@ -433,8 +432,6 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
     if blocking:
         log("!!! --force: training despite doctor errors: " + ", ".join(f.id for f in blocking))
     if not examples:
-        from eosguard.errors import EosguardError
-
         raise EosguardError(f"no training examples left: {prep.summary()}")
 
     dtype = torch.bfloat16 if cfg.precision == "bf16" else None
@@ -444,9 +441,9 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
         model.resize_token_embeddings(len(tok))
         log(f"model: embeddings resized {original_vocab} -> {len(tok)} rows (new rows mean-initialised)")
     model.config.eosguard_original_vocab_size = original_vocab
-    eot_new = setup.end_of_turn_id >= original_vocab or IM_END in setup.added_tokens
+    eot_new = setup.end_of_turn_id >= original_vocab or setup.end_of_turn in setup.added_tokens
     if cfg.lora is not None:
-        model = _apply_lora(model, cfg.lora, eot_new, log)
+        model = _apply_lora(model, cfg.lora, eot_new, setup.end_of_turn, log)
 
     if cfg.packing:
         rows = pack_examples(examples, cfg.max_length)
@@ -518,12 +515,11 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
             f" on {rep.n} held-out conversations"
         )
     folder = save_model_folder(model, tok, out / "model", extra=summary)
-    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {IM_END})")
+    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {setup.end_of_turn})")
     return summary
 
 
-class RefusedByDoctor(Exception):
+class RefusedByDoctor(EosguardError):
     """Training refused because of doctor errors (exit code 1)."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
+    exit_code = EXIT_FINDINGS

@@ -1,0 +1,203 @@
+"""Every template family: labels, ids, doctor, guard, training and eval behave the same on each.
+
+The families are rebuilt offline from `mistral-common` vocabularies with their real chat templates (TRL's copies
+of Llama-3.1, Gemma 3, Phi-3 and Qwen2.5; Mistral v3 / v7 checked token for token against mistral-common's own
+encoder below; SmolLM2's real tokenizer from its GGUF file).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import DataCollatorForLanguageModeling
+from typer.testing import CliRunner
+
+from eosguard.cli import app
+from eosguard.collate import PadCollator
+from eosguard.conversations import conversation
+from eosguard.doctor import diagnose
+from eosguard.errors import StopTokenLossError
+from eosguard.evaluate import evaluate_stopping
+from eosguard.fixtures import family_tokenizer, tiny_mistral
+from eosguard.guard import guard
+from eosguard.render import ChatRenderer
+from eosguard.templates import FAMILIES, ChatTemplate, TemplateError
+from eosguard.tokenizer_setup import prepare_tokenizer
+from eosguard.train import build_examples, fit, save_model_folder, training_arguments
+
+NAMES = list(FAMILIES)
+_cache: dict[tuple[str, str], object] = {}
+
+
+def tokenizer(name: str, pad: str = "shipped"):
+    """Family tokenizers are built once per session (SmolLM2's the first time from its GGUF file)."""
+    key = (name, pad)
+    if key not in _cache:
+        _cache[key] = family_tokenizer(name, pad=pad)  # type: ignore[arg-type]
+    return _cache[key]
+
+
+_words = st.text(alphabet="abcdefghij XYZ.,!?0123456789\n", min_size=1, max_size=30).filter(lambda s: s[0].isalnum())
+
+
+def _specials(name: str) -> list[str]:
+    tok = tokenizer(name)
+    return sorted(t for t in tok.get_added_vocab() if t.strip())[:40] + ["\n"]
+
+
+@st.composite
+def _conversations(draw, name: str, content):
+    msgs = []
+    if FAMILIES[name].supports_system and draw(st.booleans()):
+        msgs.append(("system", draw(content)))
+    for _ in range(draw(st.integers(1, 3))):
+        msgs += [("user", draw(content)), ("assistant", draw(content))]
+    return conversation(*msgs)
+
+
+def _runs(mask: np.ndarray) -> list[list[int]]:
+    runs, cur = [], []
+    for i, m in enumerate(mask):
+        if m:
+            cur.append(i)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    return runs + ([cur] if cur else [])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_end_of_turn_is_read_off_the_template(name):
+    assert ChatTemplate(tokenizer(name)).end_of_turn == FAMILIES[name].end_of_turn
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_labelled_tokens_are_each_reply_then_its_end_of_turn(name):
+    tok = tokenizer(name)
+    r = ChatRenderer(tok)
+    pieces = st.one_of(_words, st.sampled_from(_specials(name)))
+    content = st.lists(pieces, min_size=1, max_size=4).map("".join).filter(lambda s: s.strip())
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(conv=_conversations(name, content))
+    def check(conv):
+        out = r.render(conv)
+        runs = _runs(out.mask)
+        replies = [m.content for m in conv.messages if m.role == "assistant"]
+        assert len(runs) == len(replies)
+        for run, reply in zip(runs, replies, strict=True):
+            assert out.input_ids[run[-1]] == r.end_of_turn_id
+            assert r.end_of_turn_id not in out.input_ids[run[:-1]]  # content is text: never a stop token
+            assert tok.decode(out.input_ids[run[:-1]]).strip() == reply.strip()
+        assert out.stop_positions == [run[-1] for run in runs]
+
+    check()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ids_equal_apply_chat_template_on_ordinary_content(name):
+    tok = tokenizer(name)
+    r = ChatRenderer(tok)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(conv=_conversations(name, _words))
+    def check(conv):
+        expected = tok.apply_chat_template(conv.as_dicts(), tokenize=True, return_dict=False)
+        assert r.render(conv).input_ids.tolist() == expected
+        k = max(i for i, m in enumerate(conv.messages) if m.role == "assistant")
+        prompt = tok.apply_chat_template(conv.as_dicts()[:k], add_generation_prompt=True, return_dict=False)
+        assert r.prompt_ids(conv.messages[:k]) == prompt
+
+    check()
+
+
+CONVS = [
+    conversation(("user", "Name a colour."), ("assistant", "Blue.")),
+    conversation(("user", "Hi"), ("assistant", "Hello!"), ("user", "Count to three."), ("assistant", "1, 2, 3.")),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_doctor_flags_pad_equal_to_end_of_turn_and_passes_the_fixes(name):
+    broken = diagnose(tokenizer(name, "eot"), conversations=CONVS, collator="transformers")
+    assert "eos-masked" in broken.ids and broken.has_errors
+    assert broken.facts["collator"]["stop_masked"] == 3
+    fixed = family_tokenizer(name, pad="eot")
+    prepare_tokenizer(fixed)  # a distinct pad
+    for collator in ("transformers", "eosguard"):
+        report = diagnose(fixed, conversations=CONVS, collator=collator)
+        assert "eos-masked" not in report.ids and report.facts["collator"]["stop_trained"] == 3
+        assert not any(s.skipped for s in report.steps)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_guard_raises_on_the_pad_equals_end_of_turn_batch(name):
+    tok = tokenizer(name, "eot")
+    texts = [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in CONVS]
+    features = [tok(t, add_special_tokens=False) for t in texts]
+    with pytest.raises(StopTokenLossError, match=r"3 of 3 assistant turns"):
+        guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)(features)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_save_and_eval_follow_the_template(name, tmp_path):
+    tok = family_tokenizer(name, pad="eot")
+    setup = prepare_tokenizer(tok)
+    eot = FAMILIES[name].end_of_turn
+    assert setup.end_of_turn == eot and tok.pad_token_id != setup.end_of_turn_id
+    r = ChatRenderer(tok)
+    examples, _ = build_examples(CONVS * 4, r, max_length=64)
+    model = tiny_mistral(len(tok), hidden=16, layers=1, heads=2, kv_heads=1, bos_id=None, eos_id=None, pad_id=None)
+    args = training_arguments(tmp_path / "t", steps=2, lr=1e-3, batch_size=4, logging_steps=1, progress=False)
+    fit(model, tok, examples, guard(PadCollator(tok.pad_token_id), tok), args)
+    folder = save_model_folder(model, tok, tmp_path / "model")
+    assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"][0] == setup.end_of_turn_id
+    rep = evaluate_stopping(model, tok, CONVS, max_new_tokens=3, renderer=r)
+    assert rep.n == 2 and all(g.new_tokens <= 3 for g in rep.generations)
+
+
+def test_cli_doctor_on_llama3_with_pad_eot_exits_1_with_eos_masked(tmp_path):
+    tokenizer("llama3", "eot").save_pretrained(tmp_path / "llama3")
+    result = CliRunner().invoke(app, ["doctor", "--tokenizer", str(tmp_path / "llama3"), "--collator", "transformers"])
+    assert result.exit_code == 1 and "eos-masked" in result.output and "<|eot_id|>" in result.output
+    assert "skipped" not in result.output
+
+
+def test_a_template_that_drops_the_system_message_is_refused_by_name():
+    r = ChatRenderer(tokenizer("mistral-v3"))
+    conv = conversation(("system", "Be brief."), ("user", "Hi"), ("assistant", "Yo"))
+    with pytest.raises(TemplateError, match=r"drops the content of message 0 \(system\)"):
+        r.render(conv)
+
+
+def test_a_template_that_closes_only_the_last_reply_is_refused():
+    tok = family_tokenizer("chatml")
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
+        "{% if loop.last or m['role'] != 'assistant' %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    report = diagnose(tok)
+    assert "template-no-eos" in report.ids and report.has_errors
+
+
+@pytest.mark.parametrize(("name", "file"), [("mistral-v3", "240323.model.v3"), ("mistral-v7", "241114.model.v7")])
+def test_mistral_prompts_equal_mistral_commons_own_encoder(name, file):
+    from mistral_common.protocol.instruct.messages import AssistantMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    from eosguard.fixtures import mistral_common_file
+
+    reference = MistralTokenizer.from_file(str(mistral_common_file(f"mistral_instruct_tokenizer_{file}")))
+    r = ChatRenderer(tokenizer(name))
+    msgs = [("user", "Hi there"), ("assistant", "Hello!"), ("user", "Count to three, please.")]
+    classes = {"user": UserMessage, "assistant": AssistantMessage}
+    request = ChatCompletionRequest(messages=[classes[role](content=text) for role, text in msgs])
+    assert r.prompt_ids(conversation(*msgs, ("assistant", "x")).messages[:3]) == (
+        reference.encode_chat_completion(request).tokens
+    )
