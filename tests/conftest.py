@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from eosguard.fixtures import tiny_mistral
-from eosguard.tasks import make_conversations
 from eosguard.fixtures import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer, tiny_mistral
+from eosguard.tasks import make_conversations
 
 DATA = Path(__file__).parent / "data"
 

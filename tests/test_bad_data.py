@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from eosguard.render import ChatRenderer
 from eosguard.cli import app
 from eosguard.conversations import load_conversations
 from eosguard.errors import DataError
+from eosguard.render import ChatRenderer
 from eosguard.train import build_examples
 
 BAD = Path(__file__).parent / "data" / "bad"

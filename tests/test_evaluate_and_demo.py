@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from eosguard.cli import app
 from eosguard.conversations import load_conversations
 from eosguard.demo import DemoSettings, run_demo
-from eosguard.fixtures import tiny_mistral
 from eosguard.evaluate import evaluate_stopping
+from eosguard.fixtures import tiny_mistral
 
 runner = CliRunner()
 

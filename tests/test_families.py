@@ -46,7 +46,7 @@ _words = st.text(alphabet="abcdefghij XYZ.,!?0123456789\n", min_size=1, max_size
 
 def _specials(name: str) -> list[str]:
     tok = tokenizer(name)
-    return sorted(t for t in tok.get_added_vocab() if t.strip())[:40] + ["\n"]
+    return [*sorted(t for t in tok.get_added_vocab() if t.strip())[:40], "\n"]
 
 
 @st.composite

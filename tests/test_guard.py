@@ -3,12 +3,12 @@ import logging
 import pytest
 from transformers import DataCollatorForLanguageModeling
 
-from eosguard.render import ChatRenderer
 from eosguard.collate import PadCollator
 from eosguard.conversations import Message, conversation
 from eosguard.errors import StopTokenLossError
-from eosguard.guard import guard
 from eosguard.fixtures import openhermes_tokenizer
+from eosguard.guard import guard
+from eosguard.render import ChatRenderer
 
 CONV = [
     {"role": "user", "content": "Hi"},

@@ -4,11 +4,10 @@ import datasets
 import pytest
 from transformers import DataCollatorForLanguageModeling, Trainer
 
-from eosguard.fixtures import tiny_mistral
 from eosguard.errors import StopTokenLossError
+from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
 from eosguard.integrations import guard_trainer
 from eosguard.tasks import make_conversations
-from eosguard.fixtures import openhermes_tokenizer
 from eosguard.train import training_arguments
 
 # A TRL training template whose {% generation %} block stops *before* <|im_end|>: assistant-only loss then never
@@ -30,9 +29,7 @@ def _sft_trainer(template, tmp_path):
 
     tok = openhermes_tokenizer(pad="unk")
     tok.chat_template = template
-    model = tiny_mistral(
-        len(tok), hidden=32, layers=1, heads=2, kv_heads=1, bos_id=1, eos_id=32000, pad_id=0
-    )
+    model = tiny_mistral(len(tok), hidden=32, layers=1, heads=2, kv_heads=1, bos_id=1, eos_id=32000, pad_id=0)
     rows = [{"messages": c.as_dicts()} for c in make_conversations(["repeat"], 16, seed=0)]
     args = SFTConfig(
         output_dir=str(tmp_path),
@@ -63,9 +60,7 @@ def test_guard_passes_trl_with_a_correct_template(tmp_path):
 
 def test_guard_in_plain_trainer_with_pad_equal_to_eos(tmp_path):
     tok = openhermes_tokenizer(pad="eos")
-    model = tiny_mistral(
-        len(tok), hidden=32, layers=1, heads=2, kv_heads=1, bos_id=1, eos_id=32000, pad_id=32000
-    )
+    model = tiny_mistral(len(tok), hidden=32, layers=1, heads=2, kv_heads=1, bos_id=1, eos_id=32000, pad_id=32000)
     texts = [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in make_conversations(["repeat"], 8, seed=0)]
     trainer = Trainer(
         model=model,

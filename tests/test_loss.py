@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from eosguard.render import IGNORE_INDEX
 from eosguard.collate import PackedCollator, PadCollator
 from eosguard.fixtures import tiny_mistral
 from eosguard.loss import causal_lm_loss
+from eosguard.render import IGNORE_INDEX
 
 
 def _model():

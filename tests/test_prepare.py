@@ -8,9 +8,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from eosguard.render import IGNORE_INDEX
-from eosguard.prepare import MANIFEST, prepare_dataset
 from eosguard.fixtures import openhermes_tokenizer
+from eosguard.prepare import MANIFEST, prepare_dataset
+from eosguard.render import IGNORE_INDEX
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 from common import synthetic_conversations

@@ -16,8 +16,7 @@ def test_pinned_ids_mask_and_text(tok):
     conv = conversation(("user", "Hi"), ("assistant", "Hello there"))
     out = r.render(conv)
     assert (
-        r.render_text(conv.messages)
-        == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello there<|im_end|>\n"
+        r.render_text(conv.messages) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello there<|im_end|>\n"
     )
     # <|im_start|> user \n Hi <|im_end|> \n <|im_start|> ass istant \n Hello ▁there <|im_end|> \n (no BOS: the
     # OpenHermes template writes none)

