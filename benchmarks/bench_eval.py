@@ -17,14 +17,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import best_of, write_result
 
-from eosguard.render import ChatRenderer
 from eosguard.collate import PadCollator
 from eosguard.demo import DemoSettings
-from eosguard.fixtures import tiny_mistral
 from eosguard.evaluate import evaluate_stopping
+from eosguard.examples import build_examples
+from eosguard.fixtures import demo_tokenizer, tiny_mistral
+from eosguard.render import ChatRenderer
 from eosguard.tasks import split_tasks
-from eosguard.fixtures import demo_tokenizer
-from eosguard.train import build_examples, fit, training_arguments
+from eosguard.train import fit, training_arguments
 
 
 def main() -> None:

@@ -49,8 +49,8 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
                 losses.append(float(logs["loss"]))
 
     if side == "eosguard":
-        from eosguard.render import ChatRenderer
         from eosguard.collate import PackedCollator
+        from eosguard.render import ChatRenderer
         from eosguard.train import EosguardTrainer, _ListDataset, training_arguments
 
         examples = [r.to_example() for r in ChatRenderer(tok).render_batch(convs)]

@@ -71,7 +71,8 @@ CHATML_TRAINING_TEMPLATE = (
     "{{ '\\n' }}{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-"""OpenHermes-2.5's ChatML template (the demo tokenizer's own) with TRL's {% generation %} markers around each assistant content + <|im_end|>."""
+"""OpenHermes-2.5's ChatML template (the demo tokenizer's own) with TRL's {% generation %} markers around each
+assistant content + <|im_end|>."""
 
 
 def synthetic_conversations(n: int, *, seed: int = 0, max_words: int = 120) -> list[Conversation]:

@@ -69,3 +69,6 @@ def tiny_base_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(root)
     t.save_pretrained(root)
     return root
+
+
+collect_ignore = ["slow_save.py"]  # a helper script run as a subprocess, not a test module

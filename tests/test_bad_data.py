@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from eosguard.cli import app
 from eosguard.conversations import load_conversations
 from eosguard.errors import DataError
+from eosguard.examples import build_examples
 from eosguard.render import ChatRenderer
-from eosguard.train import build_examples
 
 BAD = Path(__file__).parent / "data" / "bad"
 runner = CliRunner()

@@ -22,12 +22,14 @@ from eosguard.conversations import conversation
 from eosguard.doctor import diagnose
 from eosguard.errors import StopTokenLossError
 from eosguard.evaluate import evaluate_stopping
+from eosguard.examples import build_examples
+from eosguard.families import FAMILIES
 from eosguard.fixtures import family_tokenizer, tiny_mistral
 from eosguard.guard import guard
 from eosguard.render import ChatRenderer
-from eosguard.templates import FAMILIES, ChatTemplate, TemplateError
+from eosguard.templates import ChatTemplate, TemplateError
 from eosguard.tokenizer_setup import prepare_tokenizer
-from eosguard.train import build_examples, fit, save_model_folder, training_arguments
+from eosguard.train import fit, save_model_folder, training_arguments
 
 NAMES = list(FAMILIES)
 _cache: dict[tuple[str, str], object] = {}

@@ -65,11 +65,11 @@ def reference(tiny_model_dir, task_files, tmp_path_factory):
 def test_kill_and_resume_matches_uninterrupted_run(reference, tiny_model_dir, task_files, tmp_path, when):
     out = tmp_path / "run"
     ckpts = out / "checkpoints"
-    # Saves pause before their final rename, so a kill can land inside a save.
-    env = {**os.environ, "EOSGUARD_TEST_PAUSE_BEFORE_RENAME": "1.0"}
-    proc = subprocess.Popen(
-        _cmd(tiny_model_dir, task_files["train"], out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # Saves pause before their final rename (tests/slow_save.py wraps the checkpoint writer), so a kill can land
+    # inside a save.
+    cmd = _cmd(tiny_model_dir, task_files["train"], out)
+    cmd[1:3] = [str(Path(__file__).parent / "slow_save.py")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if when == "mid-training":
         _kill_when(proc, lambda: (ckpts / f"checkpoint-{EVERY}").exists())
     else:

@@ -21,7 +21,7 @@ _EXPORTS = {
     "ChatMLRenderer": "eosguard.render",
     "labels_from_mask": "eosguard.render",
     "ChatTemplate": "eosguard.templates",
-    "chatml_template": "eosguard.templates",
+    "chatml_template": "eosguard.families",
     "PackedCollator": "eosguard.collate",
     "PadCollator": "eosguard.collate",
     "Conversation": "eosguard.conversations",

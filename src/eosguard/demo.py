@@ -29,12 +29,13 @@ import torch
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation
 from eosguard.evaluate import StopReport, evaluate_stopping
+from eosguard.examples import build_examples
 from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
 from eosguard.guard import guard
 from eosguard.render import ChatRenderer
 from eosguard.tasks import split_tasks
 from eosguard.tokenizer_setup import prepare_tokenizer
-from eosguard.train import build_examples, fit, save_model_folder, training_arguments
+from eosguard.train import fit, save_model_folder, training_arguments
 
 
 @dataclass

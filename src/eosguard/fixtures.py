@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eosguard.errors import EosguardError
+from eosguard.families import CHATML_END, CHATML_START, FAMILIES, OPENHERMES_TEMPLATE, Family
 from eosguard.files import atomic_folder
-from eosguard.templates import CHATML_END, CHATML_START, FAMILIES, OPENHERMES_TEMPLATE, Family
 from eosguard.tokenizer_setup import add_control_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -26,10 +26,10 @@ from typing import Any
 
 from eosguard.conversations import LoadReport, iter_conversations
 from eosguard.errors import DataError, EosguardError
+from eosguard.examples import PrepStats, build_examples
 from eosguard.files import atomic_folder
 from eosguard.render import ChatRenderer
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
-from eosguard.train import PrepStats, build_examples
 
 MANIFEST = "eosguard_prepare.json"
 FORMAT_VERSION = 1

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eosguard.errors import EosguardError
-from eosguard.templates import CHATML_TOKENS, RESERVED_PAD_CANDIDATES, ChatTemplate, chatml_template
+from eosguard.families import CHATML_TOKENS, RESERVED_PAD_CANDIDATES, chatml_template
+from eosguard.templates import ChatTemplate
 
 PadKind = Literal["existing", "reserved", "unk", "new"]
 TemplateChoice = Literal["auto", "chatml"]

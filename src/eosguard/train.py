@@ -27,64 +27,14 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, Trainer, TrainerCallback, TrainingArguments
 
+from eosguard.config import TrainConfig
 from eosguard.conversations import Conversation
+from eosguard.doctor import DoctorReport
 from eosguard.errors import EXIT_FINDINGS, EosguardError
-from eosguard.render import ChatRenderer, OverLength, fit_to_length
-
-
-@dataclass
-class PrepStats:
-    """What happened to each conversation on its way to a training example."""
-
-    conversations: int = 0
-    examples: int = 0
-    truncated: int = 0
-    dropped_too_long: int = 0
-    dropped_no_target: int = 0
-    trained_tokens: int = 0
-    total_tokens: int = 0
-
-    def summary(self) -> str:
-        return (
-            f"{self.conversations} conversations -> {self.examples} examples "
-            f"({self.truncated} truncated keeping their stop token, {self.dropped_too_long} dropped as too long, "
-            f"{self.dropped_no_target} dropped with nothing to train); "
-            f"{self.trained_tokens} of {self.total_tokens} tokens trained"
-        )
-
-    def __iadd__(self, other: PrepStats) -> PrepStats:
-        """Add another chunk's or process's counts."""
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
-        return self
-
-
-def build_examples(
-    conversations: Sequence[Conversation],
-    renderer: ChatRenderer,
-    *,
-    max_length: int,
-    over_length: OverLength = "truncate",
-    batch_size: int = 1000,
-) -> tuple[list[dict[str, list[int]]], PrepStats]:
-    """Render, fit to `max_length` under the explicit policy, and count every outcome."""
-    stats = PrepStats(conversations=len(conversations))
-    examples: list[dict[str, list[int]]] = []
-    for b in range(0, len(conversations), batch_size):
-        for rendered in renderer.render_batch(conversations[b : b + batch_size]):
-            fitted = fit_to_length(rendered, max_length, over_length)
-            if fitted is None:
-                stats.dropped_too_long += 1
-                continue
-            if not fitted.mask.any():
-                stats.dropped_no_target += 1
-                continue
-            stats.truncated += fitted.truncated
-            stats.trained_tokens += int(fitted.mask.sum())
-            stats.total_tokens += len(fitted)
-            examples.append(fitted.to_example())
-    stats.examples = len(examples)
-    return examples, stats
+from eosguard.examples import PrepStats, build_examples
+from eosguard.integrations.callbacks import StopRateCallback
+from eosguard.render import ChatRenderer
+from eosguard.tokenizer_setup import SetupReport
 
 
 class LossRecorder(TrainerCallback):
@@ -154,11 +104,7 @@ class EosguardTrainer(Trainer):
         name = f"checkpoint-{self.state.global_step}"
         for filename, text in self.checkpoint_files.items():
             Path(staging, name, filename).write_text(text)
-        _test_pause("EOSGUARD_TEST_PAUSE_BEFORE_RENAME")
-        final = os.path.join(run_dir, name)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(os.path.join(staging, name), final)  # atomic on one filesystem
+        CheckpointWriter.commit(Path(staging, name), Path(run_dir, name))
         shutil.rmtree(staging, ignore_errors=True)
         if self.args.save_total_limit:
             from transformers.trainer_utils import rotate_checkpoints
@@ -166,13 +112,17 @@ class EosguardTrainer(Trainer):
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit)
 
 
-def _test_pause(variable: str) -> None:
-    """Tests set this variable to widen the window in which they kill a save (seconds)."""
-    import os
+class CheckpointWriter:
+    """Moves a completely written checkpoint from staging into place in one rename (tests wrap `commit` to widen
+    the window in which they kill a save)."""
 
-    seconds = float(os.environ.get(variable, "0") or 0)
-    if seconds > 0:
-        time.sleep(seconds)
+    @staticmethod
+    def commit(staging: Path, final: Path) -> None:
+        import shutil
+
+        if final.exists():
+            shutil.rmtree(final)
+        staging.replace(final)  # atomic on one filesystem
 
 
 class _ListDataset(torch.utils.data.Dataset):
@@ -317,36 +267,6 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra:
 # -- `eosguard train CONFIG.yaml` -----------------------------------------------------------------------------
 
 
-class StopRateCallback(TrainerCallback):
-    """Measures the stop rate on held-out conversations every `every` steps and logs it with the loss."""
-
-    def __init__(self, conversations: Sequence[Conversation], every: int, max_new_tokens: int = 64) -> None:
-        self.conversations = list(conversations)
-        self.every = every
-        self.max_new_tokens = max_new_tokens
-        self.history: list[tuple[int, float]] = []
-        self.renderer: ChatRenderer | None = None
-
-    def on_step_end(
-        self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None, **kwargs: Any
-    ) -> None:
-        if not self.conversations or state.global_step % self.every or model is None or processing_class is None:
-            return
-        from eosguard.evaluate import evaluate_stopping
-
-        if self.renderer is None:
-            self.renderer = ChatRenderer(processing_class)
-        use_cache = model.config.use_cache
-        model.config.use_cache = True
-        rep = evaluate_stopping(
-            model, processing_class, self.conversations, max_new_tokens=self.max_new_tokens, renderer=self.renderer
-        )
-        model.config.use_cache = use_cache
-        self.history.append((state.global_step, rep.stop_rate))
-        state.log_history.append({"step": state.global_step, "stop_rate": rep.stop_rate})
-        print(f"step {state.global_step}: stop rate {rep.stop_rate:.0%} on {rep.n} held-out prompts")
-
-
 def load_model(name_or_path: str, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> Any:
     """Load a causal LM from a folder or hub id: safetensors only, no remote code unless asked."""
     from transformers import AutoModelForCausalLM
@@ -382,25 +302,28 @@ def _apply_lora(model: Any, lora: Any, new_rows: bool, eot: str, log: Callable[[
     return get_peft_model(model, cfg)
 
 
-def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run `eosguard train`: tokenizer setup, data, doctor, model, Trainer, a folder that stops by itself.
+@dataclass
+class TrainData:
+    """What the data phase hands on: the prepared tokenizer, training examples and held-out conversations."""
 
-    Raises EosguardError (exit 2) for unusable input and `RefusedByDoctor` (exit 1) on an error finding unless
-    `force` is set.
-    """
-    from eosguard.collate import PackedCollator, PadCollator
+    tokenizer: Any
+    setup: SetupReport
+    conversations: list[Conversation]
+    eval_conversations: list[Conversation]
+    examples: list[dict[str, list[int]]]
+    load_summary: str
+    prep: PrepStats
+
+
+def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
+    """Phase 1: prepare the tokenizer (each choice reported), read and validate data, render and fit examples."""
     from eosguard.conversations import load_conversations
-    from eosguard.doctor import diagnose
-    from eosguard.guard import guard
-    from eosguard.packing import pack_examples
     from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 
-    out = Path(cfg.output_dir)
     tok = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     setup = prepare_tokenizer(tok, template=cfg.template)
     for line in setup.lines():
         log(f"tokenizer: {line}")
-
     convs, load_report = load_conversations(cfg.data.train, skip_invalid=cfg.data.skip_invalid)
     log(f"data: {load_report.summary()}")
     eval_convs: list[Conversation] = []
@@ -415,12 +338,18 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
         k = max(1, int(len(convs) * cfg.data.eval_fraction))
         eval_convs = [convs[i] for i in order[:k]]
         convs = [convs[i] for i in sorted(order[k:])]
-
     renderer = ChatRenderer(tok, train_on=cfg.train_on)
     examples, prep = build_examples(convs, renderer, max_length=cfg.max_length, over_length=cfg.over_length)
     log(f"examples: {prep.summary()}")
+    return TrainData(tok, setup, convs, eval_convs, examples, load_report.summary(), prep)
 
-    doctor = diagnose(tok, conversations=convs[:256], max_length=cfg.max_length, collator="eosguard")
+
+def doctor_gate(cfg: TrainConfig, data: TrainData, *, force: bool, log: Callable[[str], None]) -> DoctorReport:
+    """Phase 2: the doctor judges eosguard's own pipeline on this configuration; an error that blocks training
+    refuses the run (RefusedByDoctor, exit 1) unless forced."""
+    from eosguard.doctor import diagnose
+
+    doctor = diagnose(data.tokenizer, conversations=data.conversations[:256], max_length=cfg.max_length)
     for f in doctor.findings:
         log(f"doctor: [{f.severity}] {f.id}: {f.message}")
     blocking = doctor.blocks_training
@@ -431,11 +360,16 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
         )
     if blocking:
         log("!!! --force: training despite doctor errors: " + ", ".join(f.id for f in blocking))
-    if not examples:
-        raise EosguardError(f"no training examples left: {prep.summary()}")
+    if not data.examples:
+        raise EosguardError(f"no training examples left: {data.prep.summary()}")
+    return doctor
 
+
+def build_model(cfg: TrainConfig, data: TrainData, log: Callable[[str], None]) -> Any:
+    """Phase 3: load the model, grow its embeddings for new tokens, add LoRA (training new end-of-turn rows)."""
     dtype = torch.bfloat16 if cfg.precision == "bf16" else None
     model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
+    tok, setup = data.tokenizer, data.setup
     original_vocab = model.get_input_embeddings().weight.shape[0]
     if len(tok) > original_vocab:
         model.resize_token_embeddings(len(tok))
@@ -444,17 +378,83 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
     eot_new = setup.end_of_turn_id >= original_vocab or setup.end_of_turn in setup.added_tokens
     if cfg.lora is not None:
         model = _apply_lora(model, cfg.lora, eot_new, setup.end_of_turn, log)
+    return model
+
+
+def rows_and_collator(cfg: TrainConfig, data: TrainData, log: Callable[[str], None]) -> tuple[list, Callable]:
+    """Phase 4: packed or padded rows, and the guarded collator that proves every batch trains the stop token."""
+    from eosguard.collate import PackedCollator, PadCollator
+    from eosguard.guard import guard
+    from eosguard.packing import pack_examples
 
     if cfg.packing:
-        rows = pack_examples(examples, cfg.max_length)
-        log(f"packing: {len(examples)} examples -> {len(rows)} rows of <= {cfg.max_length} tokens")
+        rows = pack_examples(data.examples, cfg.max_length)
+        log(f"packing: {len(data.examples)} examples -> {len(rows)} rows of <= {cfg.max_length} tokens")
         collator: Any = PackedCollator()
     else:
-        rows = examples
-        collator = PadCollator(pad_token_id=tok.pad_token_id, padding_side="right")
+        rows = data.examples
+        collator = PadCollator(pad_token_id=data.tokenizer.pad_token_id, padding_side="right")
+    return rows, guard(collator, data.tokenizer)
+
+
+def _resume_point(cfg: TrainConfig, log: Callable[[str], None]) -> str | None:
+    if not cfg.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(cfg.output_dir) / "checkpoints"
+    resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    log(
+        f"resuming from {resume_from}"
+        if resume_from
+        else f"resume: no complete checkpoint in {ckpt_dir}, starting over"
+    )
+    return resume_from
+
+
+def finish(
+    cfg: TrainConfig, data: TrainData, model: Any, doctor: DoctorReport, result: FitResult, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Phase 6: merge LoRA, measure the stop rate on held-out data, save a folder that stops by itself."""
+    if cfg.lora is not None and cfg.lora.merge:
+        model = model.merge_and_unload()
+    summary = {
+        "config": cfg.model_dump(),
+        "tokenizer_setup": data.setup.lines(),
+        "data": data.load_summary,
+        "examples": data.prep.summary(),
+        "doctor": doctor.to_dict()["findings"],
+        "forced": bool(doctor.blocks_training),
+        "train": asdict(result),
+    }
+    if data.eval_conversations:
+        from eosguard.evaluate import evaluate_stopping
+
+        rep = evaluate_stopping(model, data.tokenizer, data.eval_conversations, max_new_tokens=cfg.max_new_tokens)
+        summary["eval"] = rep.to_dict()
+        log(
+            f"eval: stop rate {rep.stop_rate:.0%}, runaway {rep.runaway_rate:.0%}, role leaks {rep.role_leak_rate:.0%}"
+            f" on {rep.n} held-out conversations"
+        )
+    folder = save_model_folder(model, data.tokenizer, Path(cfg.output_dir) / "model", extra=summary)
+    eot = data.setup.end_of_turn
+    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {eot})")
+    return summary
+
+
+def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run `eosguard train`: data, doctor gate, model, rows and collator, Trainer, a folder that stops by itself.
+
+    Raises EosguardError (exit 2) for unusable input and `RefusedByDoctor` (exit 1) on an error finding unless
+    `force` is set.
+    """
+    data = load_data(cfg, log)
+    doctor = doctor_gate(cfg, data, force=force, log=log)
+    model = build_model(cfg, data, log)
+    rows, collator = rows_and_collator(cfg, data, log)
     steps = cfg.max_steps or max(1, int(cfg.epochs * len(rows) / (cfg.batch_size * cfg.grad_accum)))
     args = training_arguments(
-        out / "checkpoints",
+        Path(cfg.output_dir) / "checkpoints",
         steps=steps,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
@@ -469,54 +469,20 @@ def train_from_config(cfg: Any, *, force: bool = False, log: Callable[[str], Non
         tensorboard=cfg.tensorboard,
     )
     callbacks: list[TrainerCallback] = []
-    if cfg.stop_eval_steps and eval_convs:
-        callbacks.append(StopRateCallback(eval_convs[:64], cfg.stop_eval_steps, cfg.max_new_tokens))
-    resume_from = None
-    if cfg.resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        ckpt_dir = out / "checkpoints"
-        resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-        log(
-            f"resuming from {resume_from}"
-            if resume_from
-            else f"resume: no complete checkpoint in {ckpt_dir}, starting from the beginning"
-        )
-    result = fit(
+    if cfg.stop_eval_steps and data.eval_conversations:
+        callbacks.append(StopRateCallback(data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens))
+    result = fit(  # phase 5
         model,
-        tok,
+        data.tokenizer,
         rows,
-        guard(collator, tok),
+        collator,
         args,
         callbacks=callbacks,
-        resume_from_checkpoint=resume_from,
+        resume_from_checkpoint=_resume_point(cfg, log),
         checkpoint_files={"eosguard_config.json": cfg.model_dump_json(indent=2)},
     )
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
-
-    if cfg.lora is not None and cfg.lora.merge:
-        model = model.merge_and_unload()
-    summary = {
-        "config": cfg.model_dump(),
-        "tokenizer_setup": setup.lines(),
-        "data": load_report.summary(),
-        "examples": prep.summary(),
-        "doctor": doctor.to_dict()["findings"],
-        "forced": bool(blocking),
-        "train": asdict(result),
-    }
-    if eval_convs:
-        from eosguard.evaluate import evaluate_stopping
-
-        rep = evaluate_stopping(model, tok, eval_convs, max_new_tokens=cfg.max_new_tokens)
-        summary["eval"] = rep.to_dict()
-        log(
-            f"eval: stop rate {rep.stop_rate:.0%}, runaway {rep.runaway_rate:.0%}, role leaks {rep.role_leak_rate:.0%}"
-            f" on {rep.n} held-out conversations"
-        )
-    folder = save_model_folder(model, tok, out / "model", extra=summary)
-    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {setup.end_of_turn})")
-    return summary
+    return finish(cfg, data, model, doctor, result, log)
 
 
 class RefusedByDoctor(EosguardError):

@@ -8,6 +8,7 @@ Run as:
     python -c "import eosguard.integrations"
 """
 
-from eosguard.integrations.trainer import StopRateCallback, guard_trainer
+from eosguard.integrations.callbacks import StopRateCallback
+from eosguard.integrations.trainer import guard_trainer
 
 __all__ = ["StopRateCallback", "guard_trainer"]

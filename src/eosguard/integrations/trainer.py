@@ -1,7 +1,7 @@
 """`transformers.Trainer` / TRL `SFTTrainer` integration: the collator guard and the stop-rate callback.
 
 `guard_trainer(trainer)` wraps the trainer's collator with `eosguard.guard`, so the first batch whose assistant
-turns would not train their `<|im_end|>` stops the run with the cause and the fix, whatever built the labels
+turns would not train their end-of-turn token stops the run with the cause and the fix, whatever built the labels
 (transformers' collator with pad == eos, a TRL training template whose `{% generation %}` block leaves the stop
 token out, a hand-written collator). TRL's `SFTTrainer` is a `Trainer`, so one function serves both.
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from eosguard.errors import EosguardError
 from eosguard.guard import guard
-from eosguard.train import StopRateCallback
 
 
 def guard_trainer(trainer: Any, mode: Literal["raise", "warn"] = "raise", check_every: int = 1) -> Any:
@@ -26,11 +26,9 @@ def guard_trainer(trainer: Any, mode: Literal["raise", "warn"] = "raise", check_
     """
     tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
     if tokenizer is None:
-        from eosguard.errors import EosguardError
-
-        raise EosguardError("the trainer has no tokenizer (processing_class): the guard needs it to find <|im_end|>")
+        raise EosguardError("the trainer has no tokenizer (processing_class): the guard reads its chat template")
     trainer.data_collator = guard(trainer.data_collator, tokenizer, mode=mode, check_every=check_every)
     return trainer
 
 
-__all__ = ["StopRateCallback", "guard_trainer"]
+__all__ = ["guard_trainer"]

@@ -1,0 +1,80 @@
+"""Training examples from conversations: render, fit to a max length under an explicit policy, count everything.
+
+`build_examples` is the one path from conversations to `{"input_ids", "labels"}` rows, used by `eosguard train`,
+`eosguard prepare`, the demo and the benchmarks; `PrepStats` counts what happened to each conversation.
+
+Run as:
+    python -m eosguard.examples data.jsonl   # renders with the demo tokenizer and prints the counts
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from eosguard.conversations import Conversation
+from eosguard.render import ChatRenderer, OverLength, fit_to_length
+
+
+@dataclass
+class PrepStats:
+    """What happened to each conversation on its way to a training example."""
+
+    conversations: int = 0
+    examples: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_target: int = 0
+    trained_tokens: int = 0
+    total_tokens: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.conversations} conversations -> {self.examples} examples "
+            f"({self.truncated} truncated keeping their stop token, {self.dropped_too_long} dropped as too long, "
+            f"{self.dropped_no_target} dropped with nothing to train); "
+            f"{self.trained_tokens} of {self.total_tokens} tokens trained"
+        )
+
+    def __iadd__(self, other: PrepStats) -> PrepStats:
+        """Add another chunk's or process's counts."""
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+        return self
+
+
+def build_examples(
+    conversations: Sequence[Conversation],
+    renderer: ChatRenderer,
+    *,
+    max_length: int,
+    over_length: OverLength = "truncate",
+    batch_size: int = 1000,
+) -> tuple[list[dict[str, list[int]]], PrepStats]:
+    """Render, fit to `max_length` under the explicit policy, and count every outcome."""
+    stats = PrepStats(conversations=len(conversations))
+    examples: list[dict[str, list[int]]] = []
+    for b in range(0, len(conversations), batch_size):
+        for rendered in renderer.render_batch(conversations[b : b + batch_size]):
+            fitted = fit_to_length(rendered, max_length, over_length)
+            if fitted is None:
+                stats.dropped_too_long += 1
+                continue
+            if not fitted.mask.any():
+                stats.dropped_no_target += 1
+                continue
+            stats.truncated += fitted.truncated
+            stats.trained_tokens += int(fitted.mask.sum())
+            stats.total_tokens += len(fitted)
+            examples.append(fitted.to_example())
+    stats.examples = len(examples)
+    return examples, stats
+
+
+if __name__ == "__main__":
+    from eosguard.conversations import load_conversations
+    from eosguard.fixtures import demo_tokenizer
+
+    convs, _ = load_conversations(sys.argv[1:])
+    print(build_examples(convs, ChatRenderer(demo_tokenizer()), max_length=2048)[1].summary())
