@@ -82,6 +82,19 @@ def test_cli_reports_without_traceback(tokenizer_dirs, name):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("name", "num_proc"),
+    [*((n, 1) for n in [*sorted(ERRORS), "empty.jsonl"]), ("truncated_json.jsonl", 2), ("only_system.jsonl", 2)],
+)
+def test_prepare_names_file_line_and_leaves_nothing(tokenizer_dirs, tmp_path, name, num_proc):
+    out = tmp_path / "p"
+    args = ["prepare", str(BAD / name), "--tokenizer", str(tokenizer_dirs["unk"]), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--num-proc", str(num_proc)])
+    expected = f"{name}: no records found" if name == "empty.jsonl" else f"{name}:{ERRORS[name][0]}: "
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
 def test_prepare_reports_read_used_skipped(tokenizer_dirs, tmp_path):
     import datasets
 

@@ -1,4 +1,7 @@
-"""`eosguard demo`: the bug report in miniature, with the fix beside it. Nothing to download.
+"""`eosguard demo`: the bug report with the fix beside it, on a real chat model or in miniature. Nothing to download.
+
+`--model smollm2` (`run_real_demo`): SmolLM2-135M-Instruct as shipped (pad = eos = `<|im_end|>`), fine-tuned on the
+same task data twice, the seed's way and eosguard's way (see `run_real_demo`). The tiny demo (`run_demo`):
 
 1. The OpenHermes-2.5-style tokenizer on the real Mistral-7B vocabulary (from `mistral-common`), and a tiny
    Mistral-architecture model from a fixed seed.
@@ -11,8 +14,12 @@
 4. Run the doctor on both setups, evaluate all three models on held-out prompts of the old and new tasks, and
    write report.json, report.md, a figure, the held-out set and the three model folders.
 
+Why ~420 lines in one module: the tiny demo and the real-model demo share the evaluation, the report and the figure;
+each demo reads top to bottom as one function.
+
 Run as:
-    eosguard demo --out eosguard-demo
+    eosguard demo --model smollm2 --out eosguard-demo   # the real model
+    eosguard demo --out eosguard-demo                   # the tiny one
 """
 
 from __future__ import annotations

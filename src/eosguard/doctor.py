@@ -8,6 +8,9 @@ that could not run is reported as skipped, never as passed.
 
 Exit codes: 0 no finding of severity "error"; 1 at least one; 2 bad usage or unreadable input.
 
+Why one module of ~500 lines: the steps are short functions that read top to bottom in the order they run, each
+adding findings by id to one report; splitting them across modules would scatter that order without sharing code.
+
 Run as:
     eosguard doctor --tokenizer PATH [--model PATH] [--data FILE] [--max-length N]
                     [--collator eosguard|transformers|trl|MODULE:FACTORY] [--lora] [--json] [--show N]

@@ -59,10 +59,9 @@ class StopReport:
     generations: list[Generation] = field(default_factory=list, repr=False)
 
     def to_dict(self, with_generations: bool = False) -> dict[str, Any]:
-        d = asdict(self)
-        d["generations"] = [asdict(g) for g in self.generations] if with_generations else None
-        if not with_generations:
-            d.pop("generations")
+        d = {k: v for k, v in asdict(self).items() if k != "generations"}
+        if with_generations:
+            d["generations"] = [asdict(g) for g in self.generations]
         return d
 
 

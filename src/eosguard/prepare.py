@@ -101,10 +101,14 @@ def _examples(
         yield {**ex, "length": len(ex["input_ids"])}
 
 
-def _merge(stats_dir: Path, num_proc: int) -> tuple[LoadReport, PrepStats]:
+def _merge(stats_dir: Path, num_proc: int, *, partial: bool = False) -> tuple[LoadReport, PrepStats]:
+    """Add up the shards' counts; raise the first shard's error. `partial`: shards may have written nothing."""
     load, prep = LoadReport(), PrepStats()
     for k in range(num_proc):
-        part = json.loads((stats_dir / f"shard-{k}.json").read_text())
+        path = stats_dir / f"shard-{k}.json"
+        if partial and not path.exists():
+            continue
+        part = json.loads(path.read_text())
         if part["error"]:
             raise EosguardError(part["error"])
         load.read += part["load"]["read"]
@@ -146,26 +150,34 @@ def prepare_dataset(
         stats_dir = Path(tmp, "stats")
         stats_dir.mkdir()
         shards = [(k, num_proc) for k in range(num_proc)]
-        ds = datasets.Dataset.from_generator(
-            _rows,
-            gen_kwargs={
-                "shards": shards,
-                "data": tuple(data),
-                "tok": tok,
-                "options": options,
-                "stats_dir": str(stats_dir),
-                "chunk": chunk,
-            },
-            num_proc=num_proc if num_proc > 1 else None,
-            cache_dir=str(Path(tmp, "cache")),
-            features=datasets.Features(
-                {
-                    "input_ids": datasets.List(datasets.Value("int32")),
-                    "labels": datasets.List(datasets.Value("int32")),
-                    "length": datasets.Value("int32"),
-                }
-            ),
-        )
+        try:
+            ds = datasets.Dataset.from_generator(
+                _rows,
+                gen_kwargs={
+                    "shards": shards,
+                    "data": tuple(data),
+                    "tok": tok,
+                    "options": options,
+                    "stats_dir": str(stats_dir),
+                    "chunk": chunk,
+                },
+                num_proc=num_proc if num_proc > 1 else None,
+                cache_dir=str(Path(tmp, "cache")),
+                features=datasets.Features(
+                    {
+                        "input_ids": datasets.List(datasets.Value("int32")),
+                        "labels": datasets.List(datasets.Value("int32")),
+                        "length": datasets.Value("int32"),
+                    }
+                ),
+            )
+        except Exception:
+            # A shard that stopped on a bad record yields nothing, and `datasets` then fails on an empty split: the
+            # shard's own error (file:line: reason) is the one to report, not that consequence.
+            load, _ = _merge(stats_dir, num_proc, partial=True)
+            if load.read and not load.used:
+                raise DataError(f"every record was invalid: {load.summary()}", path=", ".join(data)) from None
+            raise
         load, prep = _merge(stats_dir, num_proc)
         if load.read and not load.used:
             raise DataError(f"every record was invalid: {load.summary()}", path=", ".join(data))

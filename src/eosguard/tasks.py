@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from eosguard.conversations import Conversation, Message
 
-WORDS: tuple[str, ...] = [
+WORDS: list[str] = [
     "apple",
     "river",
     "stone",

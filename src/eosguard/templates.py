@@ -20,6 +20,9 @@ encoded as plain text: content that spells `<|im_end|>` never becomes the contro
 It knows no family's token strings: those live in `eosguard.families` alone (ChatML, which eosguard installs when a
 tokenizer has no template; the reserved tokens that make safe pads; the families the tests are run on).
 
+Why ~470 lines in one module: reading a template is one algorithm (skeletons, strips, prompts, closers, message
+ends, markers) whose parts share the same positions; split up, each part would need the others' internals.
+
 Run as:
     python -m eosguard.templates PATH_OR_HUB_ID   # prints what eosguard reads off that tokenizer's template
 """

@@ -1,15 +1,15 @@
 """Training on `transformers.Trainer` (accelerate underneath), with the stop token guaranteed to be trained.
 
-The pieces, each usable on its own:
-- `build_examples`: conversations -> {"input_ids", "labels"} through `ChatRenderer` and the over-length policy,
-  with counts of what was kept, truncated and dropped;
+The pieces, each usable on its own (examples come from `eosguard.examples.build_examples`):
 - `fit`: one Trainer run with a given collator (eosguard's own, or any other for comparison), returning the loss
   curve, steps and wall time;
 - `save_model_folder`: a folder that works as-is with plain transformers: safetensors weights, the tokenizer with its
   chat template and a pad distinct from the end-of-turn token, and a generation_config whose eos is the
   end-of-turn id, so `generate()` stops by itself.
 
-`eosguard train CONFIG.yaml` (see `eosguard.config`) wires them together after running the doctor.
+`eosguard train CONFIG.yaml` (see `eosguard.config`) wires them together in named phases (`load_data`,
+`doctor_gate`, `build_model`, `rows_and_collator`, `fit`, `finish`). Why ~500 lines in one module: the phases and the
+Trainer pieces they call are read together when following a run; each is a short function.
 
 Run as:
     eosguard train examples/tiny.yaml
