@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,7 @@ from eosguard.render import ChatRenderer
 from eosguard.templates import ChatTemplate, TemplateError
 from eosguard.tokenizer_setup import prepare_tokenizer
 from eosguard.train import fit, save_model_folder, training_arguments
+from tests.helpers import trained_runs
 
 NAMES = list(FAMILIES)
 _cache: dict[tuple[str, str], object] = {}
@@ -61,17 +61,6 @@ def _conversations(draw, name: str, content):
     return conversation(*msgs)
 
 
-def _runs(mask: np.ndarray) -> list[list[int]]:
-    runs, cur = [], []
-    for i, m in enumerate(mask):
-        if m:
-            cur.append(i)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    return runs + ([cur] if cur else [])
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_end_of_turn_is_read_off_the_template(name):
     assert ChatTemplate(tokenizer(name)).end_of_turn == FAMILIES[name].end_of_turn
@@ -88,7 +77,7 @@ def test_labelled_tokens_are_each_reply_then_its_end_of_turn(name):
     @given(conv=_conversations(name, content))
     def check(conv):
         out = r.render(conv)
-        runs = _runs(out.mask)
+        runs = trained_runs(out.mask)
         replies = [m.content for m in conv.messages if m.role == "assistant"]
         assert len(runs) == len(replies)
         for run, reply in zip(runs, replies, strict=True):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from eosguard.conversations import Message, conversation
 from eosguard.render import IGNORE_INDEX, ChatRenderer, OverLengthError, fit_to_length, labels_from_mask
+from tests.helpers import trained_runs
 
 IM_END, IM_START = "<|im_end|>", "<|im_start|>"
 
@@ -143,14 +144,8 @@ def test_labelled_tokens_are_exactly_assistant_contents_each_with_its_stop(tok, 
     out = r.render(conv)
     ids, mask = out.input_ids, out.mask
     # Split the trained positions into runs; each run is one assistant content followed by <|im_end|>.
-    runs, cur = [], []
-    for i, m in enumerate(mask):
-        if m:
-            cur.append(i)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    assert not cur  # the "\n" after every <|im_end|> is never trained
+    runs = trained_runs(mask)
+    assert not runs or runs[-1][-1] < len(mask) - 1  # the "\n" after every <|im_end|> is never trained
     answers = [m.content for m in conv.messages if m.role == "assistant"]
     assert len(runs) == len(answers)
     for run, answer in zip(runs, answers, strict=True):

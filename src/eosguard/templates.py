@@ -29,6 +29,7 @@ Run as:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -121,9 +122,15 @@ def _plain_tokenizer(backend: Tokenizer, tokens: list[str]) -> tuple[Tokenizer, 
     """A copy of `backend` that knows no added tokens, only markers standing for them (and SPLIT).
 
     Each marker copies the lstrip/rstrip behaviour of its token, so whitespace next to a control token is absorbed
-    exactly as the real tokenizer absorbs it. Returns the copy and a map marker id -> index into `tokens`.
+    exactly as the real tokenizer absorbs it. Returns the copy and a map marker id -> index into `tokens`. Built
+    once per distinct tokenizer (the copy is only ever used to encode, so it is shared).
     """
-    spec = json.loads(backend.to_str())
+    return _plain_from_spec(backend.to_str(), tuple(tokens))
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_from_spec(serialized: str, tokens: tuple[str, ...]) -> tuple[Tokenizer, dict[int, int]]:
+    spec = json.loads(serialized)
     real = {tok["content"]: tok for tok in spec.get("added_tokens", [])}
     spec["added_tokens"] = []
     spec["post_processor"] = None
