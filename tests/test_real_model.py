@@ -68,3 +68,15 @@ def test_train_a_few_steps_and_generate_stops_through_generation_config(smollm2,
             assert new.index(eot) == len(new) - 1  # generation ends at the end-of-turn token
             stopped += 1
     assert stopped >= 3
+
+
+def test_real_demo_quick_writes_the_same_report_as_the_tiny_demo(smollm2, tmp_path):
+    from eosguard.demo import RealDemoSettings, run_real_demo
+
+    report = run_real_demo(tmp_path, RealDemoSettings(n_train=16, n_eval=5, steps=2), log=lambda _: None)
+    assert set(report["runs"]) == {"base", "broken", "eosguard"} and "SmolLM2-135M-Instruct" in report["model"]
+    assert report["runs"]["broken"]["findings"][:1] == ["eos-masked"] and report["runs"]["eosguard"]["findings"] == []
+    for name in ("broken", "eosguard"):
+        assert (tmp_path / name / "model" / "model.safetensors").exists()
+    assert len((tmp_path / "heldout.jsonl").read_text().splitlines()) == 5
+    assert (tmp_path / "report.png").stat().st_size > 0 and "| eosguard |" in (tmp_path / "report.md").read_text()

