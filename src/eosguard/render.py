@@ -160,7 +160,7 @@ class ChatRenderer:
 
     def _check_against_template(self, conv: Any, messages: Sequence[Message], marked: str) -> None:
         ours = self.template.decode_marked(marked)
-        theirs = self.template._render([{"role": m.role, "content": m.content} for m in messages], False)
+        theirs = self.template.render_messages([{"role": m.role, "content": m.content} for m in messages])
         if ours != theirs:
             at = next(
                 (i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs))

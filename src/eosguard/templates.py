@@ -207,7 +207,8 @@ class ChatTemplate:
 
     # -- rendering skeletons ------------------------------------------------------------------------------------
 
-    def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def render_messages(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+        """The template's own text for these messages (TemplateError when the template raises)."""
         try:
             return self.tokenizer.apply_chat_template(
                 messages, chat_template=self.source, tokenize=False, add_generation_prompt=add_generation_prompt
@@ -236,7 +237,7 @@ class ChatTemplate:
             return f"{_PAD_LEFT}{_slot(i)}{_PAD_RIGHT}" if padded else _slot(i)
 
         msgs = [{"role": r, "content": content(i)} for i, r in enumerate(roles)]
-        return self.mark(self._render(msgs, add_generation_prompt))
+        return self.mark(self.render_messages(msgs, add_generation_prompt))
 
     def layout(self, roles: Sequence[str]) -> Layout:
         """The layout of this sequence of roles (computed once, then cached)."""
