@@ -404,8 +404,8 @@ def _figure(
     colors = {"base": "tab:gray", "broken": "tab:red", "eosguard": "tab:green"}
     labels = {
         "base": "stage 0 (eosguard)",
-        "broken": "stage 1, broken (loss over every token, prompts too)",
-        "eosguard": f"stage 1, eosguard (loss over replies + {end_of_turn})",
+        "broken": "broken (loss over every token, prompts too)",
+        "eosguard": f"eosguard (loss over replies + {end_of_turn})",
     }
     offset = runs["base"]["steps"]
     for name, pts in curves.items():
