@@ -129,7 +129,8 @@ CollatorSpec = str  # "eosguard" | "transformers" | "trl" | "module:factory"
 
 def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
     """Read the end-of-turn token off the template; never assume it."""
-    if not getattr(tok, "chat_template", None):
+    has_template = bool(getattr(tok, "chat_template", None))
+    if not has_template:
         report.add(
             "missing-chat-template",
             "the tokenizer has no chat template: inference code cannot format prompts the way training did",
@@ -137,26 +138,22 @@ def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
     try:
         chat = template_for(tok)
     except TemplateError as exc:
-        if getattr(tok, "chat_template", None):
+        if has_template:
             report.add("template-unsupported", f"the chat template cannot be split into messages: {exc.message}")
-        report.step("chat template", False if tok.chat_template else None, exc.message)
+        report.step("chat template", False if has_template else None, exc.message)
         return None
     if chat.problem is not None:
-        report.add(
-            "template-no-eos",
-            f"{chat.problem}, so no example can teach the model to stop",
-        )
+        report.add("template-no-eos", f"{chat.problem}, so no example can teach the model to stop")
         report.step("chat template", False, "assistant turns are not closed by a control token")
         return None
-    own = "" if getattr(tok, "chat_template", None) else " (no template: assuming ChatML, whose tokens it has)"
     problem = _earlier_turns_problem(chat)
     if problem is not None:
         report.add(problem[0], problem[1])
         report.step("chat template", False, problem[1])
         return chat
-    report.step(
-        "chat template", not own, f"assistant turns end with {chat.end_of_turn} (id {chat.end_of_turn_id}){own}"
-    )
+    assumed = "" if has_template else " (no template: assuming ChatML, whose tokens it has)"
+    detail = f"assistant turns end with {chat.end_of_turn} (id {chat.end_of_turn_id}){assumed}"
+    report.step("chat template", has_template, detail)
     return chat
 
 

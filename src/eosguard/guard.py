@@ -58,10 +58,7 @@ class StopTokenChecker:
 
     def __init__(self, tokenizer: Any, template: ChatTemplate | None = None) -> None:
         self.template = template or template_for(tokenizer)
-        if self.template.end_of_turn_id is None:
-            raise StopTokenLossError(f"the chat template closes no reply with a control token: {self.template.problem}")
-        self.end_of_turn: str = self.template.end_of_turn  # type: ignore[assignment]
-        self.end_of_turn_id: int = self.template.end_of_turn_id
+        self.end_of_turn, self.end_of_turn_id = self.template.require_end_of_turn()
         self.header = self.template.assistant_header_ids
         self.control_ids = self.template.control_ids | {self.end_of_turn_id}
         self.pad_token_id = tokenizer.pad_token_id

@@ -109,14 +109,8 @@ class ChatRenderer:
     ) -> None:
         self.tokenizer = tokenizer
         self.template = template or ChatTemplate(tokenizer)
-        if self.template.problem is not None:
-            raise TemplateError(
-                f"cannot train with this chat template: {self.template.problem}",
-                hint="use a template that closes every reply with a control token (e.g. template: chatml)",
-            )
+        self.end_of_turn, self.end_of_turn_id = self.template.require_end_of_turn()
         self.train_on = train_on
-        self.end_of_turn: str = self.template.end_of_turn  # type: ignore[assignment]
-        self.end_of_turn_id: int = self.template.end_of_turn_id  # type: ignore[assignment]
         self.verify = verify
         self._verified: dict[tuple[str, ...], int] = {}
 

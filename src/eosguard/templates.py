@@ -167,10 +167,7 @@ class ChatTemplate:
     """
 
     def __init__(self, tokenizer: Any, source: str | None = None) -> None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise EosguardError(
-                "eosguard needs a fast (Rust `tokenizers`) tokenizer", hint="load it with use_fast=True"
-            )
+        require_fast(tokenizer)
         self.tokenizer = tokenizer
         self.source = source or getattr(tokenizer, "chat_template", None)
         if not self.source:
@@ -366,24 +363,25 @@ class ChatTemplate:
             )
         return out
 
+    def require_end_of_turn(self) -> tuple[str, int]:
+        """The end-of-turn token and its id; TemplateError (template-no-eos) when the template closes no reply."""
+        if self.problem is not None or self.end_of_turn is None or self.end_of_turn_id is None:
+            raise TemplateError(f"cannot train with this chat template: {self.problem}", **_NO_EOS)
+        return self.end_of_turn, self.end_of_turn_id
+
     def reply_span(self, layout: Layout, k: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """Where message k's generation prompt ends and where its end-of-turn marker sits; TemplateError if the
         template gives it no clean place (the reply cannot be supervised)."""
-        no_eos = {
-            "hint": "use a template that closes every reply (e.g. template: chatml)",
-            "finding": "template-no-eos",
-        }
-        if self.problem is not None:
-            raise TemplateError(self.problem, **no_eos)
+        self.require_end_of_turn()
         prompt_end, closer = layout.prompt_end[k], layout.closer[k]
         if isinstance(closer, str):
-            raise TemplateError(closer, **no_eos)
+            raise TemplateError(closer, **_NO_EOS)
         found = self._token_of[layout.pieces[closer[0]][closer[1]]]
         if found != self.end_of_turn:
             raise TemplateError(
                 f"the chat template closes the reply of message {k} with {found!r}, not with its end-of-turn token "
                 f"{self.end_of_turn!r} (it closes only the last reply)",
-                **no_eos,
+                **_NO_EOS,
             )
         if isinstance(prompt_end, str):
             raise TemplateError(
@@ -433,6 +431,18 @@ class ChatTemplate:
         if trims:
             lines.append(f"content trimmed for: {', '.join(trims)}")
         return lines
+
+
+_NO_EOS: dict[str, str] = {
+    "hint": "use a template that closes every reply with a control token (e.g. template: chatml)",
+    "finding": "template-no-eos",
+}
+
+
+def require_fast(tokenizer: Any) -> None:
+    """eosguard reads templates and offsets with the Rust `tokenizers` backend: a slow tokenizer is a clear error."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise EosguardError("eosguard needs a fast (Rust `tokenizers`) tokenizer", hint="load it with use_fast=True")
 
 
 def _common_prefix(a: str, b: str) -> int:

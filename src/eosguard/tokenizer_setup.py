@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from eosguard.errors import EosguardError
 from eosguard.families import CHATML_TOKENS, RESERVED_PAD_CANDIDATES, chatml_template
-from eosguard.templates import ChatTemplate
+from eosguard.templates import ChatTemplate, require_fast
 
 PadKind = Literal["existing", "reserved", "unk", "new"]
 TemplateChoice = Literal["auto", "chatml"]
@@ -83,8 +83,9 @@ def choose_pad(tokenizer: Any, stop_ids: set[int]) -> tuple[str, PadKind]:
     """The pad token to use, by the documented order; the pad is never one of `stop_ids`."""
     if tokenizer.pad_token is not None and tokenizer.pad_token_id not in stop_ids:
         return tokenizer.pad_token, "existing"
+    vocab = tokenizer.get_vocab()  # built once: a 131k-token vocabulary is a dict copy per call
     for candidate in RESERVED_PAD_CANDIDATES:
-        cid = _token_id(tokenizer, candidate)
+        cid = vocab.get(candidate)
         if cid is not None and cid not in stop_ids:
             return candidate, "reserved"
     if tokenizer.unk_token is not None and tokenizer.unk_token_id not in stop_ids:
@@ -120,8 +121,7 @@ def prepare_tokenizer(tokenizer: Any, *, template: TemplateChoice = "auto", padd
         >>> rep.template, rep.end_of_turn, rep.pad_token
         ('own', '<|eot_id|>', '<|finetune_right_pad_id|>')
     """
-    if not getattr(tokenizer, "is_fast", False):
-        raise EosguardError("eosguard needs a fast (Rust `tokenizers`) tokenizer", hint="load it with use_fast=True")
+    require_fast(tokenizer)
     report = SetupReport()
     original_eos = tokenizer.eos_token_id
     if template == "chatml" or not getattr(tokenizer, "chat_template", None):
@@ -132,17 +132,11 @@ def prepare_tokenizer(tokenizer: Any, *, template: TemplateChoice = "auto", padd
         report.writes_bos = tokenizer_adds_bos(tokenizer)
         tokenizer.chat_template = chatml_template(tokenizer.bos_token if report.writes_bos else None)
         report.template = "chatml"
-    chat = ChatTemplate(tokenizer)
-    if chat.problem is not None or chat.end_of_turn is None:
-        raise EosguardError(
-            f"cannot train with this chat template: {chat.problem}",
-            hint="use a template that closes every reply with a control token (template: chatml)",
-        )
-    report.end_of_turn, report.end_of_turn_id = chat.end_of_turn, chat.end_of_turn_id  # type: ignore[assignment]
-    if tokenizer.eos_token != chat.end_of_turn:
+    report.end_of_turn, report.end_of_turn_id = ChatTemplate(tokenizer).require_end_of_turn()
+    if tokenizer.eos_token != report.end_of_turn:
         report.eos_changed_from = tokenizer.eos_token
-        tokenizer.eos_token = chat.end_of_turn
-    stop_ids = {i for i in (original_eos, chat.end_of_turn_id) if i is not None}
+        tokenizer.eos_token = report.end_of_turn
+    stop_ids = {i for i in (original_eos, report.end_of_turn_id) if i is not None}
     pad, kind = choose_pad(tokenizer, stop_ids)
     if kind == "new":
         tokenizer.add_special_tokens({"pad_token": pad})
