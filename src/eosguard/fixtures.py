@@ -18,6 +18,7 @@ Run as:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -43,15 +44,22 @@ def cache_dir() -> Path:
 
 def _cached_folder(source: Path, name: str, build: Callable[[Path], None]) -> Path:
     """A folder derived from `source`, built once (atomically) and reused while `source` is unchanged."""
-    h = hashlib.sha256()
-    with source.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    folder = cache_dir() / f"{name}-{h.hexdigest()[:16]}"
+    stat = source.stat()
+    folder = cache_dir() / f"{name}-{_digest(str(source), stat.st_size, stat.st_mtime_ns)}"
     if not (folder / "config.json").exists() and not (folder / "tokenizer.json").exists():
         with atomic_folder(folder) as staging:
             build(staging)
     return folder
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file's bytes, read once per process while its size and mtime stay (the GGUF file is 98 MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _load_tokenizer_folder(folder: Path) -> Any:
