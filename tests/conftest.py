@@ -71,4 +71,39 @@ def tiny_base_model_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def train_run(tiny_model_dir, task_files, tmp_path_factory) -> tuple[Path, int, str]:
+    """One `eosguard train` of the tiny model via the CLI (40 steps, stop rate every 20): (output_dir, exit, log)."""
+    from typer.testing import CliRunner
+
+    from eosguard.cli import app
+
+    out = tmp_path_factory.mktemp("train") / "run"
+    sets = {
+        "model": tiny_model_dir,
+        "data.train": f"[{task_files['train']}]",
+        "data.eval": f"[{task_files['heldout']}]",
+        "output_dir": out,
+        "stop_eval_steps": 20,
+    }
+    args = ["train", str(DATA / "tiny.yaml")] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, args)
+    return out, result.exit_code, result.output
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> tuple[Path, dict]:
+    """`eosguard demo --quick` (the tiny model) run once: (its folder, its report)."""
+    import torch
+
+    from eosguard.demo import DemoSettings, run_demo
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return out, run_demo(out, DemoSettings.quick(), log=lambda _: None)
+
+
 collect_ignore = ["slow_save.py"]  # a helper script run as a subprocess, not a test module
+
+
+from tests.browser import browser, open_page  # noqa: E402, F401  (fixtures for the page tests)

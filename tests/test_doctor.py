@@ -47,7 +47,11 @@ def test_no_pad_token_is_flagged_and_the_usual_fallback_proven_masking(tokenizer
 def test_table_output_and_show(tokenizer_dirs):
     code, out = doctor("--tokenizer", tokenizer_dirs["eos"], "--collator", "transformers", "--show", "1")
     assert code == 1 and "✗ collator 'transformers': 0/4 stop tokens trained" in out and "eos-masked" in out
-    assert "example 1" in out and "<|im_end|>" in out
+    # No colour here (a pipe): trained runs are between ⟦ ⟧, so the masked reply-closing <|im_end|> sits outside.
+    assert "example 1:" in out and "Blue.⟧<|im_end|>⟦↵" in out
+    assert "▁" not in out  # SentencePiece markers are shown as spaces
+    code, out = doctor("--tokenizer", tokenizer_dirs["eos"], "--show", "1")
+    assert code == 0 and "<|im_start|>assistant↵\n⟦Blue.<|im_end|>⟧↵" in out
 
 
 def test_generation_eos_mismatch_and_new_token_untrained(tiny_model_dir, tiny_base_model_dir, tokenizer_dirs, tmp_path):

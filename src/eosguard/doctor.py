@@ -35,6 +35,7 @@ from eosguard.guard import StopCheck, StopTokenChecker
 from eosguard.render import ChatRenderer, labels_from_mask
 from eosguard.templates import ChatTemplate, TemplateError, template_for
 from eosguard.tokenizer_setup import prepare_tokenizer
+from eosguard.tokenview import TokenView, token_views
 
 
 @dataclass
@@ -76,7 +77,7 @@ class DoctorReport:
     steps: list[Step] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
-    shown: list[list[tuple[str, int, int]]] = field(default_factory=list)  # (token, id, label) per example
+    shown: list[list[TokenView]] = field(default_factory=list)  # collated examples, token by token
 
     @property
     def has_errors(self) -> bool:
@@ -516,18 +517,10 @@ def diagnose(
     return report
 
 
-def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[tuple[str, int, int]]]:
-    out: list[list[tuple[str, int, int]]] = []
-    for batch in batches:
-        mask = batch.get("attention_mask")
-        for row in range(len(batch["input_ids"])):
-            if len(out) >= n:
-                return out
-            ids = batch["input_ids"][row].tolist()
-            labels = batch["labels"][row].tolist()
-            keep = mask[row].tolist() if mask is not None else [1] * len(ids)
-            out.append([(tok.convert_ids_to_tokens(i), i, y) for i, y, k in zip(ids, labels, keep, strict=True) if k])
-    return out
+def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[TokenView]]:
+    checker = StopTokenChecker(tok)
+    rows = [(batch, row) for batch in batches for row in range(len(batch["input_ids"]))]
+    return [token_views(tok, b, r, set(checker.reply_stops(b["input_ids"][r].tolist()))) for b, r in rows[:n]]
 
 
 __all__ = ["DoctorReport", "Finding", "check_collator", "diagnose"]

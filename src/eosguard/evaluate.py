@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -126,8 +126,10 @@ def evaluate_stopping(
     do_sample: bool = False,
     temperature: float = 1.0,
     renderer: ChatRenderer | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> StopReport:
-    """Generate an answer for every conversation's last turn and measure how the model stops.
+    """Generate an answer for every conversation's last turn and measure how the model stops; `advance(n)` is
+    called after each batch of n prompts (`eosguard.progress`).
 
     Example:
         >>> # report = evaluate_stopping(model, tokenizer, heldout); report.stop_rate
@@ -172,6 +174,8 @@ def evaluate_stopping(
                 new_tokens=len(new),
                 role_leak=leak,
             )
+        if advance is not None:
+            advance(len(idx))
     gens = [slots[i] for i in range(len(conversations))]
     if was_training:
         model.train()

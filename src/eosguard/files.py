@@ -5,11 +5,12 @@ leaves a half-written folder where a complete one is expected. (Trainer checkpoi
 `eosguard.train.EosguardTrainer._save_checkpoint`, where the Trainer itself chooses the folder name.)
 
 Run as:
-    python -c "from eosguard.files import atomic_folder"
+    python -c "from eosguard.files import atomic_folder, write_text"
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -40,3 +41,28 @@ def atomic_folder(destination: str | Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out)
     staging.replace(out)  # a rename on one filesystem
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a whole file atomically (temp file + rename); an unwritable path is a user error (exit 2), not a trace.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_text(pathlib.Path(tempfile.mkdtemp()) / "sub" / "page.html", "<p>hi</p>")
+        >>> p.read_text()
+        '<p>hi</p>'
+    """
+    from eosguard.errors import EosguardError
+
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False) as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(f.name, 0o666 & ~umask)  # a temp file is private (0600); the page is as shareable as any file
+        Path(f.name).replace(out)
+    except OSError as exc:
+        raise EosguardError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    return out

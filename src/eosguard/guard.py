@@ -20,7 +20,7 @@ Run as:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -63,29 +63,38 @@ class StopTokenChecker:
         self.control_ids = self.template.control_ids | {self.end_of_turn_id}
         self.pad_token_id = tokenizer.pad_token_id
 
-    def check_row(self, ids: Sequence[int], labels: Sequence[int]) -> StopCheck:
-        out = StopCheck(trained_tokens=sum(1 for y in labels if y != IGNORE_INDEX))
+    def replies(self, ids: Sequence[int]) -> Iterator[tuple[int, int]]:
+        """(start, end) of each assistant reply in a row: content from `start`; `end` is the first control token
+        after it (the end-of-turn when the reply is closed) or len(ids) when the row ends first."""
         n, h = len(ids), len(self.header)
         if not h:
-            return out
+            return
         first = self.header[0]
         i = 0
         while i < n:
             if ids[i] == first and list(ids[i : i + h]) == self.header:
-                start = i + h
-                end = start
+                start = end = i + h
                 while end < n and ids[end] not in self.control_ids:
                     end += 1
-                out.assistant_turns += 1
-                if any(y != IGNORE_INDEX for y in labels[start:end]):
-                    out.supervised_turns += 1
-                    if end >= n or ids[end] != self.end_of_turn_id:
-                        out.unclosed_turns += 1
-                    elif labels[end] == self.end_of_turn_id:
-                        out.stop_trained += 1
+                yield start, end
                 i = max(end, i + 1)
             else:
                 i += 1
+
+    def reply_stops(self, ids: Sequence[int]) -> list[int]:
+        """Positions of the end-of-turn tokens that close an assistant reply (the ones that must be trained)."""
+        return [end for _, end in self.replies(ids) if end < len(ids) and ids[end] == self.end_of_turn_id]
+
+    def check_row(self, ids: Sequence[int], labels: Sequence[int]) -> StopCheck:
+        out = StopCheck(trained_tokens=sum(1 for y in labels if y != IGNORE_INDEX))
+        for start, end in self.replies(ids):
+            out.assistant_turns += 1
+            if any(y != IGNORE_INDEX for y in labels[start:end]):
+                out.supervised_turns += 1
+                if end >= len(ids) or ids[end] != self.end_of_turn_id:
+                    out.unclosed_turns += 1
+                elif labels[end] == self.end_of_turn_id:
+                    out.stop_trained += 1
         return out
 
     def check_batch(self, batch: dict[str, Any]) -> StopCheck:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -146,6 +147,33 @@ def prepare_dataset(
         if previous.get("key") == key:
             return [*previous["summary"], f"cached: {out} already holds this data, tokenizer and options ({key[:12]})"]
 
+    # Progress: `datasets` draws bars for rendering ("Generating train split") and writing ("Saving the dataset") on
+    # a terminal; in a log its carriage-return bars are noise, so there it is quiet and each stage is one line.
+    plain = not sys.stderr.isatty()
+    bars_were_on = datasets.is_progress_bar_enabled()
+    if plain:
+        datasets.disable_progress_bars()
+        print(f"rendering and tokenizing {', '.join(data)} ({num_proc} process(es))", file=sys.stderr)
+    try:
+        return _prepare(data, tok, setup, out, key, options, num_proc, chunk, plain)
+    finally:
+        if plain and bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _prepare(
+    data: list[str],
+    tok: Any,
+    setup: Any,
+    out: Path,
+    key: str,
+    options: dict[str, Any],
+    num_proc: int,
+    chunk: int,
+    plain: bool,
+) -> list[str]:
+    import datasets
+
     with tempfile.TemporaryDirectory(prefix="eosguard-prepare-") as tmp:
         stats_dir = Path(tmp, "stats")
         stats_dir.mkdir()
@@ -187,6 +215,8 @@ def prepare_dataset(
             f"examples: {prep.summary()}",
             f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)",
         ]
+        if plain:
+            print(f"writing {len(ds)} rows to {out}", file=sys.stderr)
         with atomic_folder(out) as staging:
             ds.save_to_disk(str(staging))
             tok.save_pretrained(str(staging / "tokenizer"))

@@ -31,6 +31,7 @@ from eosguard.config import TrainConfig
 from eosguard.conversations import Conversation
 from eosguard.doctor import DoctorReport
 from eosguard.errors import EXIT_FINDINGS, EosguardError
+from eosguard.evaluate import Generation
 from eosguard.examples import PrepStats, build_examples
 from eosguard.integrations.callbacks import StopRateCallback
 from eosguard.render import ChatRenderer
@@ -412,10 +413,32 @@ def _resume_point(cfg: TrainConfig, log: Callable[[str], None]) -> str | None:
     return resume_from
 
 
+REPORT_SAMPLES = 8  # held-out prompts generated before and after training for report.html
+
+
+def sample_generations(model: Any, data: TrainData, max_new_tokens: int) -> list[Generation]:
+    """Greedy generations for the first held-out prompts (empty without held-out data): the report's samples."""
+    from eosguard.evaluate import evaluate_stopping
+
+    if not data.eval_conversations:
+        return []
+    convs = data.eval_conversations[:REPORT_SAMPLES]
+    return evaluate_stopping(model, data.tokenizer, convs, max_new_tokens=max_new_tokens).generations
+
+
 def finish(
-    cfg: TrainConfig, data: TrainData, model: Any, doctor: DoctorReport, result: FitResult, log: Callable[[str], None]
+    cfg: TrainConfig,
+    data: TrainData,
+    model: Any,
+    doctor: DoctorReport,
+    result: FitResult,
+    log: Callable[[str], None],
+    *,
+    before: Sequence[Generation] = (),
+    stop_history: Sequence[tuple[int, float]] = (),
 ) -> dict[str, Any]:
-    """Phase 6: merge LoRA, measure the stop rate on held-out data, save a folder that stops by itself."""
+    """Phase 6: merge LoRA, measure the stop rate on held-out data, save a folder that stops by itself, with
+    eosguard.json and report.html in it."""
     if cfg.lora is not None and cfg.lora.merge:
         model = model.merge_and_unload()
     summary = {
@@ -426,20 +449,77 @@ def finish(
         "doctor": doctor.to_dict()["findings"],
         "forced": bool(doctor.blocks_training),
         "train": asdict(result),
+        "stop_rate_history": [list(p) for p in stop_history],
     }
+    after: list[Generation] = []
     if data.eval_conversations:
         from eosguard.evaluate import evaluate_stopping
 
         rep = evaluate_stopping(model, data.tokenizer, data.eval_conversations, max_new_tokens=cfg.max_new_tokens)
         summary["eval"] = rep.to_dict()
+        after = rep.generations[:REPORT_SAMPLES]
+        summary["samples"] = {"before": [asdict(g) for g in before], "after": [asdict(g) for g in after]}
         log(
             f"eval: stop rate {rep.stop_rate:.0%}, runaway {rep.runaway_rate:.0%}, role leaks {rep.role_leak_rate:.0%}"
             f" on {rep.n} held-out conversations"
         )
     folder = save_model_folder(model, data.tokenizer, Path(cfg.output_dir) / "model", extra=summary)
     eot = data.setup.end_of_turn
-    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {eot})")
+    from eosguard.files import write_text
+
+    write_text(folder / "report.html", train_report_html(summary, doctor, before, after, stop_history, eot))
+    log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {eot}); report.html")
     return summary
+
+
+def train_report_html(
+    summary: dict[str, Any],
+    doctor: DoctorReport,
+    before: Sequence[Generation],
+    after: Sequence[Generation],
+    stop_history: Sequence[tuple[int, float]],
+    end_of_turn: str,
+) -> str:
+    """report.html of `eosguard train`: loss and stop rate over training, samples before/after, findings, config."""
+    from eosguard import pages
+
+    train = summary["train"]
+    ev = summary.get("eval")
+    rows = [
+        ("model", summary["config"]["model"]),
+        ("data", summary["data"]),
+        ("examples", summary["examples"]),
+        ("steps", f"{train['steps']} in {train['seconds']:.1f} s"),
+        ("final training loss", "-" if train["final_loss"] is None else f"{train['final_loss']:.4f}"),
+        (
+            "held-out stop rate",
+            f"{ev['stop_rate']:.0%} of {ev['n']} prompts (runaway {ev['runaway_rate']:.0%}, role leaks "
+            f"{ev['role_leak_rate']:.0%})"
+            if ev
+            else "not measured: no held-out data",
+        ),
+        ("forced past doctor errors", "yes" if summary["forced"] else "no"),
+    ]
+    fig = pages.training_figure(train["losses"], stop_history, end_of_turn)
+    figure = pages.figure_svg(fig, "training loss by step; held-out stop rate by step (stop_eval_steps)")
+    pages.close(fig)
+    outputs = {}
+    if before:
+        outputs["before training"] = [(g.output, g.stopped) for g in before]
+    if after:
+        outputs["after training"] = [(g.output, g.stopped) for g in after]
+    return pages.run_report_page(
+        "eosguard train report",
+        f"{summary['config']['model']} -> {summary['config']['output_dir']}",
+        summary=pages.table([], rows),
+        figures=[figure],
+        findings={"doctor on this configuration": doctor.to_dict()["findings"]},
+        tokenizer_lines=summary["tokenizer_setup"],
+        prompts=[g.prompt for g in (after or before)],
+        outputs=outputs,
+        end_of_turn=end_of_turn,
+        config=summary["config"],
+    )
 
 
 def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -468,21 +548,23 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
         save_steps=cfg.save_steps,
         tensorboard=cfg.tensorboard,
     )
-    callbacks: list[TrainerCallback] = []
+    stop_rates = None
     if cfg.stop_eval_steps and data.eval_conversations:
-        callbacks.append(StopRateCallback(data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens))
+        stop_rates = StopRateCallback(data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens)
+    before = sample_generations(model, data, cfg.max_new_tokens)
     result = fit(  # phase 5
         model,
         data.tokenizer,
         rows,
         collator,
         args,
-        callbacks=callbacks,
+        callbacks=[stop_rates] if stop_rates else [],
         resume_from_checkpoint=_resume_point(cfg, log),
         checkpoint_files={"eosguard_config.json": cfg.model_dump_json(indent=2)},
     )
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
-    return finish(cfg, data, model, doctor, result, log)
+    history = stop_rates.history if stop_rates else []
+    return finish(cfg, data, model, doctor, result, log, before=before, stop_history=history)
 
 
 class RefusedByDoctor(EosguardError):
