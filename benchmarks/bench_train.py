@@ -5,14 +5,21 @@ the same examples per step and the same number of steps, with assistant-only los
 process so peak memory (max RSS) is its own. Reported: trained (labelled) tokens per second, mean loss per trained
 token (must agree within noise), peak RSS, and the ratio measured in this one run.
 
+`--nproc N` instead measures eosguard's trainer alone, one process against N processes under torchrun (DDP on
+gloo, the same global batch: `--batch` split across the processes), and reports both throughputs. On a CPU machine the
+processes share the same cores (torchrun gives each one thread), so this shows the cost of the extra process more
+than a speed-up; on N GPUs each process has its own device.
+
 Run as:
     python benchmarks/bench_train.py [--steps 30] [--batch 8] [--smoke] [--out benchmarks/results]
+    python benchmarks/bench_train.py --nproc 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -105,6 +112,13 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    if torch.distributed.is_initialized():  # under torchrun: every process's tokens, the slowest process's time
+        totals = torch.tensor([counted["trained"], counted["positions"]], dtype=torch.float64)
+        torch.distributed.all_reduce(totals)
+        counted["trained"], counted["positions"] = int(totals[0]), int(totals[1])
+        slowest = torch.tensor([seconds], dtype=torch.float64)
+        torch.distributed.all_reduce(slowest, op=torch.distributed.ReduceOp.MAX)
+        seconds = float(slowest[0])
     return {
         "seconds": seconds,
         "trained_tokens": counted["trained"],
@@ -120,16 +134,21 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--conversations", dest="n", type=int, default=400)
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--side", choices=["eosguard", "eosguard-padded", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--nproc", type=int, default=1, help="compare 1 process with N under torchrun (eosguard only)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args()
     if a.smoke:
         a.steps, a.batch, a.n = 3, 4, 40
     if a.side:
-        print(json.dumps(run_side(a.side, a.steps, a.batch, a.n)))
+        result = run_side(a.side, a.steps, a.batch, a.n)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(result))
         return
+    if a.nproc > 1:
+        return processes(a)
     sides = {}
     for side in ("trl", "eosguard-padded", "eosguard"):
         cmd = [
@@ -141,7 +160,7 @@ def main() -> None:
             str(a.steps),
             "--batch",
             str(a.batch),
-            "--n",
+            "--conversations",
             str(a.n),
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -169,6 +188,38 @@ def main() -> None:
             f"  {side}: {r['trained_tokens_per_second']:.0f} trained tok/s, loss {r['mean_loss']:.3f} "
             f"(first {r['first_loss']:.3f}), {r['positions']} positions, peak {r['peak_rss_mb']:.0f} MB"
         )
+
+
+def processes(a: argparse.Namespace) -> None:
+    """eosguard's trainer in 1 process vs `a.nproc` processes (torchrun), the same global batch and steps."""
+    if a.batch % a.nproc:
+        raise SystemExit(f"--batch {a.batch} must split evenly over --nproc {a.nproc}")
+    side = ["--side", "eosguard", "--steps", str(a.steps), "--conversations", str(a.n)]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.nproc)]
+    runs = {
+        "1 process": [sys.executable, __file__, *side, "--batch", str(a.batch)],
+        f"{a.nproc} processes": [*launch, __file__, *side, "--batch", str(a.batch // a.nproc)],
+    }
+    sides = {}
+    for name, cmd in runs.items():
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        sides[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    one, many = sides["1 process"], sides[f"{a.nproc} processes"]
+    result = {
+        "steps": a.steps,
+        "global_batch": a.batch,
+        "nproc": a.nproc,
+        "sides": sides,
+        "ratios": {
+            "trained_tokens_per_second": many["trained_tokens_per_second"] / one["trained_tokens_per_second"],
+            "mean_loss": many["mean_loss"] / one["mean_loss"],
+        },
+        "note": f"{os.cpu_count()} CPU cores shared by all processes (torchrun: 1 thread each); not a GPU figure",
+    }
+    path = write_result(f"train-nproc{a.nproc}" + ("-smoke" if a.smoke else ""), result, a.out)
+    print(f"-> {path}")
+    for name, r in sides.items():
+        print(f"  {name}: {r['trained_tokens_per_second']:.0f} trained tok/s, loss {r['mean_loss']:.3f}")
 
 
 if __name__ == "__main__":

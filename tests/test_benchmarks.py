@@ -27,3 +27,16 @@ def test_benchmark_smoke(name, tmp_path):
     assert result["environment"]["torch"]
     if name == "train":  # same loss per token on both sides (the same examples, init and steps)
         assert abs(result["ratios"]["mean_loss"] - 1) < 0.01
+
+
+def test_train_benchmark_two_processes_smoke(tmp_path):
+    """`bench_train.py --nproc 2` under torchrun: both sides ran the same steps to the same loss."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_train.py"), "--nproc", "2", "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "train-nproc2-smoke.json").read_text())
+    assert result["nproc"] == 2 and abs(result["ratios"]["mean_loss"] - 1) < 1e-4

@@ -48,6 +48,10 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except EosguardError as exc:
+            from eosguard.distributed import PeerFailed
+
+            if isinstance(exc, PeerFailed):  # rank 0 printed this error; this rank exits with the same code
+                raise typer.Exit(exc.exit_code) from None
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
@@ -248,7 +252,8 @@ def demo(
     else:
         raise EosguardError(f"--model {model!r}: expected tiny or smollm2")
     console.print((out / "report.md").read_text(), highlight=False, markup=False)
-    console.print(f"wrote {out}/report.html (open it), report.json, report.md, report.png ({report['total_seconds']:.0f}s)")
+    seconds = report["total_seconds"]
+    console.print(f"wrote {out}/report.html (open it), report.json, report.md, report.png ({seconds:.0f}s)")
 
 
 @command

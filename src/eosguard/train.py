@@ -55,6 +55,12 @@ class FitResult:
     seconds: float
     losses: list[tuple[int, float]] = field(default_factory=list)
     final_loss: float | None = None
+    # Sharded runs (FSDP, DeepSpeed ZeRO-3): the full weights gathered on rank 0 after training, since no single
+    # process holds them; None otherwise (the model object itself is complete).
+    full_state_dict: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "seconds": self.seconds, "losses": self.losses, "final_loss": self.final_loss}
 
 
 class EosguardTrainer(Trainer):
@@ -95,22 +101,30 @@ class EosguardTrainer(Trainer):
 
         run_dir = self._get_output_dir(trial=trial)
         staging = os.path.join(run_dir, ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
+        main = self.is_world_process_zero()
+        # Several processes write one checkpoint (rank 0 the weights and optimizer, each rank its RNG state): rank 0
+        # clears the staging folder before anyone writes and commits it after everyone has.
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         original = self.args.output_dir
         self.args.output_dir = staging
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir = original
-        name = f"checkpoint-{self.state.global_step}"
-        for filename, text in self.checkpoint_files.items():
-            Path(staging, name, filename).write_text(text)
-        CheckpointWriter.commit(Path(staging, name), Path(run_dir, name))
-        shutil.rmtree(staging, ignore_errors=True)
-        if self.args.save_total_limit:
-            from transformers.trainer_utils import rotate_checkpoints
+        self.accelerator.wait_for_everyone()
+        if main:
+            name = f"checkpoint-{self.state.global_step}"
+            for filename, text in self.checkpoint_files.items():
+                Path(staging, name, filename).write_text(text)
+            CheckpointWriter.commit(Path(staging, name), Path(run_dir, name))
+            shutil.rmtree(staging, ignore_errors=True)
+            if self.args.save_total_limit:
+                from transformers.trainer_utils import rotate_checkpoints
 
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit)
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
 
 
 class CheckpointWriter:
@@ -175,6 +189,8 @@ def training_arguments(
         dataloader_num_workers=0,
         disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,  # every trainable parameter takes part in the loss
+        log_level_replica="error",  # ranks other than 0 stay quiet: rank 0 prints each line once
     )
 
 
@@ -223,8 +239,15 @@ def fit(
     seconds = time.perf_counter() - start
     model.config.use_cache = True
     losses = recorder.losses
+    full = None
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:  # a collective: every rank takes part
+        full = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     return FitResult(
-        steps=trainer.state.global_step, seconds=seconds, losses=losses, final_loss=losses[-1][1] if losses else None
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        losses=losses,
+        final_loss=losses[-1][1] if losses else None,
+        full_state_dict=full,
     )
 
 
@@ -438,7 +461,10 @@ def finish(
     stop_history: Sequence[tuple[int, float]] = (),
 ) -> dict[str, Any]:
     """Phase 6: merge LoRA, measure the stop rate on held-out data, save a folder that stops by itself, with
-    eosguard.json and report.html in it."""
+    eosguard.json and report.html in it. In a multi-process run only rank 0 does this (the others return the
+    summary without evaluation)."""
+    from eosguard.distributed import is_main
+
     if cfg.lora is not None and cfg.lora.merge:
         model = model.merge_and_unload()
     summary = {
@@ -448,9 +474,11 @@ def finish(
         "examples": data.prep.summary(),
         "doctor": doctor.to_dict()["findings"],
         "forced": bool(doctor.blocks_training),
-        "train": asdict(result),
+        "train": result.to_dict(),
         "stop_rate_history": [list(p) for p in stop_history],
     }
+    if not is_main():
+        return summary
     after: list[Generation] = []
     if data.eval_conversations:
         from eosguard.evaluate import evaluate_stopping
@@ -522,14 +550,24 @@ def train_report_html(
     )
 
 
+def _data_and_doctor(cfg: TrainConfig, force: bool, log: Callable[[str], None]) -> tuple[TrainData, DoctorReport]:
+    data = load_data(cfg, log)
+    return data, doctor_gate(cfg, data, force=force, log=log)
+
+
 def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run `eosguard train`: data, doctor gate, model, rows and collator, Trainer, a folder that stops by itself.
 
     Raises EosguardError (exit 2) for unusable input and `RefusedByDoctor` (exit 1) on an error finding unless
     `force` is set.
     """
-    data = load_data(cfg, log)
-    doctor = doctor_gate(cfg, data, force=force, log=log)
+    from eosguard import distributed
+
+    log = distributed.main_only(log)
+    distributed.quiet_replicas()
+    if distributed.world_size() > 1:
+        log(f"processes: {distributed.world_size()} (data and doctor on rank 0, shared with every rank)")
+    data, doctor = distributed.once(lambda: _data_and_doctor(cfg, force, log))
     model = build_model(cfg, data, log)
     rows, collator = rows_and_collator(cfg, data, log)
     steps = cfg.max_steps or max(1, int(cfg.epochs * len(rows) / (cfg.batch_size * cfg.grad_accum)))
@@ -551,7 +589,7 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
     stop_rates = None
     if cfg.stop_eval_steps and data.eval_conversations:
         stop_rates = StopRateCallback(data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens)
-    before = sample_generations(model, data, cfg.max_new_tokens)
+    before = sample_generations(model, data, cfg.max_new_tokens) if distributed.is_main() else []
     result = fit(  # phase 5
         model,
         data.tokenizer,
@@ -563,6 +601,11 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
         checkpoint_files={"eosguard_config.json": cfg.model_dump_json(indent=2)},
     )
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
+    if result.full_state_dict is not None and distributed.is_main():
+        # Sharded training: rebuild the same model (LoRA included) on rank 0 and load the gathered weights, so
+        # merging, evaluation and saving run as in a single process. Not run here: accelerate runs DDP on CPU.
+        model = build_model(cfg, data, lambda _line: None)
+        model.load_state_dict(result.full_state_dict)
     history = stop_rates.history if stop_rates else []
     return finish(cfg, data, model, doctor, result, log, before=before, stop_history=history)
 

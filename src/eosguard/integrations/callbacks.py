@@ -32,6 +32,8 @@ class StopRateCallback(TrainerCallback):
     ) -> None:
         if not self.conversations or state.global_step % self.every or model is None or processing_class is None:
             return
+        if not state.is_world_process_zero:  # measured once per run; the other ranks go on to the next step
+            return
         from eosguard.evaluate import evaluate_stopping
 
         if self.renderer is None:
