@@ -80,8 +80,10 @@ class TrainConfig(_Strict):
     """Examples per device per step (packed rows when `packing` is on)."""
     grad_accum: int = Field(default=1, gt=0)
     """Gradient accumulation steps."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """Training precision; bf16 needs a GPU that supports it."""
+    precision: Literal["fp32", "bf16", "bf16-pure"] = "fp32"
+    """fp32; bf16: mixed precision, fp32 master weights and optimizer state with the forward and backward under bf16
+    autocast (what `bf16=True` means on a GPU; on CPU it needs avx512_bf16 or AMX to be faster); bf16-pure: the
+    weights themselves in bf16 (half the memory, but small updates can round away: lower the lr, expect drift)."""
     lora: LoraSettings | None = None
     """LoRA with peft; end-of-turn rows are made trainable automatically when the token is new."""
     packing: bool = False

@@ -90,7 +90,10 @@ class EosguardTrainer(Trainer):
         # When divided by the token count of the whole accumulated batch, the loss is already scaled for
         # gradient accumulation; otherwise the Trainer divides the per-batch mean by the accumulation steps.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        loss = causal_lm_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        # The decoder and projection are called directly (not through the model's forward, which accelerate wraps
+        # in autocast under bf16), so mixed precision is entered here; the cross-entropy itself runs in fp32.
+        with self.accelerator.autocast():
+            loss = causal_lm_loss(model, inputs, num_items_in_batch=num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
@@ -391,7 +394,7 @@ def doctor_gate(cfg: TrainConfig, data: TrainData, *, force: bool, log: Callable
 
 def build_model(cfg: TrainConfig, data: TrainData, log: Callable[[str], None]) -> Any:
     """Phase 3: load the model, grow its embeddings for new tokens, add LoRA (training new end-of-turn rows)."""
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+    dtype = torch.bfloat16 if cfg.precision == "bf16-pure" else None  # bf16 keeps fp32 master weights (autocast)
     model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
     tok, setup = data.tokenizer, data.setup
     original_vocab = model.get_input_embeddings().weight.shape[0]
@@ -578,7 +581,7 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
         batch_size=cfg.batch_size,
         grad_accum=cfg.grad_accum,
         seed=cfg.seed,
-        bf16=cfg.precision == "bf16",
+        bf16=cfg.precision in ("bf16", "bf16-pure"),
         warmup_steps=cfg.warmup_steps,
         scheduler=cfg.scheduler,
         weight_decay=cfg.weight_decay,

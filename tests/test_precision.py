@@ -1,0 +1,82 @@
+"""`precision: bf16` is mixed precision: bf16 autocast over fp32 master weights, cross-entropy in fp32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import eosguard.loss as loss_module
+from eosguard.collate import PadCollator
+from eosguard.fixtures import tiny_mistral
+from eosguard.loss import causal_lm_loss
+from eosguard.render import ChatRenderer
+from eosguard.tasks import make_conversations
+from eosguard.train import fit, training_arguments
+
+
+def _model(tok):
+    return tiny_mistral(len(tok), hidden=64, layers=2, bos_id=tok.bos_token_id, eos_id=2, pad_id=tok.pad_token_id)
+
+
+def test_labelled_positions_loss_under_bf16_autocast_takes_cross_entropy_in_fp32(tok, monkeypatch):
+    seen = []
+    original = loss_module._chunk_loss
+
+    def spy(head, hidden, targets):
+        out = original(head, hidden, targets)
+        seen.append((head(hidden).dtype, out.dtype))
+        return out
+
+    monkeypatch.setattr(loss_module, "_chunk_loss", spy)
+    example = ChatRenderer(tok).render_batch(make_conversations(["repeat"], 4, seed=3))
+    batch = PadCollator(tok.pad_token_id)([r.to_example() for r in example])
+    model = _model(tok)
+    with torch.no_grad():
+        full = causal_lm_loss(model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = causal_lm_loss(model, batch)
+    assert seen[-1] == (torch.bfloat16, torch.float32)  # the projection in bf16, the cross-entropy in fp32
+    assert mixed.dtype == torch.float32 and float(mixed) == pytest.approx(float(full), rel=2e-2)
+    assert float(mixed) != float(full)  # autocast really ran
+
+
+def test_bf16_training_keeps_fp32_weights_and_tracks_fp32_losses(tok, tmp_path):
+    examples = [r.to_example() for r in ChatRenderer(tok).render_batch(make_conversations(["repeat"], 64, seed=1))]
+    runs = {}
+    for bf16 in (False, True):
+        model = _model(tok)
+        args = training_arguments(
+            tmp_path / str(bf16), steps=5, lr=1e-3, batch_size=8, bf16=bf16, progress=False, logging_steps=1
+        )
+        result = fit(model, tok, examples, PadCollator(tok.pad_token_id), args)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+        runs[bf16] = [loss for _, loss in result.losses]
+    assert len(runs[True]) == len(runs[False]) == 5
+    for a, b in zip(runs[False], runs[True], strict=True):
+        assert b == pytest.approx(a, rel=2e-2)
+    assert runs[True] != runs[False]
+
+
+def test_train_cli_bf16_saves_fp32_weights(tiny_model_dir, task_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from eosguard.cli import app
+    from tests.conftest import DATA
+
+    sets = {
+        "model": tiny_model_dir,
+        "data.train": f"[{task_files['train']}]",
+        "output_dir": tmp_path / "bf16",
+        "max_steps": 4,
+        "precision": "bf16",
+    }
+    args = ["train", str(DATA / "tiny.yaml")] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    weights = load_file(str(tmp_path / "bf16" / "model" / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    summary = json.loads((tmp_path / "bf16" / "model" / "eosguard.json").read_text())
+    assert summary["config"]["precision"] == "bf16" and summary["train"]["steps"] == 4
