@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import CHATML_TRAINING_TEMPLATE, synthetic_conversations, write_result
+from common import CHATML_TRAINING_TEMPLATE, counting_collator, synthetic_conversations, trl_anchor_config, write_result
 
 
 def _model(tok):
@@ -75,40 +75,23 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
         )
     else:
         import datasets
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTTrainer
 
         tok.chat_template = CHATML_TRAINING_TEMPLATE
-        args = SFTConfig(
-            output_dir="/tmp/eosguard-bench-trl",
-            max_steps=steps,
-            per_device_train_batch_size=batch,
-            learning_rate=1e-3,
-            lr_scheduler_type="constant_with_warmup",
-            seed=0,
-            data_seed=0,
-            logging_steps=1,
-            report_to=[],
-            assistant_only_loss=True,
+        args = trl_anchor_config(
+            "/tmp/eosguard-bench-trl",
+            batch=batch,
+            lr=1e-3,
+            scheduler="constant_with_warmup",
             max_length=None,
+            max_steps=steps,
             bf16=False,
-            use_cpu=True,
-            disable_tqdm=True,
-            save_strategy="no",
-            packing=False,
         )
         ds = datasets.Dataset.from_list([{"messages": c.as_dicts()} for c in convs])
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Record()])
 
     counted = {"trained": 0, "positions": 0}
-    collate = trainer.data_collator
-
-    def counting(features):
-        out = collate(features)
-        counted["trained"] += int((out["labels"][:, 1:] != -100).sum())
-        counted["positions"] += int(out["input_ids"].numel())
-        return out
-
-    trainer.data_collator = counting
+    trainer.data_collator = counting_collator(trainer.data_collator, counted)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

@@ -129,3 +129,40 @@ def write_result(name: str, result: dict[str, Any], out_dir: str | Path) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**result, "environment": environment()}, indent=2) + "\n")
     return path
+
+
+def trl_anchor_config(output_dir: str, *, batch: int, lr: float, scheduler: str, max_length: int | None, **kw: Any):
+    """TRL's SFTConfig as every benchmark's anchor uses it: padded batches, assistant-only loss, CPU, logged each
+    step, nothing saved; `kw` sets the length of the run (max_steps or num_train_epochs) and bf16."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch,
+        learning_rate=lr,
+        lr_scheduler_type=scheduler,
+        seed=0,
+        data_seed=0,
+        logging_steps=1,
+        report_to=[],
+        assistant_only_loss=True,
+        max_length=max_length,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        save_strategy="no",
+        packing=False,
+        **kw,
+    )
+
+
+def counting_collator(collate: Callable[[list], dict], counted: dict[str, int]) -> Callable[[list], dict]:
+    """Wrap a collator to add up the trained (next-token) labels and the positions of every batch it builds."""
+
+    def run(features: list) -> dict:
+        out = collate(features)
+        counted["trained"] = counted.get("trained", 0) + int((out["labels"][:, 1:] != -100).sum())
+        counted["positions"] = counted.get("positions", 0) + int(out["input_ids"].numel())
+        return out
+
+    return run

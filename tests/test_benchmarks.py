@@ -40,3 +40,23 @@ def test_train_benchmark_two_processes_smoke(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "train-nproc2-smoke.json").read_text())
     assert result["nproc"] == 2 and abs(result["ratios"]["mean_loss"] - 1) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["real", "attention"])
+def test_real_model_benchmarks_smoke(name, tmp_path):
+    """The SmolLM2 benchmarks run end to end (one step a side; one pass per attention option)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / f"bench_{name}.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / f"{name}-smoke.json").read_text())
+    if name == "real":
+        sides = result["bf16"]["sides"]
+        assert sides["eosguard"]["trained_tokens"] == sides["trl"]["trained_tokens"] > 0  # the same supervision
+        assert result["bf16"]["ratios"]["epoch_speed"] > 0
+    else:
+        assert result["sides"]["packed-sdpa"]["available"] and result["fastest_correct"] in result["sides"]
+        assert result["sides"]["packed-flex"]["available"] in (True, False)

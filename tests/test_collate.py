@@ -67,3 +67,32 @@ def test_packed_and_padded_give_the_same_loss_and_no_cross_attention(tok):
         loss_padded = model(**padded, use_cache=False).loss
         loss_packed = model(**packed, use_cache=False).loss
     assert torch.allclose(loss_padded, loss_packed, atol=1e-5)
+
+
+def test_packed_rows_kept_apart_equal_padded_and_their_filler_is_invisible(tok):
+    """one_row=False (what eosguard uses with SDPA): two pre-packed rows of different length, the shorter filled."""
+    torch.manual_seed(0)
+    model = tiny_mistral(len(tok), hidden=64, layers=2, bos_id=1, eos_id=32000, pad_id=0).eval()
+    a = {"input_ids": [1, 500, 501, 502, 32000], "labels": [-100, -100, 501, 502, 32000]}
+    b = {"input_ids": [1, 600, 32000], "labels": [-100, 600, 32000]}
+    c = {"input_ids": [1, 700, 701, 32000], "labels": [-100, -100, 701, 32000]}
+    rows = pack_examples([a, b, c], 8)  # [a, b] in one row, [c] alone
+    assert [len(r["input_ids"]) for r in rows] == [8, 4]
+    kept = PackedCollator(one_row=False, pad_token_id=7)(rows)
+    assert kept["input_ids"].shape == (2, 8) and kept["input_ids"][1, 4:].tolist() == [7] * 4
+    assert kept["position_ids"][1].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert kept["labels"][1, 4:].tolist() == [-100] * 4
+    padded = PadCollator(pad_token_id=0)([a, b, c])
+    with torch.no_grad():
+        lp = model(**padded, use_cache=False).logits
+        lk = model(**kept, use_cache=False).logits
+        assert torch.allclose(model(**padded, use_cache=False).loss, model(**kept, use_cache=False).loss, atol=1e-5)
+    for i, ex in enumerate((a, b, c)):  # packing may reorder examples: find each one's place by its ids
+        row, start = next(
+            (r, s)
+            for r in range(2)
+            for s in range(8)
+            if kept["input_ids"][r, s : s + len(ex["input_ids"])].tolist() == ex["input_ids"]
+        )
+        n = len(ex["input_ids"])
+        assert torch.allclose(lp[i, :n], lk[row, start : start + n], atol=1e-5), i

@@ -97,38 +97,54 @@ def example_positions(lengths: Sequence[int]) -> list[int]:
 
 @dataclass
 class PackedCollator:
-    """Padding-free batches: all examples in one row, `position_ids` restarting per example, no attention_mask.
+    """Padding-free batches: `position_ids` restarting per example, no attention_mask.
 
     A feature may be one example or a pre-packed row carrying its own "position_ids" (see eosguard.packing).
-    Needs an attention implementation that honours packed position_ids (transformers' sdpa/eager/flash do) and
-    the model called with use_cache=False: with a KV cache, transformers skips the per-example mask and examples
-    would attend to each other (`eosguard.train.fit` turns the cache off; tests/test_collate.py proves both).
+    `one_row=True` lays every feature of the batch end to end in one row: right for FlashAttention's variable-length
+    kernels, which never build a mask. `one_row=False` keeps each feature its own row, the shorter ones filled to the
+    longest with `pad_token_id` as a segment of their own (positions restart, labels -100): right for attention that
+    takes a mask (SDPA, eager), whose cost grows with the square of the row length and the block-diagonal mask built
+    from position_ids. Needs the model called with use_cache=False: with a KV cache, transformers skips the
+    per-example mask and examples would attend to each other (`eosguard.train.fit` turns the cache off;
+    tests/test_collate.py proves both layouts equal padded batches).
 
     Example:
         >>> f = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}]
         >>> b = PackedCollator()(f)
         >>> b["input_ids"].tolist(), b["labels"].tolist(), b["position_ids"].tolist()
         ([[5, 6, 7, 8, 9]], [[-100, 6, 7, -100, 9]], [[0, 1, 2, 0, 1]])
+        >>> b = PackedCollator(one_row=False)(f)
+        >>> b["input_ids"].tolist(), b["labels"].tolist(), b["position_ids"].tolist()
+        ([[5, 6, 7], [8, 9, 0]], [[-100, 6, 7], [-100, 9, -100]], [[0, 1, 2], [0, 1, 0]])
     """
 
     label_pad_id: int = IGNORE_INDEX
+    one_row: bool = True
+    pad_token_id: int = 0  # only fills rows (one_row=False); never a label, never attended to by real tokens
+
+    def _row(self, f: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
+        f_ids, f_labels = _as_list(f["input_ids"]), _as_list(f["labels"])
+        f_pos = _as_list(f["position_ids"]) if "position_ids" in f else example_positions([len(f_ids)])
+        # Position 0 starts an example: nothing before it in the same example predicts it.
+        labels = [self.label_pad_id if p == 0 else y for p, y in zip(f_pos, f_labels, strict=True)]
+        return f_ids, labels, f_pos
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         _require_labels(features)
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for f in features:
-            f_ids, f_labels = _as_list(f["input_ids"]), _as_list(f["labels"])
-            f_pos = _as_list(f["position_ids"]) if "position_ids" in f else example_positions([len(f_ids)])
-            ids += f_ids
-            positions += f_pos
-            # Position 0 starts an example: nothing before it in the same example predicts it.
-            labels += [self.label_pad_id if p == 0 else y for p, y in zip(f_pos, f_labels, strict=True)]
+        rows = [self._row(f) for f in features]
+        if self.one_row:
+            rows = [tuple([x for r in rows for x in r[k]] for k in range(3))]  # type: ignore[misc]
+        width = max(len(ids) for ids, _, _ in rows)
+        ids_out, labels_out, pos_out = [], [], []
+        for ids, labels, pos in rows:
+            fill = width - len(ids)
+            ids_out.append(ids + [self.pad_token_id] * fill)
+            labels_out.append(labels + [self.label_pad_id] * fill)
+            pos_out.append(pos + list(range(fill)))  # the filler is a segment of its own: nothing attends into it
         return {
-            "input_ids": torch.tensor([ids], dtype=torch.long),
-            "labels": torch.tensor([labels], dtype=torch.long),
-            "position_ids": torch.tensor([positions], dtype=torch.long),
+            "input_ids": torch.tensor(ids_out, dtype=torch.long),
+            "labels": torch.tensor(labels_out, dtype=torch.long),
+            "position_ids": torch.tensor(pos_out, dtype=torch.long),
         }
 
 

@@ -86,6 +86,9 @@ class TrainConfig(_Strict):
     weights themselves in bf16 (half the memory, but small updates can round away: lower the lr, expect drift)."""
     lora: LoraSettings | None = None
     """LoRA with peft; end-of-turn rows are made trainable automatically when the token is new."""
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    """Attention implementation; auto: FlashAttention-2 (variable-length, no mask) on a GPU that has it, else SDPA
+    (see `eosguard.packing.choose_attention`; the choice is logged and written to eosguard.json)."""
     packing: bool = False
     """Padding-free packing: best-fit-decreasing rows of up to max_length tokens, attention kept per example."""
     seed: int = 0

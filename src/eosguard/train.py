@@ -294,13 +294,20 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra:
 # -- `eosguard train CONFIG.yaml` -----------------------------------------------------------------------------
 
 
-def load_model(name_or_path: str, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> Any:
+def load_model(
+    name_or_path: str,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+) -> Any:
     """Load a causal LM from a folder or hub id: safetensors only, no remote code unless asked."""
     from transformers import AutoModelForCausalLM
 
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         return AutoModelForCausalLM.from_pretrained(
-            name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
+            name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype, **extra
         )
     except (OSError, ValueError) as exc:
         raise EosguardError(
@@ -395,7 +402,11 @@ def doctor_gate(cfg: TrainConfig, data: TrainData, *, force: bool, log: Callable
 def build_model(cfg: TrainConfig, data: TrainData, log: Callable[[str], None]) -> Any:
     """Phase 3: load the model, grow its embeddings for new tokens, add LoRA (training new end-of-turn rows)."""
     dtype = torch.bfloat16 if cfg.precision == "bf16-pure" else None  # bf16 keeps fp32 master weights (autocast)
-    model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
+    from eosguard.packing import choose_attention
+
+    attention, why = choose_attention(cfg.attention)
+    model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype, attn_implementation=attention)
+    log(f"model: attention {attention} ({why}); precision {cfg.precision}")
     tok, setup = data.tokenizer, data.setup
     original_vocab = model.get_input_embeddings().weight.shape[0]
     if len(tok) > original_vocab:
@@ -408,8 +419,11 @@ def build_model(cfg: TrainConfig, data: TrainData, log: Callable[[str], None]) -
     return model
 
 
-def rows_and_collator(cfg: TrainConfig, data: TrainData, log: Callable[[str], None]) -> tuple[list, Callable]:
-    """Phase 4: packed or padded rows, and the guarded collator that proves every batch trains the stop token."""
+def rows_and_collator(
+    cfg: TrainConfig, data: TrainData, log: Callable[[str], None], *, attention: str = "sdpa"
+) -> tuple[list, Callable]:
+    """Phase 4: packed or padded rows, and the guarded collator that proves every batch trains the stop token;
+    `attention` is the model's attention implementation (it decides how packed rows are laid out)."""
     from eosguard.collate import PackedCollator, PadCollator
     from eosguard.guard import guard
     from eosguard.packing import pack_examples
@@ -417,7 +431,10 @@ def rows_and_collator(cfg: TrainConfig, data: TrainData, log: Callable[[str], No
     if cfg.packing:
         rows = pack_examples(data.examples, cfg.max_length)
         log(f"packing: {len(data.examples)} examples -> {len(rows)} rows of <= {cfg.max_length} tokens")
-        collator: Any = PackedCollator()
+        # FlashAttention-2 reads packed rows as variable-length sequences: one long row costs nothing extra. Attention
+        # with a mask costs the square of the row length, so there each packed row stays its own row.
+        one_row = attention == "flash_attention_2"
+        collator: Any = PackedCollator(one_row=one_row, pad_token_id=data.tokenizer.pad_token_id)
     else:
         rows = data.examples
         collator = PadCollator(pad_token_id=data.tokenizer.pad_token_id, padding_side="right")
@@ -478,6 +495,7 @@ def finish(
         "doctor": doctor.to_dict()["findings"],
         "forced": bool(doctor.blocks_training),
         "train": result.to_dict(),
+        "attention": getattr(model.config, "_attn_implementation", None),
         "stop_rate_history": [list(p) for p in stop_history],
     }
     if not is_main():
@@ -572,7 +590,8 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
         log(f"processes: {distributed.world_size()} (data and doctor on rank 0, shared with every rank)")
     data, doctor = distributed.once(lambda: _data_and_doctor(cfg, force, log))
     model = build_model(cfg, data, log)
-    rows, collator = rows_and_collator(cfg, data, log)
+    attention = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    rows, collator = rows_and_collator(cfg, data, log, attention=attention)
     steps = cfg.max_steps or max(1, int(cfg.epochs * len(rows) / (cfg.batch_size * cfg.grad_accum)))
     args = training_arguments(
         Path(cfg.output_dir) / "checkpoints",

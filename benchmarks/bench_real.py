@@ -1,0 +1,215 @@
+"""Training on a real model: SmolLM2-135M-Instruct, one epoch, `eosguard train` vs TRL's SFTTrainer, same precision.
+
+The same seeded multi-turn conversations (system prompt, 1-3 exchanges), max_length 512, 4 rows per step, constant
+lr, seed 0. TRL: padded batches, `assistant_only_loss=True` (ChatML with `{% generation %}` blocks, the same text as
+SmolLM2's own template renders), its default collator. eosguard: what `eosguard train` runs (`train_from_config`:
+data, doctor, model, packed rows, guarded collator, Trainer, save). Each side runs in its own process, so its peak
+RSS is its own. Reported per side: training seconds (the Trainer's epoch) and whole-process seconds, trained tokens
+per second, mean logged loss, peak RSS, and where the training time goes (forward hooks on the decoder and the output
+projection, the optimizer's step; the rest is mostly backward). `--precision fp32 --precision bf16` measures both.
+
+Run as:
+    python benchmarks/bench_real.py [--precision bf16] [--conversations 48] [--smoke] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import CHATML_TRAINING_TEMPLATE, counting_collator, synthetic_conversations, trl_anchor_config, write_result
+
+MAX_LENGTH = 512
+BATCH = 4
+LR = 1e-4
+
+
+class Profile:
+    """Wall time inside the decoder's and the projection's forward calls and the optimizer's step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._start: dict[str, float] = {}
+
+    def attach(self, model: Any) -> None:
+        import torch
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for name, module in (("decoder forward", base.get_decoder()), ("projection", base.get_output_embeddings())):
+            module.register_forward_pre_hook(lambda *_a, n=name: self._start.__setitem__(n, time.perf_counter()))
+            module.register_forward_hook(lambda *_a, n=name: self._stop(n))
+        step = torch.optim.AdamW.step
+        profile = self
+
+        def timed_step(opt: Any, *a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return step(opt, *a, **k)
+            finally:
+                profile.seconds["optimizer"] += time.perf_counter() - start
+
+        torch.optim.AdamW.step = timed_step
+
+    def _stop(self, name: str) -> None:
+        import torch
+
+        if torch.cuda.is_available():  # kernels run asynchronously: wait for them, or only launches are timed
+            torch.cuda.synchronize()
+        self.seconds[name] += time.perf_counter() - self._start.pop(name)
+
+    def shares(self, total: float) -> dict[str, float]:
+        out = {k: round(v / total, 3) for k, v in self.seconds.items()}
+        out["backward and the rest"] = round(1 - sum(out.values()), 3)
+        return out
+
+
+def _write_jsonl(convs: list, path: Path) -> Path:
+    with path.open("w") as f:
+        for c in convs:
+            f.write(json.dumps({"messages": c.as_dicts()}) + "\n")
+    return path
+
+
+def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
+    import torch
+
+    from eosguard.fixtures import smollm2_model_dir
+
+    process_start = time.perf_counter()
+    source = str(smollm2_model_dir())
+    convs = synthetic_conversations(n, seed=0, max_words=120)
+    profile = Profile()
+    counted = {"trained": 0, "positions": 0}
+
+    if side == "trl":
+        import datasets
+        from transformers import AutoModelForCausalLM
+        from trl import SFTTrainer
+
+        from eosguard.tokenizer_setup import load_tokenizer
+
+        tok = load_tokenizer(source)
+        tok.chat_template = CHATML_TRAINING_TEMPLATE
+        tok.pad_token = "<|endoftext|>"  # not the end-of-turn: TRL pads labels with -100 anyway
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        args = trl_anchor_config(
+            tempfile.mkdtemp(),
+            batch=BATCH,
+            lr=LR,
+            scheduler="constant",
+            max_length=MAX_LENGTH,
+            num_train_epochs=1,
+            bf16=precision == "bf16",
+        )
+        ds = datasets.Dataset.from_list([{"messages": c.as_dicts()} for c in convs])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+        trainer.data_collator = counting_collator(trainer.data_collator, counted)
+        profile.attach(model)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        steps = trainer.state.global_step
+    else:
+        import eosguard.train as train_module
+        from eosguard.config import TrainConfig
+
+        tmp = Path(tempfile.mkdtemp())
+        cfg = TrainConfig(
+            model=source,
+            data={"train": [str(_write_jsonl(convs, tmp / "train.jsonl"))]},
+            output_dir=str(tmp / "out"),
+            max_length=MAX_LENGTH,
+            epochs=1,
+            lr=LR,
+            scheduler="constant_with_warmup",
+            batch_size=BATCH,
+            precision=precision,
+            packing=True,
+            seed=0,
+        )
+        build_model, rows_and_collator = train_module.build_model, train_module.rows_and_collator
+
+        def profiled_model(*a: Any, **k: Any) -> Any:
+            model = build_model(*a, **k)
+            profile.attach(model)
+            return model
+
+        def counted_rows(*a: Any, **k: Any) -> Any:
+            rows, collate = rows_and_collator(*a, **k)
+            return rows, counting_collator(collate, counted)
+
+        train_module.build_model, train_module.rows_and_collator = profiled_model, counted_rows
+        summary = train_module.train_from_config(cfg, log=lambda _line: None)
+        seconds = summary["train"]["seconds"]
+        losses = [loss for _, loss in summary["train"]["losses"]]
+        steps = summary["train"]["steps"]
+    return {
+        "train_seconds": seconds,
+        "process_seconds": time.perf_counter() - process_start,
+        "steps": steps,
+        "trained_tokens": counted["trained"],
+        "positions": counted["positions"],
+        "trained_tokens_per_second": counted["trained"] / seconds,
+        "mean_loss": sum(losses) / len(losses),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "time_shares": profile.shares(seconds),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--precision", action="append", choices=["fp32", "bf16"], help="repeatable; default bf16")
+    p.add_argument("--conversations", dest="n", type=int, default=48)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--side", choices=["eosguard", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    a = p.parse_args()
+    precisions = a.precision or ["bf16"]
+    if a.smoke:
+        a.n = 4  # one step a side
+    if a.side:
+        print(json.dumps(run_side(a.side, precisions[0], a.n)))
+        return
+    result: dict[str, Any] = {"model": "SmolLM2-135M-Instruct", "conversations": a.n, "max_length": MAX_LENGTH}
+    for precision in precisions:
+        sides = {}
+        for side in ("trl", "eosguard"):
+            cmd = [sys.executable, __file__, "--side", side, "--precision", precision, "--conversations", str(a.n)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{side} ({precision}) failed:\n{done.stderr[-3000:]}")
+            sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        result[precision] = {
+            "sides": sides,
+            "ratios": {
+                "epoch_speed": sides["trl"]["train_seconds"] / sides["eosguard"]["train_seconds"],
+                "trained_tokens_per_second": sides["eosguard"]["trained_tokens_per_second"]
+                / sides["trl"]["trained_tokens_per_second"],
+                "mean_loss": sides["eosguard"]["mean_loss"] / sides["trl"]["mean_loss"],
+                "peak_rss": sides["eosguard"]["peak_rss_mb"] / sides["trl"]["peak_rss_mb"],
+            },
+        }
+    if "fp32" in result and "bf16" in result:
+        result["bf16_over_fp32"] = {
+            side: result["fp32"]["sides"][side]["train_seconds"] / result["bf16"]["sides"][side]["train_seconds"]
+            for side in ("trl", "eosguard")
+        }
+    result["goals"] = {"epoch_speed": ">= 1.5 (same precision)", "bf16_over_fp32 (eosguard)": ">= 1.8"}
+    path = write_result("real" + ("-smoke" if a.smoke else ""), result, a.out)
+    print(f"-> {path}")
+    print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=1)[:4000])
+
+
+if __name__ == "__main__":
+    main()
