@@ -2,8 +2,8 @@
 
 The same 16 sequences of SmolLM2-135M-Instruct (lengths of real rendered multi-turn chats, 87-254 tokens), forward +
 backward under bf16 autocast, best of 3:
-- packed-sdpa: 4 packed rows of <= 512 tokens, position_ids restarting per sequence; transformers builds the
-  block-diagonal mask for SDPA (what eosguard runs on CPU);
+- packed-sdpa: eosguard's own packing (best-fit rows of <= 512 tokens, one row each, position_ids restarting per
+  sequence); transformers builds the block-diagonal mask for SDPA (what eosguard runs on CPU);
 - packed-eager: the same rows through the eager attention;
 - packed-flex: the same rows through flex_attention (recorded as unavailable when torch cannot run it);
 - grouped-padding: no packing, the sequences sorted by length into 4 padded batches of 4 (length-grouped padding);
@@ -43,17 +43,18 @@ def batches(kind: str, lengths: list[int]) -> list[dict[str, Any]]:
             mask = torch.tensor([[1] * n + [0] * (width - n) for n in group])
             out.append({"input_ids": ids, "attention_mask": mask})
         return out
-    rows: list[list[int]] = [[]]
+    from eosguard.collate import PackedCollator
+    from eosguard.packing import pack_examples
+
+    examples = []
     for n in lengths:
-        if sum(rows[-1]) + n > ROW:
-            rows.append([])
-        rows[-1].append(n)
-    ids = torch.randint(10, 49000, (len(rows), ROW), generator=g)
-    pos = torch.zeros(len(rows), ROW, dtype=torch.long)
-    for b, row in enumerate(rows):
-        p = torch.cat([torch.arange(n) for n in row] + [torch.arange(ROW - sum(row))])
-        pos[b] = p
-    return [{"input_ids": ids} if kind == "causal-bound" else {"input_ids": ids, "position_ids": pos}]
+        ids = torch.randint(10, 49000, (n,), generator=g).tolist()
+        examples.append({"input_ids": ids, "labels": ids})
+    batch = PackedCollator(one_row=False)(pack_examples(examples, ROW))  # what eosguard train builds for SDPA
+    batch.pop("labels")
+    if kind == "causal-bound":
+        batch.pop("position_ids")
+    return [batch]
 
 
 def measure(kind: str, repeats: int) -> dict[str, Any]:

@@ -5,7 +5,8 @@ lr, seed 0. TRL: padded batches, `assistant_only_loss=True` (ChatML with `{% gen
 SmolLM2's own template renders), its default collator. eosguard: what `eosguard train` runs (`train_from_config`:
 data, doctor, model, packed rows, guarded collator, Trainer, save). Each side runs in its own process, so its peak
 RSS is its own. Reported per side: training seconds (the Trainer's epoch) and whole-process seconds, trained tokens
-per second, mean logged loss, peak RSS, and where the training time goes (forward hooks on the decoder and the output
+per second, mean logged loss, the loss per trained token on 16 held-out conversations after the epoch (fp32, the same
+labels for both), peak RSS, and where the training time goes (forward hooks on the decoder and the output
 projection, the optimizer's step; the rest is mostly backward). `--precision fp32 --precision bf16` measures both.
 
 Run as:
@@ -80,6 +81,25 @@ def _write_jsonl(convs: list, path: Path) -> Path:
     return path
 
 
+def heldout_loss(model: Any, source: str) -> float:
+    """Mean loss per trained token of a trained model on 16 held-out conversations, fp32, labels from eosguard's
+    renderer for both sides: the like-for-like check that neither side trained less or differently."""
+    import torch
+
+    from eosguard.collate import PadCollator
+    from eosguard.loss import causal_lm_loss
+    from eosguard.render import ChatRenderer
+    from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
+
+    tok = load_tokenizer(source)
+    prepare_tokenizer(tok)
+    rendered = ChatRenderer(tok).render_batch(synthetic_conversations(16, seed=1, max_words=120))
+    batch = PadCollator(tok.pad_token_id)([r.to_example() for r in rendered])
+    model.eval()
+    with torch.no_grad():
+        return float(causal_lm_loss(model.float(), {k: v.to(model.device) for k, v in batch.items()}))
+
+
 def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
     import torch
 
@@ -120,6 +140,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         steps = trainer.state.global_step
+        after = heldout_loss(trainer.model, source)
     else:
         import eosguard.train as train_module
         from eosguard.config import TrainConfig
@@ -154,6 +175,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         seconds = summary["train"]["seconds"]
         losses = [loss for _, loss in summary["train"]["losses"]]
         steps = summary["train"]["steps"]
+        after = heldout_loss(train_module.load_model(str(tmp / "out" / "model")), source)
     return {
         "train_seconds": seconds,
         "process_seconds": time.perf_counter() - process_start,
@@ -162,6 +184,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         "positions": counted["positions"],
         "trained_tokens_per_second": counted["trained"] / seconds,
         "mean_loss": sum(losses) / len(losses),
+        "heldout_loss_after": after,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "time_shares": profile.shares(seconds),
     }
@@ -197,6 +220,7 @@ def main() -> None:
                 "trained_tokens_per_second": sides["eosguard"]["trained_tokens_per_second"]
                 / sides["trl"]["trained_tokens_per_second"],
                 "mean_loss": sides["eosguard"]["mean_loss"] / sides["trl"]["mean_loss"],
+                "heldout_loss_after": sides["eosguard"]["heldout_loss_after"] / sides["trl"]["heldout_loss_after"],
                 "peak_rss": sides["eosguard"]["peak_rss_mb"] / sides["trl"]["peak_rss_mb"],
             },
         }
