@@ -53,3 +53,36 @@ def test_num_items_in_batch_divides_the_sum():
         summed = causal_lm_loss(model, batch, num_items_in_batch=1)
     n_targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert torch.allclose(summed, mean * n_targets, rtol=1e-5)
+
+
+class HidingWrapper(torch.nn.Module):
+    """Like DistributedDataParallel: the model sits in `.module`, and only a call goes through to it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def test_loss_routed_through_a_wrapper_still_projects_only_labelled_positions():
+    from eosguard.loss import route_loss_through_forward
+
+    torch.manual_seed(0)
+    model = route_loss_through_forward(tiny_mistral(300, hidden=32, layers=1, bos_id=1, eos_id=2, pad_id=0))
+    ids = torch.randint(3, 300, (2, 10))
+    labels = ids.clone()
+    labels[:, :7] = IGNORE_INDEX  # 3 targets a row
+    rows_projected = []
+    hook = model.lm_head.register_forward_hook(lambda _m, inp, _out: rows_projected.append(inp[0].shape[0]))
+    wrapped = HidingWrapper(model)
+    via_wrapper = wrapped(input_ids=ids, eosguard_labels=labels)
+    hook.remove()
+    direct = causal_lm_loss(model, {"input_ids": ids, "labels": labels})
+    full = model(input_ids=ids, labels=labels).loss  # a plain call is untouched: the model's own loss
+    assert torch.allclose(via_wrapper, direct) and torch.allclose(via_wrapper, full, atol=1e-5)
+    assert rows_projected == [int((labels[:, 1:] != IGNORE_INDEX).sum())]  # 6 rows, not 2 x 10 positions
+    via_wrapper.backward()
+    assert model.lm_head.weight.grad is not None
+    assert route_loss_through_forward(model) is model  # idempotent: no second layer

@@ -59,11 +59,6 @@ def _state() -> Any:
     return PartialState()
 
 
-def barrier() -> None:
-    if world_size() > 1:
-        _state().wait_for_everyone()
-
-
 def once(fn: Callable[[], T]) -> T:
     """Run `fn` on rank 0 only and give every rank its result (or its error); a plain call in one process."""
     if world_size() == 1:
@@ -119,4 +114,4 @@ def main_only(log: Callable[[str], None]) -> Callable[[str], None]:
     return log if is_main() else (lambda _line: None)
 
 
-__all__ = ["PeerFailed", "barrier", "is_main", "main_only", "once", "quiet_replicas", "rank", "world_size"]
+__all__ = ["PeerFailed", "is_main", "main_only", "once", "quiet_replicas", "rank", "world_size"]

@@ -17,6 +17,7 @@ Run as:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -82,6 +83,36 @@ def causal_lm_loss(
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(total.device)
     return total / denominator
+
+
+def route_loss_through_forward(model: Any) -> Any:
+    """Make `model(..., eosguard_labels=labels)` return `causal_lm_loss`, and leave every other call as it was.
+
+    A wrapper that must see the forward call, DistributedDataParallel above all (its gradient synchronisation and
+    buffer broadcasts hang on it) and accelerate's autocast, hides the decoder and the projection from
+    `causal_lm_loss`; routed through the forward, the loss still projects only labelled positions under them.
+    Idempotent; returns the model.
+
+    Example:
+        >>> from eosguard.fixtures import tiny_mistral
+        >>> m = route_loss_through_forward(tiny_mistral(100, hidden=32, layers=1, bos_id=1, eos_id=2, pad_id=0))
+        >>> ids = torch.tensor([[1, 5, 6, 2]]); y = torch.tensor([[-100, -100, 6, 2]])
+        >>> bool(torch.isclose(m(input_ids=ids, eosguard_labels=y), causal_lm_loss(m, {"input_ids": ids, "labels": y})))
+        True
+    """
+    if getattr(model, "_eosguard_loss_forward", False):
+        return model
+    original = model.forward
+
+    @functools.wraps(original)  # generate() reads the forward's signature: keep the original one visible
+    def forward(*args: Any, eosguard_labels: Any = None, eosguard_num_items: Any = None, **kwargs: Any) -> Any:
+        if eosguard_labels is None:
+            return original(*args, **kwargs)
+        return causal_lm_loss(model, {**kwargs, "labels": eosguard_labels}, num_items_in_batch=eosguard_num_items)
+
+    model.forward = forward
+    model._eosguard_loss_forward = True
+    return model
 
 
 if __name__ == "__main__":

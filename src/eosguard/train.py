@@ -79,21 +79,25 @@ class EosguardTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.selective_loss = selective_loss
         self.checkpoint_files = checkpoint_files or {}  # written into every checkpoint (e.g. the resolved config)
+        if selective_loss:
+            from eosguard.loss import route_loss_through_forward
+
+            route_loss_through_forward(self.model)  # so DDP's wrapper sees the call that computes the loss
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         if not self.selective_loss or return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        from eosguard.loss import causal_lm_loss
-
         # When divided by the token count of the whole accumulated batch, the loss is already scaled for
         # gradient accumulation; otherwise the Trainer divides the per-batch mean by the accumulation steps.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        # The decoder and projection are called directly (not through the model's forward, which accelerate wraps
-        # in autocast under bf16), so mixed precision is entered here; the cross-entropy itself runs in fp32.
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        # Through the (possibly DDP-wrapped) forward, into `causal_lm_loss` (`route_loss_through_forward`); under
+        # bf16 the decoder and projection run in autocast, the cross-entropy in fp32.
         with self.accelerator.autocast():
-            loss = causal_lm_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            loss = model(**inputs, eosguard_labels=labels, eosguard_num_items=num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
@@ -485,8 +489,6 @@ def finish(
     summary without evaluation)."""
     from eosguard.distributed import is_main
 
-    if cfg.lora is not None and cfg.lora.merge:
-        model = model.merge_and_unload()
     summary = {
         "config": cfg.model_dump(),
         "tokenizer_setup": data.setup.lines(),
@@ -500,6 +502,8 @@ def finish(
     }
     if not is_main():
         return summary
+    if cfg.lora is not None and cfg.lora.merge:
+        model = model.merge_and_unload()
     after: list[Generation] = []
     if data.eval_conversations:
         from eosguard.evaluate import evaluate_stopping
