@@ -23,14 +23,25 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    train: list[str] = Field(min_length=1)
+    train: list[str] = []
     """JSONL files or `datasets` folders of conversations (OpenAI `messages` or ShareGPT `conversations`)."""
+    prepared: str | None = None
+    """Instead of `train`: a folder written by `eosguard prepare` (ids and labels, read on demand, not re-tokenized;
+    checked against this run's tokenizer and options)."""
     eval: list[str] = []
     """Held-out conversations for the stop-rate callback and the final evaluation; empty: split from train."""
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=0.5)
     """Share of train held out for evaluation when `eval` is empty (0 disables)."""
     skip_invalid: bool = False
     """Skip malformed records and count them, instead of stopping at the first one."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if bool(self.train) == bool(self.prepared):
+            raise ValueError("give `train` (conversation files) or `prepared` (an `eosguard prepare` folder), one")
+        if self.prepared and self.eval_fraction:
+            raise ValueError("`eval_fraction` splits conversations: with `prepared` data give held-out `eval` files")
+        return self
 
 
 class LoraSettings(_Strict):
@@ -142,6 +153,8 @@ def _format_errors(source: str, exc: ValidationError) -> str:
 def _missing_files(cfg: TrainConfig) -> list[str]:
     problems = [f"  - data.train: no such file or folder: {p}" for p in cfg.data.train if not Path(p).exists()]
     problems += [f"  - data.eval: no such file or folder: {p}" for p in cfg.data.eval if not Path(p).exists()]
+    if cfg.data.prepared and not Path(cfg.data.prepared).is_dir():
+        problems.append(f"  - data.prepared: no such folder: {cfg.data.prepared}")
     for key in ("model", "tokenizer"):
         value = getattr(cfg, key)
         looks_local = value is not None and (value.startswith((".", "/", "~")) or value.count("/") > 1)

@@ -64,20 +64,35 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
     return bins
 
 
-def pack_examples(examples: Sequence[dict[str, Any]], max_tokens: int) -> list[dict[str, list[int]]]:
-    """Rows of concatenated examples with `position_ids`; see the module doc."""
-    lengths = [len(e["input_ids"]) for e in examples]
-    rows = []
-    for group in best_fit_decreasing(lengths, max_tokens):
+class PackedRows(Sequence):
+    """Rows of concatenated examples with `position_ids`, built when a row is read (the examples may be a lazy,
+    memory-mapped dataset: only the lengths are held); see the module doc."""
+
+    def __init__(self, examples: Sequence[dict[str, Any]], max_tokens: int, lengths: Sequence[int] | None = None):
+        self.examples = examples
+        self.lengths = list(lengths) if lengths is not None else [len(e["input_ids"]) for e in examples]
+        self.bins = best_fit_decreasing(self.lengths, max_tokens)
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def __getitem__(self, k: int) -> dict[str, list[int]]:  # type: ignore[override]
         ids: list[int] = []
         labels: list[int] = []
-        for i in group:
-            ids += list(examples[i]["input_ids"])
-            labels += list(examples[i]["labels"])
-        rows.append(
-            {"input_ids": ids, "labels": labels, "position_ids": example_positions([lengths[i] for i in group])}
-        )
-    return rows
+        for i in self.bins[k]:
+            example = self.examples[i]
+            ids += list(example["input_ids"])
+            labels += list(example["labels"])
+        return {
+            "input_ids": ids,
+            "labels": labels,
+            "position_ids": example_positions([self.lengths[i] for i in self.bins[k]]),
+        }
+
+
+def pack_examples(examples: Sequence[dict[str, Any]], max_tokens: int) -> list[dict[str, list[int]]]:
+    """All packed rows at once (`PackedRows` builds them on demand)."""
+    return list(PackedRows(examples, max_tokens))
 
 
 if __name__ == "__main__":

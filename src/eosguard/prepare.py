@@ -33,7 +33,7 @@ from eosguard.render import ChatRenderer
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 
 MANIFEST = "eosguard_prepare.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest holds the tokenizer key and the counts (train reads them)
 
 
 def _hash_path(h: Any, path: Path) -> None:
@@ -45,12 +45,18 @@ def _hash_path(h: Any, path: Path) -> None:
                 h.update(block)
 
 
+def tokenizer_key(tok: Any) -> str:
+    """sha256 of what a prepared tokenizer contributes to the ids: vocabulary and merges, chat template, pad id."""
+    h = hashlib.sha256(tok.backend_tokenizer.to_str().encode())
+    h.update(str(tok.chat_template).encode() + str(tok.pad_token_id).encode())
+    return h.hexdigest()
+
+
 def content_key(data: Sequence[str], tok: Any, options: dict[str, Any]) -> str:
     """sha256 of everything the output depends on: data bytes, tokenizer, template, pad, options, format."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, **options}, sort_keys=True).encode())
-    h.update(tok.backend_tokenizer.to_str().encode())
-    h.update(str(tok.chat_template).encode() + str(tok.pad_token_id).encode())
+    h.update(tokenizer_key(tok).encode())
     for d in data:
         p = Path(d)
         if not p.exists():
@@ -220,9 +226,73 @@ def _prepare(
         with atomic_folder(out) as staging:
             ds.save_to_disk(str(staging))
             tok.save_pretrained(str(staging / "tokenizer"))
-            manifest_text = json.dumps({"key": key, "options": options, "summary": summary}, indent=2)
+            manifest_text = json.dumps(
+                {
+                    "format": FORMAT_VERSION,
+                    "key": key,
+                    "tokenizer_key": tokenizer_key(tok),
+                    "options": options,
+                    "load": load.summary(),
+                    "prep": asdict(prep),
+                    "summary": summary,
+                },
+                indent=2,
+            )
             (staging / MANIFEST).write_text(manifest_text)
     return summary
 
 
-__all__ = ["content_key", "prepare_dataset"]
+class PreparedExamples(Sequence):
+    """The examples of a folder written by `eosguard prepare`, read on demand from its memory-mapped Arrow files:
+    memory does not grow with the number of conversations (only the `length` column is held, for packing)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        import datasets
+
+        self.folder = Path(folder)
+        self.dataset = datasets.load_from_disk(str(self.folder))
+        self.lengths = [int(n) for n in self.dataset["length"]]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:  # type: ignore[override]
+        row = self.dataset[int(i)]
+        return {"input_ids": row["input_ids"], "labels": row["labels"]}
+
+
+def read_prepared(folder: str | Path, tok: Any, options: dict[str, Any]) -> tuple[PreparedExamples, dict[str, Any]]:
+    """The examples of a prepared folder and its manifest, after checking that they belong to `tok` and `options`
+    (max_length: at most the run's; over_length and train_on: equal). A mismatch is an EosguardError (exit 2)."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"not a folder written by `eosguard prepare` ({exc})", path=str(folder)) from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise DataError(
+            f"written by another eosguard (format {manifest.get('format', 1)}; this one reads {FORMAT_VERSION})",
+            path=str(folder),
+            hint="run `eosguard prepare` again",
+        )
+    if manifest["tokenizer_key"] != tokenizer_key(tok):
+        raise DataError(
+            "prepared with another tokenizer (vocabulary, chat template or pad differ from this run's): its ids "
+            "would not mean what this model reads",
+            path=str(folder),
+            hint=f"prepare again with this run's tokenizer, or train with the one in {folder}/tokenizer",
+        )
+    was = manifest["options"]
+    problems = [
+        f"{k}: prepared {was[k]!r}, this run {options[k]!r}"
+        for k in ("over_length", "train_on")
+        if was[k] != options[k]
+    ]
+    if was["max_length"] > options["max_length"]:
+        problems.append(f"max_length: prepared {was['max_length']}, longer than this run's {options['max_length']}")
+    if problems:
+        raise DataError("prepared with other options: " + "; ".join(problems), path=str(folder))
+    return PreparedExamples(folder), manifest
+
+
+__all__ = ["PreparedExamples", "content_key", "prepare_dataset", "read_prepared", "tokenizer_key"]

@@ -348,7 +348,7 @@ class TrainData:
     setup: SetupReport
     conversations: list[Conversation]
     eval_conversations: list[Conversation]
-    examples: list[dict[str, list[int]]]
+    examples: Sequence[dict[str, list[int]]]  # a list, or a prepared folder's examples read on demand
     load_summary: str
     prep: PrepStats
 
@@ -362,13 +362,21 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     setup = prepare_tokenizer(tok, template=cfg.template)
     for line in setup.lines():
         log(f"tokenizer: {line}")
-    convs, load_report = load_conversations(cfg.data.train, skip_invalid=cfg.data.skip_invalid)
-    log(f"data: {load_report.summary()}")
     eval_convs: list[Conversation] = []
     if cfg.data.eval:
         eval_convs, eval_report = load_conversations(cfg.data.eval, skip_invalid=cfg.data.skip_invalid)
         log(f"eval data: {eval_report.summary()}")
-    elif cfg.data.eval_fraction > 0:
+    if cfg.data.prepared:
+        from eosguard.prepare import read_prepared
+
+        options = {"max_length": cfg.max_length, "over_length": cfg.over_length, "train_on": cfg.train_on}
+        prepared, manifest = read_prepared(cfg.data.prepared, tok, options)
+        prep = PrepStats(**manifest["prep"])
+        log(f"data: {cfg.data.prepared} (prepared: {manifest['load']}); {len(prepared)} examples read on demand")
+        return TrainData(tok, setup, [], eval_convs, prepared, manifest["load"], prep)
+    convs, load_report = load_conversations(cfg.data.train, skip_invalid=cfg.data.skip_invalid)
+    log(f"data: {load_report.summary()}")
+    if not cfg.data.eval and cfg.data.eval_fraction > 0:
         import random
 
         order = list(range(len(convs)))
@@ -430,10 +438,12 @@ def rows_and_collator(
     `attention` is the model's attention implementation (it decides how packed rows are laid out)."""
     from eosguard.collate import PackedCollator, PadCollator
     from eosguard.guard import guard
-    from eosguard.packing import pack_examples
+    from eosguard.packing import PackedRows
 
     if cfg.packing:
-        rows = pack_examples(data.examples, cfg.max_length)
+        rows: Sequence[dict[str, Any]] = PackedRows(
+            data.examples, cfg.max_length, lengths=getattr(data.examples, "lengths", None)
+        )
         log(f"packing: {len(data.examples)} examples -> {len(rows)} rows of <= {cfg.max_length} tokens")
         # FlashAttention-2 reads packed rows as variable-length sequences: one long row costs nothing extra. Attention
         # with a mask costs the square of the row length, so there each packed row stays its own row.

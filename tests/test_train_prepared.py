@@ -1,0 +1,75 @@
+"""`eosguard train` from a folder written by `eosguard prepare`: the same training as from the conversations, checked
+against the run's tokenizer and options, examples read on demand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eosguard.cli import app
+
+runner = CliRunner()
+YAML = Path(__file__).parent / "data" / "tiny.yaml"
+
+
+def train(model, out, *sets):
+    """tests/data/tiny.yaml with overrides; `data.prepared=...` clears the YAML's `data.train` placeholder."""
+    if any(s.startswith("data.prepared=") for s in sets) and not any(s.startswith("data.train=") for s in sets):
+        sets = ("data.train=[]", *sets)
+    args = ["train", str(YAML), "--set", f"model={model}", "--set", f"output_dir={out}", "--set", "max_steps=8"]
+    result = runner.invoke(app, args + [a for s in sets for a in ("--set", s)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_model_dir, task_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "p"
+    result = runner.invoke(
+        app,
+        [
+            "prepare",
+            str(task_files["train"]),
+            "--tokenizer",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--max-length",
+            "96",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "eosguard_prepare.json").read_text())
+    assert manifest["format"] == 2 and manifest["tokenizer_key"] and manifest["prep"]["examples"] == 240
+    return out
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_training_from_prepared_equals_training_from_conversations(
+    prepared, tiny_model_dir, task_files, tmp_path, packing
+):
+    code, log_a = train(tiny_model_dir, tmp_path / "a", f"data.train=[{task_files['train']}]", f"packing={packing}")
+    assert code == 0, log_a
+    code, log_b = train(tiny_model_dir, tmp_path / "b", f"data.prepared={prepared}", f"packing={packing}")
+    assert code == 0, log_b
+    assert "240 examples read on demand" in log_b
+    a, b = (json.loads((tmp_path / x / "model" / "eosguard.json").read_text()) for x in "ab")
+    assert a["train"]["losses"] == b["train"]["losses"]  # same examples, same order, same steps
+    assert a["examples"] == b["examples"]  # the counts come from the manifest
+
+
+def test_prepared_data_from_another_tokenizer_or_options_is_refused(
+    prepared, tiny_base_model_dir, tiny_model_dir, tmp_path
+):
+    code, log = train(tiny_base_model_dir, tmp_path / "c", f"data.prepared={prepared}")
+    assert code == 2 and "prepared with another tokenizer" in log and "Traceback" not in log
+    code, log = train(tiny_model_dir, tmp_path / "d", f"data.prepared={prepared}", "train_on=last")
+    assert code == 2 and "train_on: prepared 'all', this run 'last'" in log
+    code, log = train(tiny_model_dir, tmp_path / "e", f"data.prepared={prepared}", "max_length=64")
+    assert code == 2 and "max_length: prepared 96" in log
+    code, log = train(tiny_model_dir, tmp_path / "f", f"data.prepared={prepared}", f"data.train=[{prepared}]")
+    assert code == 2 and "give `train`" in log
+    code, log = train(tiny_model_dir, tmp_path / "g", f"data.prepared={tmp_path}")
+    assert code == 2 and "not a folder written by `eosguard prepare`" in log
