@@ -23,8 +23,8 @@ def choose_attention(requested: str = "auto") -> tuple[str, str]:
 
     On a GPU with FlashAttention-2 installed, packed rows run as variable-length sequences read off position_ids, with
     no mask at all. Elsewhere SDPA with the block-diagonal mask transformers derives from position_ids: on CPU it
-    measured as fast as plain causal attention over the same rows, while flex_attention cannot run a backward pass
-    on CPU in torch 2.13 (`benchmarks/bench_attention.py`).
+    measured within this machine's run-to-run noise of plain causal attention and of length-grouped padding, and
+    flex_attention cannot run a backward pass on CPU in torch 2.13 (`benchmarks/bench_attention.py`).
 
     Example:
         >>> choose_attention("eager")
@@ -37,7 +37,7 @@ def choose_attention(requested: str = "auto") -> tuple[str, str]:
 
     if torch.cuda.is_available() and is_flash_attn_2_available():
         return "flash_attention_2", "packed rows as variable-length sequences from position_ids, no mask"
-    return "sdpa", "packed rows get a block-diagonal mask from position_ids (measured: no slower than causal on CPU)"
+    return "sdpa", "each packed row its own row, a block-diagonal mask from position_ids"
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:

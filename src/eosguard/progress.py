@@ -42,6 +42,11 @@ def progress(description: str, total: int, *, enabled: bool = True) -> Iterator[
         ...         advance(1)
         >>> [line.split(" (")[0] for line in buf.getvalue().splitlines()]
         ['rendering: 2/8', 'rendering: 4/8', 'rendering: 6/8', 'rendering: 8/8']
+        >>> buf = io.StringIO()
+        >>> with contextlib.redirect_stderr(buf), progress("generating", total=48) as advance:
+        ...     advance(48)  # one batch: one line
+        >>> buf.getvalue().split(" (")[0]
+        'generating: 48/48'
     """
     if not enabled or total <= 0:
         yield lambda n: None
@@ -68,8 +73,9 @@ def progress(description: str, total: int, *, enabled: bool = True) -> Iterator[
     def advance(n: int) -> None:
         nonlocal done, next_mark
         done += n
-        while next_mark <= PLAIN_STEPS and done * PLAIN_STEPS >= next_mark * total:
-            next_mark += 1
+        if next_mark <= PLAIN_STEPS and done * PLAIN_STEPS >= next_mark * total:
+            while next_mark <= PLAIN_STEPS and done * PLAIN_STEPS >= next_mark * total:
+                next_mark += 1  # one line however many quarters a single step crossed
             print(f"{description}: {min(done, total)}/{total} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
 
     yield advance
