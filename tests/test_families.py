@@ -90,6 +90,33 @@ def test_labelled_tokens_are_each_reply_then_its_end_of_turn(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_positions_read_off_markers_equal_positions_from_character_offsets(name):
+    """The renderer places trained spans and message ends by the marker tokens around them (no offsets, a faster
+    encoder); on every family, with whitespace at the edges of contents, they equal what character offsets give."""
+    from eosguard.render import _locate_by_chars, _locate_by_markers
+
+    tok = tokenizer(name)
+    edges = st.sampled_from(["", " ", "  ", "\n", "\n\n", "\t", " \n "])
+    pieces = st.one_of(_words, st.sampled_from(_specials(name)))
+    content = st.tuples(edges, st.lists(pieces, min_size=1, max_size=3).map("".join), edges).map("".join)
+    renderers = [ChatRenderer(tok, train_on="all"), ChatRenderer(tok, train_on="last")]
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(conv=_conversations(name, content.filter(lambda s: s.strip())))
+    def check(conv):
+        for r in renderers:
+            m = r._marked(conv)
+            assert m.anchors is not None  # every family's layouts are pinned by markers
+            enc = r.template.plain.encode(m.text, add_special_tokens=False)
+            by_markers = _locate_by_markers(r.template.is_marker[enc.ids], m.anchors)
+            by_chars = _locate_by_chars(enc, m.spans, m.ends, len(enc.ids), len(m.text))
+            assert by_markers is not None and by_chars is not None
+            assert by_markers[0].tolist() == by_chars[0].tolist() and by_markers[1] == by_chars[1]
+
+    check()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_ids_equal_apply_chat_template_on_ordinary_content(name):
     tok = tokenizer(name)
     r = ChatRenderer(tok)

@@ -213,3 +213,34 @@ def test_fast_char_lookup_agrees_with_per_token_offsets(tok, conv):
     mask, message_ends = _locate_by_chars(enc, spans, ends, len(enc.ids), len(text))
     assert mask.tolist() == _mask_from_spans(starts, spans).tolist()
     assert message_ends == np.searchsorted(starts, np.asarray(ends), side="left").tolist()
+
+
+_spaced = st.lists(
+    st.sampled_from([*"ab Z.,!?09\n\t\r", "the", "  ", "   ", "\u2581", "é", "日本", "🙂", "\u00a0", "\u3000"]),
+    min_size=1,
+    max_size=40,
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_tokenizers():
+    from eosguard.fixtures import sentencepiece_tokenizer
+    from eosguard.templates import _plain_tokenizer
+
+    reals = [sentencepiece_tokenizer(v).backend_tokenizer for v in ("sp-v1", "sp-v3", "sp-v7")]
+    return [(_plain_tokenizer(real, [])[0], real) for real in reals]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(_spaced, min_size=1, max_size=4))
+def test_word_split_encoding_equals_the_whole_text_encoding(sentencepiece_tokenizers, texts):
+    """The renderer's encoder splits SentencePiece text at words (templates._split_at_words): same ids, same offsets
+    as the real tokenizer encoding the text as one piece, on Mistral's three SentencePiece vocabularies."""
+    for plain, real in sentencepiece_tokenizers:
+        assert plain.pre_tokenizer.__getstate__() != real.pre_tokenizer.__getstate__()  # the split is on
+        for ours, theirs in zip(
+            plain.encode_batch(texts, add_special_tokens=False),
+            real.encode_batch(texts, add_special_tokens=False),
+            strict=True,
+        ):
+            assert (ours.ids, ours.offsets) == (theirs.ids, theirs.offsets)

@@ -14,6 +14,7 @@ Run as:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -165,32 +166,33 @@ def _reason_key(message: str) -> str:
     return rest if sep and prefix.startswith(("messages[", "conversations[", "message ")) else message
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any | Exception]]:
-    """Yield (line number, decoded record or the decoding error); blank lines are skipped, never counted as data."""
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte order mark is not part of the record
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, ValueError(f"invalid UTF-8 at byte {exc.start}")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield lineno, ValueError(f"malformed JSON: {exc.msg} (column {exc.colno})")
+def _decode_line(raw: bytes, lineno: int) -> Any | Exception:
+    """One JSONL line as a record, or the reason it is not one (None: a blank line, never counted as data)."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark is not part of the record
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ValueError(f"invalid UTF-8 at byte {exc.start}")
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return ValueError(f"malformed JSON: {exc.msg} (column {exc.colno})")
 
 
-def _iter_dataset(path: Path) -> Iterator[tuple[int, Any | Exception]]:
-    """Rows of a `datasets` folder (save_to_disk), a folder of Parquet files, or one Parquet file.
+def _open_dataset(path: Path) -> Any:
+    """A `datasets` folder (save_to_disk), a folder of Parquet files, or one Parquet file, as one `Dataset`
+    (memory-mapped; opened once per process while the path is unchanged)."""
+    return _open_dataset_at(str(path), path.stat().st_mtime_ns)
 
-    Line numbers are 1-based row numbers; columns other than the conversation are ignored, and an empty
-    (None) column is treated as absent, so a table holding both shapes still validates row by row.
-    """
+
+@functools.lru_cache(maxsize=4)
+def _open_dataset_at(name: str, mtime_ns: int) -> Any:
     import datasets
+
+    path = Path(name)
 
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
@@ -208,67 +210,122 @@ def _iter_dataset(path: Path) -> Iterator[tuple[int, Any | Exception]]:
         if "train" not in ds:
             raise DataError(f"dataset has splits {list(ds)}, none named 'train'", path=str(path))
         ds = ds["train"]
-    for i, row in enumerate(ds, start=1):
-        yield i, {k: v for k, v in row.items() if k in ("messages", "conversations") and v is not None}
+    return ds
+
+
+def _is_dataset(path: Path) -> bool:
+    return path.is_dir() or path.suffix == ".parquet"
+
+
+@dataclass(frozen=True)
+class RecordRun:
+    """`lines` consecutive lines of one input, from line `first_line`: of a JSONL file, the bytes [start, stop);
+    of a dataset, the rows [start, stop) (row k is line k + 1). Runs can be read in any process and in any order;
+    their records keep their file's line numbers."""
+
+    path: str
+    start: int
+    stop: int
+    first_line: int
+    lines: int
+
+    def records(self) -> Iterator[tuple[int, Any | Exception]]:
+        """(line or row number, record or the reason it is not one); blank lines are skipped."""
+        p = Path(self.path)
+        if _is_dataset(p):
+            rows = _open_dataset(p).select(range(self.start, self.stop))
+            for i, row in enumerate(rows, start=self.first_line):
+                # other columns are ignored; an empty (None) column is absent, so both shapes validate row by row
+                yield i, {k: v for k, v in row.items() if k in ("messages", "conversations") and v is not None}
+            return
+        with p.open("rb") as handle:
+            handle.seek(self.start)
+            lines = handle.read(self.stop - self.start).split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the newline that ends the last line
+        for lineno, raw in enumerate(lines, start=self.first_line):
+            record = _decode_line(raw, lineno)
+            if record is not None:
+                yield lineno, record
+
+
+def record_runs(paths: str | Path | Iterable[str | Path], size: int = 1000) -> list[RecordRun]:
+    """The inputs cut, in order, into runs of `size` lines (rows); a missing or unreadable input is a DataError."""
+    runs = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        p = Path(path)
+        if not p.exists():
+            raise DataError("no such file or folder", path=str(path))
+        if _is_dataset(p):
+            n = len(_open_dataset(p))
+            runs += [RecordRun(str(path), a, min(a + size, n), a + 1, min(size, n - a)) for a in range(0, n, size)]
+            continue
+        offset, line, run_start, run_line = 0, 0, 0, 1
+        with p.open("rb") as handle:
+            for raw in handle:
+                offset += len(raw)
+                line += 1
+                if line % size == 0:
+                    runs.append(RecordRun(str(path), run_start, offset, run_line, line + 1 - run_line))
+                    run_start, run_line = offset, line + 1
+        if offset > run_start:
+            runs.append(RecordRun(str(path), run_start, offset, run_line, line + 1 - run_line))
+    return runs
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[int, Any | Exception]]:
     """Raw records of a data file or folder, with their line (or row) numbers."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError("no such file or folder", path=str(path))
-    if p.is_dir() or p.suffix == ".parquet":
-        yield from _iter_dataset(p)
-    else:
-        yield from _iter_jsonl(p)
+    for run in record_runs(path, size=10_000):
+        yield from run.records()
+
+
+def validate_records(
+    path: str, records: Iterable[tuple[int, Any | Exception]], *, skip_invalid: bool, report: LoadReport
+) -> Iterator[Conversation]:
+    """Records to validated conversations; a bad one raises DataError (file:line) unless `skip_invalid`, which
+    counts it in `report` with its reason."""
+    for lineno, record in records:
+        report.read += 1
+        try:
+            if isinstance(record, Exception):
+                raise record
+            messages = parse_record(record)
+        except ValueError as exc:
+            if not skip_invalid:
+                raise DataError(
+                    str(exc),
+                    path=path,
+                    line=lineno,
+                    hint="fix the record, or pass --skip-invalid to skip and count such records",
+                ) from None
+            report.skipped.append((path, lineno, _reason_key(str(exc))))
+            continue
+        report.used += 1
+        yield Conversation(messages=messages, source=path, line=lineno)
+
+
+def check_loaded(report: LoadReport, paths: Iterable[str | Path]) -> None:
+    """An input without records, or whose every record was invalid, is an error (whatever skip_invalid says)."""
+    names = ", ".join(str(p) for p in paths)
+    if not report.read:
+        raise DataError("no records found (the file is empty)", path=names)
+    if not report.used:
+        raise DataError(f"every record was invalid: {report.summary()}", path=names)
 
 
 def iter_conversations(
-    paths: str | Path | Iterable[str | Path],
-    *,
-    skip_invalid: bool = False,
-    report: LoadReport | None = None,
-    shard: tuple[int, int] = (0, 1),
+    paths: str | Path | Iterable[str | Path], *, skip_invalid: bool = False, report: LoadReport | None = None
 ) -> Iterator[Conversation]:
     """Validated conversations one at a time (memory stays flat on large files); counts go into `report`.
 
-    `shard=(k, n)` keeps only records whose running index is k modulo n (for parallel preparation): the
-    other records are not even decoded. Raises DataError at the first bad record unless `skip_invalid`.
-    An empty input, or one whose every record is invalid, is an error either way.
+    Raises DataError at the first bad record unless `skip_invalid`. An empty input, or one whose every record is
+    invalid, is an error either way.
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    paths = list(paths)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     report = report if report is not None else LoadReport()
-    k, n = shard
-    index = -1
     for path in paths:
-        for lineno, record in iter_records(path):
-            index += 1
-            if index % n != k:
-                continue
-            report.read += 1
-            try:
-                if isinstance(record, Exception):
-                    raise record
-                messages = parse_record(record)
-            except ValueError as exc:
-                if not skip_invalid:
-                    raise DataError(
-                        str(exc),
-                        path=str(path),
-                        line=lineno,
-                        hint="fix the record, or pass --skip-invalid to skip and count such records",
-                    ) from None
-                report.skipped.append((str(path), lineno, _reason_key(str(exc))))
-                continue
-            report.used += 1
-            yield Conversation(messages=messages, source=str(path), line=lineno)
-    names = ", ".join(str(p) for p in paths)
-    if index < 0:
-        raise DataError("no records found (the file is empty)", path=names)
-    if n == 1 and report.read and not report.used:  # a shard's caller judges the whole
-        raise DataError(f"every record was invalid: {report.summary()}", path=names)
+        yield from validate_records(str(path), iter_records(path), skip_invalid=skip_invalid, report=report)
+    check_loaded(report, paths)
 
 
 def load_conversations(

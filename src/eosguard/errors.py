@@ -31,6 +31,17 @@ class EosguardError(Exception):
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
 
+    def __reduce__(self) -> tuple:
+        """Pickle every field (hint, path, line, ...), so an error raised in a worker process arrives whole."""
+        return (_restore, (type(self), self.message, self.__dict__))
+
+
+def _restore(cls: type[EosguardError], message: str, state: dict) -> EosguardError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class DataError(EosguardError):
     """A record in a data file is malformed; `path` and `line` say where (line is 1-based, None for whole files)."""

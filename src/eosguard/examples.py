@@ -1,7 +1,8 @@
 """Training examples from conversations: render, fit to a max length under an explicit policy, count everything.
 
-`build_examples` is the one path from conversations to `{"input_ids", "labels"}` rows, used by `eosguard train`,
-`eosguard prepare`, the demo and the benchmarks; `PrepStats` counts what happened to each conversation.
+`fit_examples` is the one path from conversations to training examples: `build_examples` makes them
+`{"input_ids", "labels"}` rows for `eosguard train`, the demo and the benchmarks, and `eosguard prepare` writes them
+to Arrow columns; `PrepStats` counts what happened to each conversation.
 
 Run as:
     python -m eosguard.examples data.jsonl   # renders with the demo tokenizer and prints the counts
@@ -10,11 +11,12 @@ Run as:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 from eosguard.conversations import Conversation
-from eosguard.render import ChatRenderer, OverLength, fit_to_length
+from eosguard.errors import DataError
+from eosguard.render import ChatRenderer, OverLength, OverLengthError, Rendered, fit_to_length
 
 
 @dataclass
@@ -44,6 +46,40 @@ class PrepStats:
         return self
 
 
+def fit_examples(
+    conversations: Sequence[Conversation],
+    renderer: ChatRenderer,
+    stats: PrepStats,
+    *,
+    max_length: int,
+    over_length: OverLength = "truncate",
+    batch_size: int = 1000,
+) -> Iterator[Rendered]:
+    """Render, fit to `max_length` under the explicit policy, and yield the examples kept, counting every outcome
+    into `stats`. An example too long under `over_length="error"` names its file and line."""
+    stats.conversations += len(conversations)
+    for b in range(0, len(conversations), batch_size):
+        chunk = conversations[b : b + batch_size]
+        for conv, rendered in zip(chunk, renderer.render_batch(chunk), strict=True):
+            try:
+                fitted = fit_to_length(rendered, max_length, over_length)
+            except OverLengthError as exc:
+                if conv.line is None:
+                    raise
+                raise DataError(exc.message, path=conv.source, line=conv.line, hint=exc.hint) from None
+            if fitted is None:
+                stats.dropped_too_long += 1
+                continue
+            if not fitted.mask.any():
+                stats.dropped_no_target += 1
+                continue
+            stats.examples += 1
+            stats.truncated += fitted.truncated
+            stats.trained_tokens += int(fitted.mask.sum())
+            stats.total_tokens += len(fitted)
+            yield fitted
+
+
 def build_examples(
     conversations: Sequence[Conversation],
     renderer: ChatRenderer,
@@ -52,24 +88,12 @@ def build_examples(
     over_length: OverLength = "truncate",
     batch_size: int = 1000,
 ) -> tuple[list[dict[str, list[int]]], PrepStats]:
-    """Render, fit to `max_length` under the explicit policy, and count every outcome."""
-    stats = PrepStats(conversations=len(conversations))
-    examples: list[dict[str, list[int]]] = []
-    for b in range(0, len(conversations), batch_size):
-        for rendered in renderer.render_batch(conversations[b : b + batch_size]):
-            fitted = fit_to_length(rendered, max_length, over_length)
-            if fitted is None:
-                stats.dropped_too_long += 1
-                continue
-            if not fitted.mask.any():
-                stats.dropped_no_target += 1
-                continue
-            stats.truncated += fitted.truncated
-            stats.trained_tokens += int(fitted.mask.sum())
-            stats.total_tokens += len(fitted)
-            examples.append(fitted.to_example())
-    stats.examples = len(examples)
-    return examples, stats
+    """`fit_examples` as `{"input_ids", "labels"}` rows, with the counts."""
+    stats = PrepStats()
+    fitted = fit_examples(
+        conversations, renderer, stats, max_length=max_length, over_length=over_length, batch_size=batch_size
+    )
+    return [r.to_example() for r in fitted], stats
 
 
 if __name__ == "__main__":

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eosguard.conversations import LoadReport, iter_conversations
-from eosguard.errors import DataError, EosguardError
-from eosguard.examples import PrepStats, build_examples
+import numpy as np
+
+from eosguard.conversations import LoadReport, RecordRun, check_loaded, record_runs, validate_records
+from eosguard.errors import DataError
+from eosguard.examples import PrepStats, fit_examples
 from eosguard.files import atomic_folder
-from eosguard.render import ChatRenderer
+from eosguard.progress import progress
+from eosguard.render import ChatRenderer, Rendered, label_array
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 
 MANIFEST = "eosguard_prepare.json"
@@ -65,65 +68,102 @@ def content_key(data: Sequence[str], tok: Any, options: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _rows(
-    shards: list[tuple[int, int]], data: list[str], tok: Any, options: dict[str, Any], stats_dir: str, chunk: int
-) -> Iterator[dict[str, Any]]:
-    """One process's share of the rows; its counts (or its error) go to stats_dir/shard-K.json."""
-    renderer = ChatRenderer(tok, train_on=options["train_on"])
-    for k, n in shards:
-        load, prep = LoadReport(), PrepStats()
-        error = None
-        try:
-            convs = iter_conversations(data, skip_invalid=options["skip_invalid"], report=load, shard=(k, n))
-            batch = []
-            for conv in convs:
-                batch.append(conv)
-                if len(batch) == chunk:
-                    yield from _examples(batch, renderer, options, prep)
-                    batch = []
-            yield from _examples(batch, renderer, options, prep)
-        except EosguardError as exc:
-            error = str(exc)
-        Path(stats_dir, f"shard-{k}.json").write_text(
-            json.dumps(
-                {
-                    "load": {"read": load.read, "used": load.used, "skipped": load.skipped},
-                    "prep": asdict(prep),
-                    "error": error,
-                }
-            )
-        )
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int32())])
 
 
-def _examples(
-    batch: list, renderer: ChatRenderer, options: dict[str, Any], total: PrepStats
-) -> Iterator[dict[str, Any]]:
-    if not batch:
-        return
-    examples, stats = build_examples(
-        batch, renderer, max_length=options["max_length"], over_length=options["over_length"]
+def _to_columns(examples: list[Rendered]) -> Any:
+    """Examples as one Arrow record batch: ids and labels concatenated once, each row a slice (no per-row objects)."""
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(r) for r in examples), dtype=np.int32, count=len(examples))
+    offsets = np.zeros(len(examples) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.concatenate([r.input_ids for r in examples]).astype(np.int32) if examples else np.zeros(0, np.int32)
+    mask = np.concatenate([r.mask for r in examples]) if examples else np.zeros(0, bool)
+    labels = label_array(ids, mask)
+    starts = pa.array(offsets)  # an Arrow array first: from_arrays converts raw numpy ~100x slower
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.ListArray.from_arrays(starts, pa.array(ids)),
+            pa.ListArray.from_arrays(starts, pa.array(labels)),
+            pa.array(lengths),
+        ],
+        schema=_arrow_schema(),
     )
-    total += stats
-    for ex in examples:
-        yield {**ex, "length": len(ex["input_ids"])}
 
 
-def _merge(stats_dir: Path, num_proc: int, *, partial: bool = False) -> tuple[LoadReport, PrepStats]:
-    """Add up the shards' counts; raise the first shard's error. `partial`: shards may have written nothing."""
-    load, prep = LoadReport(), PrepStats()
-    for k in range(num_proc):
-        path = stats_dir / f"shard-{k}.json"
-        if partial and not path.exists():
-            continue
-        part = json.loads(path.read_text())
-        if part["error"]:
-            raise EosguardError(part["error"])
-        load.read += part["load"]["read"]
-        load.used += part["load"]["used"]
-        load.skipped += [tuple(s) for s in part["load"]["skipped"]]
-        prep += PrepStats(**part["prep"])
-    load.skipped.sort(key=lambda s: (s[0], s[1] or 0))
-    return load, prep
+# A worker's renderer and options, set once per process (fork: inherited; spawn: built from the pickled tokenizer).
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(tok: Any, options: dict[str, Any]) -> None:
+    _worker["renderer"] = ChatRenderer(tok, train_on=options["train_on"])
+    _worker["options"] = options
+
+
+def _render_run(run: RecordRun) -> tuple[Any, LoadReport, PrepStats]:
+    """Read, validate, render and fit one run of records: an Arrow record batch and the counts (runs in a worker).
+    A bad record raises its DataError (file:line) unless skip_invalid."""
+    options, load, prep = _worker["options"], LoadReport(), PrepStats()
+    convs = list(validate_records(run.path, run.records(), skip_invalid=options["skip_invalid"], report=load))
+    fit = fit_examples(
+        convs,
+        _worker["renderer"],
+        prep,
+        max_length=options["max_length"],
+        over_length=options["over_length"],
+        batch_size=max(1, len(convs)),
+    )
+    return _to_columns(list(fit)), load, prep
+
+
+def _workers(num_proc: int, tok: Any, options: dict[str, Any]) -> Any:
+    """`num_proc` worker processes, each with its own renderer (one thread each: together they fill the cores)."""
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return multiprocessing.get_context(method).Pool(num_proc, initializer=_start_worker, initargs=(tok, options))
+
+
+def _write_rows(
+    data: list[str], tok: Any, options: dict[str, Any], path: Path, num_proc: int, run_size: int
+) -> tuple[LoadReport, PrepStats, int]:
+    """Cut the inputs into runs of records; read, validate, render and tokenize each run in a worker (here when
+    num_proc is 1); write their record batches, in file order, to one Arrow stream at `path`. Results are taken in
+    order, so the error raised is the first bad record in file order."""
+    import pyarrow as pa
+
+    load, prep, rows = LoadReport(), PrepStats(), 0
+    runs = record_runs(data, size=run_size)
+    with (
+        pa.OSFile(str(path), "wb") as sink,
+        pa.ipc.new_stream(sink, _arrow_schema()) as writer,
+        progress("rendering and tokenizing", total=sum(r.lines for r in runs), enabled=bool(runs)) as advance,
+    ):
+        if num_proc == 1:
+            _start_worker(tok, options)
+            results = map(_render_run, runs)
+            pool = None
+        else:
+            pool = _workers(num_proc, tok, options)
+            results = pool.imap(_render_run, runs)  # in order; a worker's error is raised when its turn comes
+        try:
+            for run, (batch, run_load, run_prep) in zip(runs, results, strict=True):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                load.read, load.used = load.read + run_load.read, load.used + run_load.used
+                load.skipped += run_load.skipped
+                prep += run_prep
+                advance(run.lines)
+        finally:
+            if pool is not None:
+                pool.terminate()
+    check_loaded(load, data)
+    return load, prep, rows
 
 
 def prepare_dataset(
@@ -135,12 +175,13 @@ def prepare_dataset(
     over_length: str = "truncate",
     train_on: str = "all",
     skip_invalid: bool = False,
-    num_proc: int = 1,
-    chunk: int = 2000,
+    num_proc: int | None = None,
+    run_size: int = 1000,
 ) -> list[str]:
-    """Write (or reuse) the tokenized dataset in `out`; returns the summary lines."""
-    import datasets
+    """Write (or reuse) the tokenized dataset in `out`; returns the summary lines.
 
+    num_proc: processes that render and tokenize (default `default_num_proc()`: one per core).
+    """
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     setup = prepare_tokenizer(tok)
     data = [str(d) for d in data]
@@ -152,79 +193,18 @@ def prepare_dataset(
         previous = json.loads(manifest.read_text())
         if previous.get("key") == key:
             return [*previous["summary"], f"cached: {out} already holds this data, tokenizer and options ({key[:12]})"]
-
-    # Progress: `datasets` draws bars for rendering ("Generating train split") and writing ("Saving the dataset") on
-    # a terminal; in a log its carriage-return bars are noise, so there it is quiet and each stage is one line.
-    plain = not sys.stderr.isatty()
-    bars_were_on = datasets.is_progress_bar_enabled()
-    if plain:
-        datasets.disable_progress_bars()
-        print(f"rendering and tokenizing {', '.join(data)} ({num_proc} process(es))", file=sys.stderr)
-    try:
-        return _prepare(data, tok, setup, out, key, options, num_proc, chunk, plain)
-    finally:
-        if plain and bars_were_on:
-            datasets.enable_progress_bars()
-
-
-def _prepare(
-    data: list[str],
-    tok: Any,
-    setup: Any,
-    out: Path,
-    key: str,
-    options: dict[str, Any],
-    num_proc: int,
-    chunk: int,
-    plain: bool,
-) -> list[str]:
-    import datasets
-
+    num_proc = num_proc or default_num_proc()
     with tempfile.TemporaryDirectory(prefix="eosguard-prepare-") as tmp:
-        stats_dir = Path(tmp, "stats")
-        stats_dir.mkdir()
-        shards = [(k, num_proc) for k in range(num_proc)]
-        try:
-            ds = datasets.Dataset.from_generator(
-                _rows,
-                gen_kwargs={
-                    "shards": shards,
-                    "data": tuple(data),
-                    "tok": tok,
-                    "options": options,
-                    "stats_dir": str(stats_dir),
-                    "chunk": chunk,
-                },
-                num_proc=num_proc if num_proc > 1 else None,
-                cache_dir=str(Path(tmp, "cache")),
-                features=datasets.Features(
-                    {
-                        "input_ids": datasets.List(datasets.Value("int32")),
-                        "labels": datasets.List(datasets.Value("int32")),
-                        "length": datasets.Value("int32"),
-                    }
-                ),
-            )
-        except Exception:
-            # A shard that stopped on a bad record yields nothing, and `datasets` then fails on an empty split: the
-            # shard's own error (file:line: reason) is the one to report, not that consequence.
-            load, _ = _merge(stats_dir, num_proc, partial=True)
-            if load.read and not load.used:
-                raise DataError(f"every record was invalid: {load.summary()}", path=", ".join(data)) from None
-            raise
-        load, prep = _merge(stats_dir, num_proc)
-        if load.read and not load.used:
-            raise DataError(f"every record was invalid: {load.summary()}", path=", ".join(data))
+        rows_file = Path(tmp, "rows.arrow")
+        load, prep, rows = _write_rows(data, tok, options, rows_file, num_proc, run_size)
         summary = [
             *(f"tokenizer: {line}" for line in setup.lines()),
             f"data: {load.summary()}",
             f"examples: {prep.summary()}",
-            f"wrote {out} ({len(ds)} rows; tokenizer in {out}/tokenizer)",
+            f"wrote {out} ({rows} rows; tokenizer in {out}/tokenizer)",
         ]
-        if plain:
-            print(f"writing {len(ds)} rows to {out}", file=sys.stderr)
         with atomic_folder(out) as staging:
-            ds.save_to_disk(str(staging))
+            _save_dataset(rows_file, staging)
             tok.save_pretrained(str(staging / "tokenizer"))
             manifest_text = json.dumps(
                 {
@@ -240,6 +220,35 @@ def _prepare(
             )
             (staging / MANIFEST).write_text(manifest_text)
     return summary
+
+
+def default_num_proc() -> int:
+    """One rendering process per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _save_dataset(rows_file: Path, folder: Path) -> None:
+    """The Arrow stream as a `datasets` folder (`load_from_disk`), with the columns' types declared."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "labels": datasets.List(datasets.Value("int32")),
+            "length": datasets.Value("int32"),
+        }
+    )
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a sub-second copy; `progress` showed the work that takes time
+    try:
+        ds = datasets.Dataset.from_file(str(rows_file), info=datasets.DatasetInfo(features=features))
+        ds.save_to_disk(str(folder))
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 class PreparedExamples(Sequence):
