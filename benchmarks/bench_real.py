@@ -3,7 +3,9 @@
 The same seeded multi-turn conversations (system prompt, 1-3 exchanges), max_length 512, 4 rows per step, constant
 lr, seed 0. TRL: padded batches, `assistant_only_loss=True` (ChatML with `{% generation %}` blocks, the same text as
 SmolLM2's own template renders), its default collator. eosguard: what `eosguard train` runs (`train_from_config`:
-data, doctor, model, packed rows, guarded collator, Trainer, save). Each side runs in its own process, so its peak
+data, doctor, model, packed rows, guarded collator, Trainer, save), twice: `packing: rows` (all examples packed into
+rows before batching: fewer optimizer steps than TRL) and `packing: batch` (each step packs the same 4 examples TRL's
+step pads: the same steps, so its loss compares like for like). Each side runs in its own process, so its peak
 RSS is its own. Reported per side: training seconds (the Trainer's epoch) and whole-process seconds, trained tokens
 per second, mean logged loss, the loss per trained token on 16 held-out conversations after the epoch (fp32, the same
 labels for both), peak RSS, and where the training time goes (forward hooks on the decoder and the output
@@ -100,6 +102,9 @@ def heldout_loss(model: Any, source: str) -> float:
         return float(causal_lm_loss(model.float(), {k: v.to(model.device) for k, v in batch.items()}))
 
 
+SIDES = {"trl": None, "eosguard": "rows", "eosguard-batch": "batch"}  # side -> eosguard's `packing`
+
+
 def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
     import torch
 
@@ -156,7 +161,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
             scheduler="constant_with_warmup",
             batch_size=BATCH,
             precision=precision,
-            packing=True,
+            packing=SIDES[side],
             seed=0,
         )
         build_model, rows_and_collator = train_module.build_model, train_module.rows_and_collator
@@ -195,7 +200,7 @@ def main() -> None:
     p.add_argument("--precision", action="append", choices=["fp32", "bf16"], help="repeatable; default bf16")
     p.add_argument("--conversations", dest="n", type=int, default=48)
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--side", choices=["eosguard", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args()
     precisions = a.precision or ["bf16"]
@@ -207,7 +212,7 @@ def main() -> None:
     result: dict[str, Any] = {"model": "SmolLM2-135M-Instruct", "conversations": a.n, "max_length": MAX_LENGTH}
     for precision in precisions:
         sides = {}
-        for side in ("trl", "eosguard"):
+        for side in SIDES:
             cmd = [sys.executable, __file__, "--side", side, "--precision", precision, "--conversations", str(a.n)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
@@ -222,12 +227,15 @@ def main() -> None:
                 "mean_loss": sides["eosguard"]["mean_loss"] / sides["trl"]["mean_loss"],
                 "heldout_loss_after": sides["eosguard"]["heldout_loss_after"] / sides["trl"]["heldout_loss_after"],
                 "peak_rss": sides["eosguard"]["peak_rss_mb"] / sides["trl"]["peak_rss_mb"],
+                "equal_steps_epoch_speed": sides["trl"]["train_seconds"] / sides["eosguard-batch"]["train_seconds"],
+                "equal_steps_heldout_loss_after": sides["eosguard-batch"]["heldout_loss_after"]
+                / sides["trl"]["heldout_loss_after"],
             },
         }
     if "fp32" in result and "bf16" in result:
         result["bf16_over_fp32"] = {
             side: result["fp32"]["sides"][side]["train_seconds"] / result["bf16"]["sides"][side]["train_seconds"]
-            for side in ("trl", "eosguard")
+            for side in SIDES
         }
     result["goals"] = {"epoch_speed": ">= 1.5 (same precision)", "bf16_over_fp32 (eosguard)": ">= 1.8"}
     path = write_result("real" + ("-smoke" if a.smoke else ""), result, a.out)

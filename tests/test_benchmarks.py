@@ -32,6 +32,8 @@ def test_benchmark_smoke(name, tmp_path):
     assert result["environment"]["torch"]
     if name == "train":  # same loss per token on both sides (the same examples, init and steps)
         assert abs(result["ratios"]["mean_loss"] - 1) < 0.01
+    if name == "prepare":  # the whole commands wrote the same ids and labels
+        assert result["identical_input_ids_and_labels"] and set(result["train_peak_rss_mb"]) == {"50", "500"}
 
 
 def test_train_benchmark_two_processes_smoke(tmp_path):
@@ -45,6 +47,10 @@ def test_real_model_benchmark_smoke(tmp_path):
     sides = smoke("real", "real", tmp_path)["bf16"]["sides"]
     assert sides["eosguard"]["trained_tokens"] == sides["trl"]["trained_tokens"] > 0
     assert sides["eosguard"]["train_seconds"] > 0 and sides["trl"]["train_seconds"] > 0
+    # packing: batch takes TRL's steps, on fewer positions than TRL's padded batches
+    assert sides["eosguard-batch"]["steps"] == sides["trl"]["steps"]
+    assert sides["eosguard-batch"]["trained_tokens"] == sides["trl"]["trained_tokens"]
+    assert sides["eosguard-batch"]["positions"] <= sides["trl"]["positions"]
 
 
 def test_attention_benchmark_smoke(tmp_path):

@@ -79,6 +79,9 @@ def test_packed_rows_kept_apart_equal_padded_and_their_filler_is_invisible(tok):
     rows = pack_examples([a, b, c], 8)  # [a, b] in one row, [c] alone
     assert [len(r["input_ids"]) for r in rows] == [8, 4]
     kept = PackedCollator(one_row=False, pad_token_id=7)(rows)
+    # `packing: batch`: the collator packs the batch's own examples itself, into the very same rows.
+    in_batch = PackedCollator(one_row=False, pad_token_id=7, pack_to=8)([a, b, c])
+    assert all(torch.equal(in_batch[k], kept[k]) for k in kept)
     assert kept["input_ids"].shape == (2, 8) and kept["input_ids"][1, 4:].tolist() == [7] * 4
     assert kept["position_ids"][1].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
     assert kept["labels"][1, 4:].tolist() == [-100] * 4

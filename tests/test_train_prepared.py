@@ -73,3 +73,44 @@ def test_prepared_data_from_another_tokenizer_or_options_is_refused(
     assert code == 2 and "give `train`" in log
     code, log = train(tiny_model_dir, tmp_path / "g", f"data.prepared={tmp_path}")
     assert code == 2 and "not a folder written by `eosguard prepare`" in log
+
+
+def test_resuming_on_prepared_data_continues_the_same_order(prepared, tiny_model_dir, tmp_path):
+    """Packed rows from a prepared folder: a run resumed from its step-4 checkpoint ends with the uninterrupted run's
+    weights (the same rows after the checkpoint, in the same order)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    sets = (f"data.prepared={prepared}", "packing=true", "save_steps=4", "batch_size=4")
+    code, log = train(tiny_model_dir, tmp_path / "whole", *sets)
+    assert code == 0, log
+    staged = tmp_path / "resumed" / "checkpoints" / "checkpoint-4"
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-4", staged)
+    code, log = train(tiny_model_dir, tmp_path / "resumed", *sets, "resume=true")
+    assert code == 0 and f"resuming from {staged}" in log, log
+    whole, resumed = (load_file(str(tmp_path / x / "model" / "model.safetensors")) for x in ("whole", "resumed"))
+    assert whole.keys() == resumed.keys()
+    for name, tensor in whole.items():
+        assert (resumed[name] - tensor).abs().max().item() < 1e-6, name
+    losses = [
+        json.loads((tmp_path / x / "model" / "eosguard.json").read_text())["train"]["losses"]
+        for x in ("whole", "resumed")
+    ]
+    assert losses[0][4:] == losses[1][-len(losses[0][4:]) :]  # steps 5-8 logged the same losses
+
+
+def test_packing_batch_keeps_the_steps_of_padded_training(tiny_model_dir, task_files, tmp_path):
+    """`packing: batch` packs each step's own examples: the same steps, examples and losses as padded batches, on
+    fewer positions; `packing: true` still means rows."""
+    runs = {}
+    for packing in ("off", "batch", "true"):
+        code, log = train(
+            tiny_model_dir, tmp_path / packing, f"data.train=[{task_files['train']}]", f"packing={packing}"
+        )
+        assert code == 0, log
+        runs[packing] = json.loads((tmp_path / packing / "model" / "eosguard.json").read_text())
+    padded, batch = runs["off"]["train"]["losses"], runs["batch"]["train"]["losses"]
+    assert [s for s, _ in padded] == [s for s, _ in batch]
+    assert all(abs(a - b) <= 1e-4 * abs(a) for (_, a), (_, b) in zip(padded, batch, strict=True)), (padded, batch)
+    assert runs["true"]["config"]["packing"] == "rows" and runs["batch"]["config"]["packing"] == "batch"

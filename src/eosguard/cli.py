@@ -265,7 +265,9 @@ def prepare(
     over_length: Annotated[OverLength, typer.Option(help="drop | truncate | error")] = "truncate",
     train_on: Annotated[TrainOn, typer.Option(help="all | last")] = "all",
     skip_invalid: Annotated[bool, typer.Option()] = False,
-    num_proc: Annotated[int, typer.Option(min=1, help="Processes (each takes every K-th record).")] = 1,
+    num_proc: Annotated[
+        int | None, typer.Option(min=1, help="Processes that render and tokenize (default: one per core).")
+    ] = None,
 ) -> None:
     """Tokenize conversations into input_ids / labels columns (labels: assistant content + its <|im_end|>)."""
     from eosguard.prepare import prepare_dataset

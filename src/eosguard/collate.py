@@ -121,6 +121,9 @@ class PackedCollator:
     label_pad_id: int = IGNORE_INDEX
     one_row: bool = True
     pad_token_id: int = 0  # only fills rows (one_row=False); never a label, never attended to by real tokens
+    pack_to: int | None = None
+    """Pack the batch's own examples into rows of at most this many tokens first (best-fit-decreasing): the step
+    keeps exactly the examples a padded batch would hold, without its padding (`packing: batch`)."""
 
     def _row(self, f: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
         f_ids, f_labels = _as_list(f["input_ids"]), _as_list(f["labels"])
@@ -131,6 +134,10 @@ class PackedCollator:
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         _require_labels(features)
+        if self.pack_to is not None:
+            from eosguard.packing import pack_examples
+
+            features = pack_examples(features, self.pack_to)
         rows = [self._row(f) for f in features]
         if self.one_row:
             rows = [tuple([x for r in rows for x in r[k]] for k in range(3))]  # type: ignore[misc]

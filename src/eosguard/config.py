@@ -88,7 +88,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0.0)
     """AdamW weight decay."""
     batch_size: int = Field(default=4, gt=0)
-    """Examples per device per step (packed rows when `packing` is on)."""
+    """Examples per device per step (packed rows when `packing: rows`)."""
     grad_accum: int = Field(default=1, gt=0)
     """Gradient accumulation steps."""
     precision: Literal["fp32", "bf16", "bf16-pure"] = "fp32"
@@ -100,8 +100,12 @@ class TrainConfig(_Strict):
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     """Attention implementation; auto: FlashAttention-2 (variable-length, no mask) on a GPU that has it, else SDPA
     (see `eosguard.packing.choose_attention`; the choice is logged and written to eosguard.json)."""
-    packing: bool = False
-    """Padding-free packing: best-fit-decreasing rows of up to max_length tokens, attention kept per example."""
+    packing: Literal["off", "rows", "batch"] = "off"
+    """Padding-free training, attention kept per example. rows (or true): all examples packed into rows of up to
+    max_length tokens before batching (best-fit-decreasing), batch_size counting rows: the fewest positions and
+    optimizer steps. batch: each step takes batch_size examples, as padded training does, and packs just those into
+    rows: the same steps and examples per step as `off` (same hyperparameters), without the padding. off (or
+    false): padded batches."""
     seed: int = 0
     """Seed for initialisation, data order and dropout."""
     save_steps: int | None = Field(default=None, gt=0)
@@ -116,6 +120,12 @@ class TrainConfig(_Strict):
     """Run code shipped with the model (off: only transformers' own architectures)."""
     tensorboard: bool = False
     """Log to TensorBoard in output_dir (needs the tensorboard package)."""
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _packing_switch(cls, value: Any) -> Any:
+        """`packing: true / false` (older configs) mean rows / off."""
+        return {True: "rows", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("model", "tokenizer")
     @classmethod

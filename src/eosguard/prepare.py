@@ -1,14 +1,18 @@
 """`eosguard prepare`: conversations to a tokenized `datasets` folder (input_ids, labels, length), cached.
 
-- Streams: records are read, validated and rendered in chunks and written to Arrow as they come, so memory stays
-  bounded by the chunk size, not the corpus (`Dataset.from_generator`).
-- Batched: each chunk is one `ChatRenderer.render_batch` call (one batched tokenizer call).
-- Parallel: `--num-proc K` gives each process every K-th record; counts from all processes are added up.
+- Parallel and in order: the inputs are cut into runs of records (`RecordRun`: byte ranges of a JSONL file, row
+  ranges of a dataset); each worker process reads, validates, renders and tokenizes whole runs; the results are
+  written in file order, so rows keep the order of the data and the error raised is the first bad record in file
+  order (file:line). `--num-proc` defaults to the cores; 1 runs everything in this process.
+- Streamed: each run becomes one Arrow record batch written as it arrives; memory holds a few runs, never the corpus.
+- Written directly: ids and labels go to Arrow columns from numpy (no per-row Python objects, nothing for `datasets`
+  to fingerprint); `datasets` only turns the finished stream into its folder.
 - Cached by content hash: a hash of the data bytes, the tokenizer (vocabulary, template, pad) and the options is
   stored in `OUT/eosguard_prepare.json`; a second run with the same inputs returns at once.
 - Counted: records read / used / skipped (and why), examples truncated / dropped, tokens trained.
 
-`OUT` loads with `datasets.load_from_disk`; `OUT/tokenizer` is the prepared tokenizer the ids belong to.
+`OUT` loads with `datasets.load_from_disk`; `OUT/tokenizer` is the prepared tokenizer the ids belong to;
+`eosguard train` reads it as `data: {prepared: OUT}`.
 
 Run as:
     eosguard prepare data.jsonl --tokenizer PATH --out prepared/ [--max-length 2048] [--num-proc 2]
@@ -19,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -68,10 +71,24 @@ def content_key(data: Sequence[str], tok: Any, options: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _arrow_schema() -> Any:
-    import pyarrow as pa
+DATA_FILE = "data-00000-of-00001.arrow"  # the one shard of a `datasets` folder (`save_to_disk` names it so)
 
-    return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int32())])
+
+def _features() -> Any:
+    import datasets
+
+    return datasets.Features(
+        {
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "labels": datasets.List(datasets.Value("int32")),
+            "length": datasets.Value("int32"),
+        }
+    )
+
+
+def _arrow_schema() -> Any:
+    """The columns' Arrow types, with the `datasets` features in the schema's metadata."""
+    return _features().arrow_schema
 
 
 def _to_columns(examples: list[Rendered]) -> Any:
@@ -194,31 +211,29 @@ def prepare_dataset(
         if previous.get("key") == key:
             return [*previous["summary"], f"cached: {out} already holds this data, tokenizer and options ({key[:12]})"]
     num_proc = num_proc or default_num_proc()
-    with tempfile.TemporaryDirectory(prefix="eosguard-prepare-") as tmp:
-        rows_file = Path(tmp, "rows.arrow")
-        load, prep, rows = _write_rows(data, tok, options, rows_file, num_proc, run_size)
+    with atomic_folder(out) as staging:  # the rows are written where they stay: nothing is copied or read back
+        load, prep, rows = _write_rows(data, tok, options, staging / DATA_FILE, num_proc, run_size)
+        _finish_dataset_folder(staging, key)
+        tok.save_pretrained(str(staging / "tokenizer"))
         summary = [
             *(f"tokenizer: {line}" for line in setup.lines()),
             f"data: {load.summary()}",
             f"examples: {prep.summary()}",
             f"wrote {out} ({rows} rows; tokenizer in {out}/tokenizer)",
         ]
-        with atomic_folder(out) as staging:
-            _save_dataset(rows_file, staging)
-            tok.save_pretrained(str(staging / "tokenizer"))
-            manifest_text = json.dumps(
-                {
-                    "format": FORMAT_VERSION,
-                    "key": key,
-                    "tokenizer_key": tokenizer_key(tok),
-                    "options": options,
-                    "load": load.summary(),
-                    "prep": asdict(prep),
-                    "summary": summary,
-                },
-                indent=2,
-            )
-            (staging / MANIFEST).write_text(manifest_text)
+        manifest_text = json.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "key": key,
+                "tokenizer_key": tokenizer_key(tok),
+                "options": options,
+                "load": load.summary(),
+                "prep": asdict(prep),
+                "summary": summary,
+            },
+            indent=2,
+        )
+        (staging / MANIFEST).write_text(manifest_text)
     return summary
 
 
@@ -230,25 +245,22 @@ def default_num_proc() -> int:
         return os.cpu_count() or 1
 
 
-def _save_dataset(rows_file: Path, folder: Path) -> None:
-    """The Arrow stream as a `datasets` folder (`load_from_disk`), with the columns' types declared."""
+def _finish_dataset_folder(folder: Path, key: str) -> None:
+    """Make a folder holding DATA_FILE a `datasets` folder (`load_from_disk`): the two files `save_to_disk` writes
+    beside its shards. The state is what `save_to_disk` records for a plain dataset; tests load every folder."""
     import datasets
 
-    features = datasets.Features(
-        {
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "labels": datasets.List(datasets.Value("int32")),
-            "length": datasets.Value("int32"),
-        }
-    )
-    bars_were_on = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # a sub-second copy; `progress` showed the work that takes time
-    try:
-        ds = datasets.Dataset.from_file(str(rows_file), info=datasets.DatasetInfo(features=features))
-        ds.save_to_disk(str(folder))
-    finally:
-        if bars_were_on:
-            datasets.enable_progress_bars()
+    datasets.DatasetInfo(features=_features()).write_to_directory(str(folder))
+    state = {
+        "_data_files": [{"filename": DATA_FILE}],
+        "_fingerprint": key[:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (folder / datasets.config.DATASET_STATE_JSON_FILENAME).write_text(json.dumps(state, indent=2))
 
 
 class PreparedExamples(Sequence):

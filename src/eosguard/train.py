@@ -440,15 +440,19 @@ def rows_and_collator(
     from eosguard.guard import guard
     from eosguard.packing import PackedRows
 
-    if cfg.packing:
+    # FlashAttention-2 reads packed rows as variable-length sequences: one long row costs nothing extra. Attention
+    # with a mask costs the square of the row length, so there each packed row stays its own row.
+    one_row = attention == "flash_attention_2"
+    if cfg.packing == "rows":
         rows: Sequence[dict[str, Any]] = PackedRows(
             data.examples, cfg.max_length, lengths=getattr(data.examples, "lengths", None)
         )
         log(f"packing: {len(data.examples)} examples -> {len(rows)} rows of <= {cfg.max_length} tokens")
-        # FlashAttention-2 reads packed rows as variable-length sequences: one long row costs nothing extra. Attention
-        # with a mask costs the square of the row length, so there each packed row stays its own row.
-        one_row = attention == "flash_attention_2"
         collator: Any = PackedCollator(one_row=one_row, pad_token_id=data.tokenizer.pad_token_id)
+    elif cfg.packing == "batch":
+        rows = data.examples
+        log(f"packing: the {cfg.batch_size} examples of each step into rows of <= {cfg.max_length} tokens")
+        collator = PackedCollator(one_row=one_row, pad_token_id=data.tokenizer.pad_token_id, pack_to=cfg.max_length)
     else:
         rows = data.examples
         collator = PadCollator(pad_token_id=data.tokenizer.pad_token_id, padding_side="right")
