@@ -31,6 +31,8 @@ def test_columns_ids_and_labels(data, tmp_path):
     assert any("read 300 records, used 300, skipped 0" in line for line in summary)
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert len(ds) == 300 and {"input_ids", "labels", "length"} <= set(ds.column_names)
+    assert ds.features["labels"] == datasets.List(datasets.Value("int32"))  # the declared types, read back
+    assert ds.features["length"] == datasets.Value("int32")
     convs = [json.loads(line)["messages"] for line in data.read_text().splitlines()]
     for row, msgs in zip(ds.select(range(20)), convs, strict=False):
         # The prepared tokenizer carries eosguard's ChatML template: the ids are exactly what it gives.

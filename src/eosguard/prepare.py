@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -87,8 +87,10 @@ def _features() -> Any:
 
 
 def _arrow_schema() -> Any:
-    """The columns' Arrow types, with the `datasets` features in the schema's metadata."""
-    return _features().arrow_schema
+    """The columns' Arrow types (the workers' batches; pyarrow alone, no `datasets` import in a worker)."""
+    import pyarrow as pa
+
+    return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int32())])
 
 
 def _to_columns(examples: list[Rendered]) -> Any:
@@ -156,29 +158,31 @@ def _write_rows(
 
     load, prep, rows = LoadReport(), PrepStats(), 0
     runs = record_runs(data, size=run_size)
-    with (
-        pa.OSFile(str(path), "wb") as sink,
-        pa.ipc.new_stream(sink, _arrow_schema()) as writer,
-        progress("rendering and tokenizing", total=sum(r.lines for r in runs), enabled=bool(runs)) as advance,
-    ):
-        if num_proc == 1:
+    pool = _workers(num_proc, tok, options) if num_proc > 1 else None
+    try:
+        if pool is None:
             _start_worker(tok, options)
-            results = map(_render_run, runs)
-            pool = None
+            results: Iterator[tuple[Any, LoadReport, PrepStats]] = map(_render_run, runs)
         else:
-            pool = _workers(num_proc, tok, options)
             results = pool.imap(_render_run, runs)  # in order; a worker's error is raised when its turn comes
-        try:
+        # The stream's schema carries the `datasets` features (so `load_from_disk` reads the types back); importing
+        # `datasets` for it once the workers are running keeps that import off the critical path.
+        schema = _features().arrow_schema
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            pa.ipc.new_stream(sink, schema) as writer,
+            progress("rendering and tokenizing", total=sum(r.lines for r in runs), enabled=bool(runs)) as advance,
+        ):
             for run, (batch, run_load, run_prep) in zip(runs, results, strict=True):
-                writer.write_batch(batch)
+                writer.write_batch(batch.replace_schema_metadata(schema.metadata))
                 rows += batch.num_rows
                 load.read, load.used = load.read + run_load.read, load.used + run_load.used
                 load.skipped += run_load.skipped
                 prep += run_prep
                 advance(run.lines)
-        finally:
-            if pool is not None:
-                pool.terminate()
+    finally:
+        if pool is not None:
+            pool.terminate()
     check_loaded(load, data)
     return load, prep, rows
 
