@@ -144,8 +144,16 @@ def _workers(num_proc: int, tok: Any, options: dict[str, Any]) -> Any:
     import multiprocessing
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return multiprocessing.get_context(method).Pool(num_proc, initializer=_start_worker, initargs=(tok, options))
+    # The workers inherit the environment they start with; this process keeps its own setting.
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        return multiprocessing.get_context(method).Pool(num_proc, initializer=_start_worker, initargs=(tok, options))
+    finally:
+        if previous is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
 def _write_rows(

@@ -21,6 +21,8 @@ where each generation prompt ends, so the prompt is always a token prefix of the
 without special-token text the ids equal `tokenizer.apply_chat_template(messages, tokenize=True)`; the exception is a
 byte-level BPE tokenizer and a reply that starts with whitespace it would merge with the header (tests pin both).
 The first conversations of each role sequence are checked against the template's own rendering, text for text.
+Trained spans and message ends are placed by the marker tokens next to them (each marker is exactly one token), so
+the tokenizer's offset-free encoder serves; a layout whose positions no marker pins is placed by character offsets.
 
 Run as:
     python -m eosguard.render   # prints a rendered example with its trained tokens, using the demo tokenizer
