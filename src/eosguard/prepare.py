@@ -58,11 +58,11 @@ def tokenizer_key(tok: Any) -> str:
     return h.hexdigest()
 
 
-def content_key(data: Sequence[str], tok: Any, options: dict[str, Any]) -> str:
-    """sha256 of everything the output depends on: data bytes, tokenizer, template, pad, options, format."""
+def content_key(data: Sequence[str], tok_key: str, options: dict[str, Any]) -> str:
+    """sha256 of everything the output depends on: data bytes, the tokenizer (`tokenizer_key`), options, format."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, **options}, sort_keys=True).encode())
-    h.update(tokenizer_key(tok).encode())
+    h.update(tok_key.encode())
     for d in data:
         p = Path(d)
         if not p.exists():
@@ -74,23 +74,18 @@ def content_key(data: Sequence[str], tok: Any, options: dict[str, Any]) -> str:
 DATA_FILE = "data-00000-of-00001.arrow"  # the one shard of a `datasets` folder (`save_to_disk` names it so)
 
 
-def _features() -> Any:
-    import datasets
-
-    return datasets.Features(
-        {
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "labels": datasets.List(datasets.Value("int32")),
-            "length": datasets.Value("int32"),
-        }
-    )
-
-
 def _arrow_schema() -> Any:
-    """The columns' Arrow types (the workers' batches; pyarrow alone, no `datasets` import in a worker)."""
+    """The columns' Arrow types, declared once (the workers' batches: pyarrow alone, no `datasets` import)."""
     import pyarrow as pa
 
     return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int32())])
+
+
+def _features() -> Any:
+    """The same columns as `datasets` features (List(Value("int32")), ...), for the folder's metadata."""
+    import datasets
+
+    return datasets.Features.from_arrow_schema(_arrow_schema())
 
 
 def _to_columns(examples: list[Rendered]) -> Any:
@@ -215,7 +210,8 @@ def prepare_dataset(
     setup = prepare_tokenizer(tok)
     data = [str(d) for d in data]
     options = {"max_length": max_length, "over_length": over_length, "train_on": train_on, "skip_invalid": skip_invalid}
-    key = content_key(data, tok, options)
+    tok_key = tokenizer_key(tok)
+    key = content_key(data, tok_key, options)
     out = Path(out)
     manifest = out / MANIFEST
     if manifest.exists():
@@ -237,7 +233,7 @@ def prepare_dataset(
             {
                 "format": FORMAT_VERSION,
                 "key": key,
-                "tokenizer_key": tokenizer_key(tok),
+                "tokenizer_key": tok_key,
                 "options": options,
                 "load": load.summary(),
                 "prep": asdict(prep),

@@ -171,8 +171,7 @@ class ChatRenderer:
         ends = [t.anchor(layout, at) for at in layout.ends]
         if any(a is None for span in spans for a in span) or any(a is None for a in ends):
             return None
-        markers = sum(ch in t._markers for piece in layout.pieces for ch in piece)
-        return _Anchors(markers=markers, spans=spans, ends=ends)  # type: ignore[arg-type]
+        return _Anchors(markers=t.marker_count(layout), spans=spans, ends=ends)  # type: ignore[arg-type]
 
     def _check_against_template(self, conv: Any, messages: Sequence[Message], marked: str) -> None:
         ours = self.template.decode_marked(marked)

@@ -453,14 +453,19 @@ class ChatTemplate:
         piece = layout.pieces[j]
         if j == len(layout.pieces) - 1 and o == len(piece):
             return (-1, 0)
-        before = sum(sum(ch in self._markers for ch in p) for p in layout.pieces[:j])
-        before += sum(ch in self._markers for ch in piece[:o])
+        before = self.marker_count(layout, upto=at)
         if o < len(piece) and piece[o] in self._markers:
             return (before, 0)
         # Just past a marker, the next token starts here - unless the marker swallows the whitespace after it.
         if o > 0 and piece[o - 1] in self._markers and piece[o - 1] not in self._absorbs_after:
             return (before - 1, 1)
         return None
+
+    def marker_count(self, layout: Layout, upto: tuple[int, int] | None = None) -> int:
+        """Marker tokens in the layout's fixed text (contents hold none), all of them or those before `upto`."""
+        j, o = upto if upto is not None else (len(layout.pieces), 0)
+        whole = sum(ch in self._markers for piece in layout.pieces[:j] for ch in piece)
+        return whole + (sum(ch in self._markers for ch in layout.pieces[j][:o]) if j < len(layout.pieces) else 0)
 
     def encode_marked(self, texts: Sequence[str]) -> list[list[int]]:
         """Real token ids of marked texts (SPLIT dropped)."""
