@@ -27,11 +27,24 @@ def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _through_the_heads_call(model):
+    """A hook on the head (a profiler's, a user's) must see its call: the loss then takes the checkpointed path."""
+    model.lm_head.register_forward_hook(lambda *_: None)
+    return model
+
+
+HEADS = {"fused": lambda m: m, "checkpointed": _through_the_heads_call, "tied": lambda m: (m.tie_weights(), m)[1]}
+
+
 @pytest.mark.parametrize("collate", [PadCollator(pad_token_id=0), PackedCollator()], ids=["padded", "packed"])
 @pytest.mark.parametrize("chunk_size", [1, 4, 1024])
-def test_loss_and_gradients_equal_the_full_computation(collate, chunk_size):
+@pytest.mark.parametrize("head", list(HEADS))
+def test_loss_and_gradients_equal_the_full_computation(collate, chunk_size, head):
     batch = collate(_examples())
     model = _model()
+    if head == "tied":
+        model.config.tie_word_embeddings = True
+    model = HEADS[head](model)
     full = model(**batch, use_cache=False).loss
     full.backward()
     expected = _grads(model)
@@ -86,3 +99,44 @@ def test_loss_routed_through_a_wrapper_still_projects_only_labelled_positions():
     via_wrapper.backward()
     assert model.lm_head.weight.grad is not None
     assert route_loss_through_forward(model) is model  # idempotent: no second layer
+
+
+def test_fused_path_projects_only_labelled_rows_and_takes_the_heads_weight(monkeypatch):
+    from eosguard import loss as loss_module
+
+    seen = []
+    original = loss_module.LinearCrossEntropy.apply
+
+    def spy(hidden, weight, bias, targets, chunk_size):
+        seen.append((hidden.shape[0], weight, targets.tolist()))
+        return original(hidden, weight, bias, targets, chunk_size)
+
+    monkeypatch.setattr(loss_module.LinearCrossEntropy, "apply", spy)
+    batch = PadCollator(pad_token_id=0)(_examples())
+    model = _model()
+    causal_lm_loss(model, batch)
+    expected = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE_INDEX].tolist()
+    assert seen == [(len(expected), model.lm_head.weight, expected)]  # 20 rows, not 3 x 20 positions
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7])
+def test_linear_cross_entropy_with_a_bias_equals_cross_entropy_of_the_linear(rows):
+    from eosguard.loss import LinearCrossEntropy
+
+    torch.manual_seed(3)
+    head = torch.nn.Linear(8, 11)
+    hidden = torch.randn(rows, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (rows,))
+    ours = LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets, 3)  # chunks of 3: 7 rows = 3 + 3 + 1
+    ours.backward()
+    got = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+    hidden.grad = None
+    head.zero_grad()
+    reference = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="sum") if rows else ours.detach()
+    if rows:
+        reference.backward()
+    else:  # nothing to learn from: every gradient is zero
+        hidden.grad, head.weight.grad, head.bias.grad = (torch.zeros_like(t) for t in got)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    for mine, theirs in zip(got, [hidden.grad, head.weight.grad, head.bias.grad], strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-6)

@@ -34,13 +34,34 @@ def test_labelled_positions_loss_under_bf16_autocast_takes_cross_entropy_in_fp32
     example = ChatRenderer(tok).render_batch(make_conversations(["repeat"], 4, seed=3))
     batch = PadCollator(tok.pad_token_id)([r.to_example() for r in example])
     model = _model(tok)
-    with torch.no_grad():
-        full = causal_lm_loss(model, batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = causal_lm_loss(model, batch)
-    assert seen[-1] == (torch.bfloat16, torch.float32)  # the projection in bf16, the cross-entropy in fp32
-    assert mixed.dtype == torch.float32 and float(mixed) == pytest.approx(float(full), rel=2e-2)
-    assert float(mixed) != float(full)  # autocast really ran
+    losses, grads = {}, {}
+    for path in ("fused", "checkpointed", "fp32"):
+        hook = model.lm_head.register_forward_hook(lambda *_: None) if path == "checkpointed" else None
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path != "fp32"):
+            loss = causal_lm_loss(model, batch)
+        loss.backward()
+        losses[path] = loss.detach()
+        grads[path] = {n: p.grad.clone() for n, p in model.named_parameters()}
+        if hook:
+            hook.remove()
+    # The checkpointed path (any head) runs the head itself: its projection in bf16, its cross-entropy in fp32.
+    assert seen[-1] == (torch.bfloat16, torch.float32)
+    # The fused path (a plain Linear head) computes the same: its loss and every gradient equal the checkpointed
+    # path's to bf16 rounding, and both differ from fp32 (autocast really ran in both).
+    assert all(loss.dtype == torch.float32 for loss in losses.values())
+    assert float(losses["fused"]) == pytest.approx(float(losses["checkpointed"]), rel=1e-4)
+    assert float(losses["fused"]) == pytest.approx(float(losses["fp32"]), rel=2e-2)
+    assert float(losses["fused"]) != float(losses["fp32"])
+    for name, g in grads["fused"].items():
+        other, exact = grads["checkpointed"][name], grads["fp32"][name]
+        scale = exact.abs().max()
+        assert (g - other).abs().max() <= 0.02 * scale, name  # bf16 rounding of the same computation
+        assert (g - exact).abs().max() <= 0.1 * scale, name
+    head = grads["fused"]["lm_head.weight"]
+    assert (head - grads["checkpointed"]["lm_head.weight"]).abs().max() < (
+        head - grads["fp32"]["lm_head.weight"]
+    ).abs().max()
 
 
 def test_bf16_training_keeps_fp32_weights_and_tracks_fp32_losses(tok, tmp_path):
