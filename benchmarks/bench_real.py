@@ -5,11 +5,11 @@ lr, seed 0. TRL: padded batches, `assistant_only_loss=True` (ChatML with `{% gen
 SmolLM2's own template renders), its default collator. eosguard: what `eosguard train` runs (`train_from_config`:
 data, doctor, model, packed rows, guarded collator, Trainer, save), twice: `packing: rows` (all examples packed into
 rows before batching: fewer optimizer steps than TRL) and `packing: batch` (each step packs the same 4 examples TRL's
-step pads: the same steps, so its loss compares like for like). Each side runs in its own process, so its peak
-RSS is its own. Reported per side: training seconds (the Trainer's epoch) and whole-process seconds, trained tokens
-per second, mean logged loss, the loss per trained token on 16 held-out conversations after the epoch (fp32, the same
-labels for both), peak RSS, and where the training time goes (forward hooks on the decoder and the output
-projection, the optimizer's step; the rest is mostly backward). `--precision fp32 --precision bf16` measures both.
+step pads: the same steps, so its loss compares like for like). Each side runs in its own process, so its peak RSS
+is its own. Reported per side: training seconds (the Trainer's epoch) and whole-process seconds, trained tokens per
+second, mean logged loss, the loss per trained token on 16 held-out conversations after the epoch (fp32, the same
+labels for both), peak RSS, and where the training time goes (the decoder's forward, the output projection's, the
+optimizer's step; the rest is mostly backward; see `Profile`). `--precision fp32 --precision bf16` measures both.
 
 Run as:
     python benchmarks/bench_real.py [--precision bf16] [--conversations 48] [--smoke] [--out benchmarks/results]
@@ -38,30 +38,41 @@ LR = 1e-4
 
 
 class Profile:
-    """Wall time inside the decoder's and the projection's forward calls and the optimizer's step."""
+    """Wall time inside the decoder's and the projection's forward calls and the optimizer's step.
+
+    TRL's projection is timed by hooks on the output layer. eosguard's is the forward of `LinearCrossEntropy`
+    (projection and log-sum-exp of the labelled positions): a hook on its head would send the loss down the
+    checkpointed path that a hooked head takes, and time that instead of what runs."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self._start: dict[str, float] = {}
 
-    def attach(self, model: Any) -> None:
+    def _timed(self, name: str, fn: Any) -> Any:
+        def timed(*a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+    def attach(self, model: Any, *, fused_loss: bool = False) -> None:
         import torch
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        for name, module in (("decoder forward", base.get_decoder()), ("projection", base.get_output_embeddings())):
+        hooked = [("decoder forward", base.get_decoder())]
+        if fused_loss:
+            from eosguard.loss import LinearCrossEntropy
+
+            LinearCrossEntropy.apply = self._timed("projection", LinearCrossEntropy.apply)
+        else:
+            hooked.append(("projection", base.get_output_embeddings()))
+        for name, module in hooked:
             module.register_forward_pre_hook(lambda *_a, n=name: self._start.__setitem__(n, time.perf_counter()))
             module.register_forward_hook(lambda *_a, n=name: self._stop(n))
-        step = torch.optim.AdamW.step
-        profile = self
-
-        def timed_step(opt: Any, *a: Any, **k: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return step(opt, *a, **k)
-            finally:
-                profile.seconds["optimizer"] += time.perf_counter() - start
-
-        torch.optim.AdamW.step = timed_step
+        torch.optim.AdamW.step = self._timed("optimizer", torch.optim.AdamW.step)
 
     def _stop(self, name: str) -> None:
         import torch
@@ -168,7 +179,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
 
         def profiled_model(*a: Any, **k: Any) -> Any:
             model = build_model(*a, **k)
-            profile.attach(model)
+            profile.attach(model, fused_loss=True)
             return model
 
         def counted_rows(*a: Any, **k: Any) -> Any:

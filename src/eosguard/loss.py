@@ -10,8 +10,9 @@ For a plain `nn.Linear` head the chunks run in `LinearCrossEntropy`, one autogra
 each row's log-sum-exp, the backward recomputes the chunk's logits once and turns them into the gradient in place
 (softmax minus the one-hot target). Against `F.cross_entropy` under `torch.utils.checkpoint` (still the path for any
 other head: peft wrappers, hooked or offloaded heads) that saves the log-softmax pass of the recomputation, the
-log-softmax backward and a zero-filled gradient of the chunk's logits: a tenth of a SmolLM2 step on CPU. Under
-autocast the projection runs in the autocast dtype in both passes and the softmax in fp32.
+log-softmax backward and a zero-filled gradient of the chunk's logits (one SmolLM2 step of 4 x 512 tokens on 2 CPU
+cores: 13.1 s instead of 14.4 s in fp32, 7.3 s instead of 8.0 s in bf16). Under autocast the projection runs in the
+autocast dtype in both passes and the softmax in fp32.
 
 The result equals the model's own loss (sum over labelled tokens / their count, or / `num_items_in_batch` across
 gradient-accumulation steps) within float tolerance, with the same gradients: tests/test_loss.py proves both.
