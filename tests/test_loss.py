@@ -111,9 +111,9 @@ def test_fused_path_projects_only_labelled_rows_and_takes_the_heads_weight(monke
     seen = []
     original = loss_module.LinearCrossEntropy.apply
 
-    def spy(hidden, weight, bias, targets, chunk_size):
+    def spy(hidden, weight, bias, targets, chunk_size, ws):
         seen.append((hidden.shape[0], weight, targets.tolist()))
-        return original(hidden, weight, bias, targets, chunk_size)
+        return original(hidden, weight, bias, targets, chunk_size, ws)
 
     monkeypatch.setattr(loss_module.LinearCrossEntropy, "apply", spy)
     batch = PadCollator(pad_token_id=0)(_examples())
@@ -144,3 +144,31 @@ def test_linear_cross_entropy_with_a_bias_equals_cross_entropy_of_the_linear(row
     assert torch.allclose(ours, reference, atol=1e-5)
     for mine, theirs in zip(got, [hidden.grad, head.weight.grad, head.bias.grad], strict=True):
         assert torch.allclose(mine, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_kept_workspace_gives_what_a_fresh_one_gives_whatever_came_before(precision):
+    """The buffers outlive a call and only grow: a small call after a large one reads a view of the large buffer,
+    two forwards before one backward share it. Each must equal the same call with a workspace of its own."""
+    from eosguard.loss import LinearCrossEntropy, Workspace
+
+    torch.manual_seed(5)
+    weight = torch.randn(37, 16, requires_grad=True)
+    calls = [(torch.randn(n, 16, requires_grad=True), torch.randint(0, 37, (n,))) for n in (9, 2, 13)]
+
+    def run(spaces):
+        weight.grad = None
+        for h, _ in calls:
+            h.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            losses = [LinearCrossEntropy.apply(h, weight, None, t, 4, spaces[i]) for i, (h, t) in enumerate(calls)]
+        sum(losses[:2]).backward()  # two forwards, then one backward through both
+        losses[2].backward()
+        return [loss.detach() for loss in losses] + [h.grad.clone() for h, _ in calls] + [weight.grad.clone()]
+
+    kept = Workspace()
+    shared = run([kept] * 3)
+    alone = run([Workspace() for _ in calls])
+    assert kept._buffers  # the shared run really kept its buffers
+    for ours, theirs in zip(shared, alone, strict=True):
+        assert torch.equal(ours, theirs)

@@ -74,6 +74,7 @@ def test_bf16_training_keeps_fp32_weights_and_tracks_fp32_losses(tok, tmp_path):
         )
         result = fit(model, tok, examples, PadCollator(tok.pad_token_id), args)
         assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+        assert model.lm_head not in loss_module._WORKSPACES  # the loss's buffers are freed once training ends
         runs[bf16] = [loss for _, loss in result.losses]
     assert len(runs[True]) == len(runs[False]) == 5
     for a, b in zip(runs[False], runs[True], strict=True):

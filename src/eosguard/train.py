@@ -34,6 +34,7 @@ from eosguard.errors import EXIT_FINDINGS, EosguardError
 from eosguard.evaluate import Generation
 from eosguard.examples import PrepStats, build_examples
 from eosguard.integrations.callbacks import StopRateCallback
+from eosguard.loss import release_workspace
 from eosguard.render import ChatRenderer
 from eosguard.tokenizer_setup import SetupReport
 
@@ -245,6 +246,7 @@ def fit(
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     model.config.use_cache = True
+    release_workspace(model)  # the loss's kept buffers (hundreds of MB) are not needed for generation
     losses = recorder.losses
     full = None
     if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:  # a collective: every rank takes part
