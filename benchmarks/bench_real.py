@@ -9,10 +9,11 @@ step pads: the same steps, so its loss compares like for like). Each side runs i
 is its own. Reported per side: training seconds (the Trainer's epoch) and whole-process seconds, trained tokens per
 second, mean logged loss, the loss per trained token on 16 held-out conversations after the epoch (fp32, the same
 labels for both), peak RSS, and where the training time goes (the decoder's forward, the output projection's, the
-optimizer's step; the rest is mostly backward; see `Profile`). `--precision fp32 --precision bf16` measures both.
+optimizer's step; the rest is mostly backward; see `Profile`). `--precision fp32 --precision bf16` measures both;
+`--repeats N` runs every side N times, interleaved, and reports the median run and the median of the ratios.
 
 Run as:
-    python benchmarks/bench_real.py [--precision bf16] [--conversations 48] [--smoke] [--out benchmarks/results]
+    python benchmarks/bench_real.py [--precision bf16] [--repeats 3] [--conversations 48] [--smoke] [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,10 +208,31 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
     }
 
 
+def _run_side(side: str, precision: str, n: int) -> dict[str, Any]:
+    """One side in a process of its own (its peak RSS is its own)."""
+    cmd = [sys.executable, __file__, "--side", side, "--precision", precision, "--conversations", str(n)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{side} ({precision}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median epoch time, with every run's epoch time beside it."""
+    chosen = sorted(runs, key=lambda r: r["train_seconds"])[(len(runs) - 1) // 2]
+    return {**chosen, "train_seconds_runs": [r["train_seconds"] for r in runs]}
+
+
+def _ratio(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> float:
+    """Median over the repeats of a[key] / b[key], each ratio taken within one repeat."""
+    return statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--precision", action="append", choices=["fp32", "bf16"], help="repeatable; default bf16")
     p.add_argument("--conversations", dest="n", type=int, default=48)
+    p.add_argument("--repeats", type=int, default=1, help="runs of every side, interleaved; medians reported")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -220,32 +243,43 @@ def main() -> None:
     if a.side:
         print(json.dumps(run_side(a.side, precisions[0], a.n)))
         return
-    result: dict[str, Any] = {"model": "SmolLM2-135M-Instruct", "conversations": a.n, "max_length": MAX_LENGTH}
+    result: dict[str, Any] = {
+        "model": "SmolLM2-135M-Instruct",
+        "conversations": a.n,
+        "max_length": MAX_LENGTH,
+        "repeats": a.repeats,
+    }
+    # Repeat r runs every side at every precision before repeat r + 1 starts: a slow spell of a shared machine falls
+    # on both precisions and all sides alike, and each ratio below is taken within one repeat, then the median.
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {pr: {side: [] for side in SIDES} for pr in precisions}
+    for _ in range(a.repeats):
+        for precision in precisions:
+            for side in SIDES:
+                runs[precision][side].append(_run_side(side, precision, a.n))
+
     for precision in precisions:
-        sides = {}
-        for side in SIDES:
-            cmd = [sys.executable, __file__, "--side", side, "--precision", precision, "--conversations", str(a.n)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode:
-                raise SystemExit(f"{side} ({precision}) failed:\n{done.stderr[-3000:]}")
-            sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        got = runs[precision]
         result[precision] = {
-            "sides": sides,
+            "sides": {side: _median_run(got[side]) for side in SIDES},
             "ratios": {
-                "epoch_speed": sides["trl"]["train_seconds"] / sides["eosguard"]["train_seconds"],
-                "trained_tokens_per_second": sides["eosguard"]["trained_tokens_per_second"]
-                / sides["trl"]["trained_tokens_per_second"],
-                "mean_loss": sides["eosguard"]["mean_loss"] / sides["trl"]["mean_loss"],
-                "heldout_loss_after": sides["eosguard"]["heldout_loss_after"] / sides["trl"]["heldout_loss_after"],
-                "peak_rss": sides["eosguard"]["peak_rss_mb"] / sides["trl"]["peak_rss_mb"],
-                "equal_steps_epoch_speed": sides["trl"]["train_seconds"] / sides["eosguard-batch"]["train_seconds"],
-                "equal_steps_heldout_loss_after": sides["eosguard-batch"]["heldout_loss_after"]
-                / sides["trl"]["heldout_loss_after"],
+                "epoch_speed": _ratio(got["trl"], got["eosguard"], "train_seconds"),
+                "trained_tokens_per_second": _ratio(got["eosguard"], got["trl"], "trained_tokens_per_second"),
+                "mean_loss": _ratio(got["eosguard"], got["trl"], "mean_loss"),
+                "heldout_loss_after": _ratio(got["eosguard"], got["trl"], "heldout_loss_after"),
+                "peak_rss": _ratio(got["eosguard"], got["trl"], "peak_rss_mb"),
+                "equal_steps_epoch_speed": _ratio(got["trl"], got["eosguard-batch"], "train_seconds"),
+                "equal_steps_heldout_loss_after": _ratio(got["eosguard-batch"], got["trl"], "heldout_loss_after"),
             },
         }
-    if "fp32" in result and "bf16" in result:
+    if "fp32" in runs and "bf16" in runs:
         result["bf16_over_fp32"] = {
-            side: result["fp32"]["sides"][side]["train_seconds"] / result["bf16"]["sides"][side]["train_seconds"]
+            side: _ratio(runs["fp32"][side], runs["bf16"][side], "train_seconds") for side in SIDES
+        }
+        result["bf16_over_fp32_runs"] = {
+            side: [
+                f["train_seconds"] / b["train_seconds"]
+                for f, b in zip(runs["fp32"][side], runs["bf16"][side], strict=True)
+            ]
             for side in SIDES
         }
     result["goals"] = {"epoch_speed": ">= 1.5 (same precision)", "bf16_over_fp32 (eosguard)": ">= 1.8"}

@@ -47,6 +47,7 @@ def test_real_model_benchmark_smoke(tmp_path):
     sides = smoke("real", "real", tmp_path)["bf16"]["sides"]
     assert sides["eosguard"]["trained_tokens"] == sides["trl"]["trained_tokens"] > 0
     assert sides["eosguard"]["train_seconds"] > 0 and sides["trl"]["train_seconds"] > 0
+    assert sides["eosguard"]["train_seconds_runs"] == [sides["eosguard"]["train_seconds"]]  # one repeat: that run
     # packing: batch takes TRL's steps, on fewer positions than TRL's padded batches
     assert sides["eosguard-batch"]["steps"] == sides["trl"]["steps"]
     assert sides["eosguard-batch"]["trained_tokens"] == sides["trl"]["trained_tokens"]
