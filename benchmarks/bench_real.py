@@ -223,9 +223,14 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**chosen, "train_seconds_runs": [r["train_seconds"] for r in runs]}
 
 
+def _per_repeat(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> list[float]:
+    """a[key] / b[key] of each repeat, each ratio taken within one repeat."""
+    return [x[key] / y[key] for x, y in zip(a, b, strict=True)]
+
+
 def _ratio(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> float:
-    """Median over the repeats of a[key] / b[key], each ratio taken within one repeat."""
-    return statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True))
+    """The median over the repeats of `_per_repeat`."""
+    return statistics.median(_per_repeat(a, b, key))
 
 
 def main() -> None:
@@ -276,11 +281,7 @@ def main() -> None:
             side: _ratio(runs["fp32"][side], runs["bf16"][side], "train_seconds") for side in SIDES
         }
         result["bf16_over_fp32_runs"] = {
-            side: [
-                f["train_seconds"] / b["train_seconds"]
-                for f, b in zip(runs["fp32"][side], runs["bf16"][side], strict=True)
-            ]
-            for side in SIDES
+            side: _per_repeat(runs["fp32"][side], runs["bf16"][side], "train_seconds") for side in SIDES
         }
     result["goals"] = {"epoch_speed": ">= 1.5 (same precision)", "bf16_over_fp32 (eosguard)": ">= 1.8"}
     path = write_result("real" + ("-smoke" if a.smoke else ""), result, a.out)
