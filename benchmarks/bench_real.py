@@ -108,7 +108,7 @@ def heldout_loss(model: Any, source: str) -> float:
 
     tok = load_tokenizer(source)
     prepare_tokenizer(tok)
-    rendered = ChatRenderer(tok).render_batch(synthetic_conversations(16, seed=1, max_words=120))
+    rendered = ChatRenderer(tok).examples(synthetic_conversations(16, seed=1, max_words=120))
     batch = PadCollator(tok.pad_token_id)([r.to_example() for r in rendered])
     model.eval()
     with torch.no_grad():

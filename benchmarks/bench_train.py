@@ -60,7 +60,7 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
         from eosguard.render import ChatRenderer
         from eosguard.train import EosguardTrainer, _ListDataset, training_arguments
 
-        examples = [r.to_example() for r in ChatRenderer(tok).render_batch(convs)]
+        examples = [r.to_example() for r in ChatRenderer(tok).examples(convs)]
         args = training_arguments(
             "/tmp/eosguard-bench-train", steps=steps, lr=1e-3, batch_size=batch, seed=0, logging_steps=1, progress=False
         )

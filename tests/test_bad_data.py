@@ -20,10 +20,15 @@ runner = CliRunner()
 # file -> (line, words the error must contain)
 ERRORS = {
     "truncated_json.jsonl": (2, "malformed JSON"),
-    "wrong_types.jsonl": (2, "content must be a string, got list"),
+    "wrong_types.jsonl": (2, "content part 0 must be an object with a 'type'"),
     "messages_not_list.jsonl": (1, "'messages' must be a list"),
     "missing_fields.jsonl": (2, "messages[0] is missing 'role'"),
-    "unknown_roles.jsonl": (1, "unknown role 'tool'"),
+    "unknown_roles.jsonl": (1, "unknown role 'robot'"),
+    "tool_answers_no_call.jsonl": (2, "a tool result that answers no open tool call"),
+    "tool_call_never_answered.jsonl": (1, "tool call 'get_weather' (id 'c1') is never answered before message 2"),
+    "tool_arguments_not_json.jsonl": (3, "messages[1].tool_calls[0]: arguments are not JSON"),
+    "image_part.jsonl": (1, "content part 1 has type 'image_url': eosguard trains on text only"),
+    "unclosed_think.jsonl": (1, "content opens <think> but never closes it with </think>"),
     "empty_content.jsonl": (3, "content is empty"),
     "invalid_utf8.jsonl": (2, "invalid UTF-8"),
     "nul_bytes.jsonl": (2, "malformed JSON: Invalid control character"),

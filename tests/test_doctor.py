@@ -152,14 +152,16 @@ def test_cli_reads_local_folder_copies(tokenizer_dirs, tmp_path):
     assert doctor("--tokenizer", copy)[0] == 0
 
 
-def test_template_that_closes_only_the_last_turn():
+def test_template_that_closes_only_the_last_message_and_has_no_generation_prompt():
     tok = openhermes_tokenizer(pad="unk")
     tok.chat_template = (
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
         "{% if loop.last %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
     )
     report = diagnose(tok, collator="transformers")
-    assert "template-no-eos" in report.ids and "closes only the last reply" in report.findings[0].message
+    assert "template-unsupported" in report.ids and report.has_errors
+    assert "the generation prompt for message 2 is not a prefix" in report.findings[0].message
+    assert not next(s for s in report.steps if s.title == "chat template").ok
 
 
 def test_prompt_not_prefix():

@@ -1,8 +1,10 @@
 """Every template family: labels, ids, doctor, guard, training and eval behave the same on each.
 
 The families are rebuilt offline from `mistral-common` vocabularies with their real chat templates (TRL's copies
-of Llama-3.1, Gemma 3, Phi-3 and Qwen2.5; Mistral v3 / v7 checked token for token against mistral-common's own
-encoder below; SmolLM2's real tokenizer from its GGUF file).
+of Llama-3.1, Gemma 3, Phi-3, Qwen2.5, Qwen3 and gpt-oss; Mistral v3 / v7 checked token for token against
+mistral-common's own encoder below, v7 with the template mistral-common generates; SmolLM2's real tokenizer from its
+GGUF file). Qwen3 and gpt-oss render earlier replies differently from a last one, so their multi-turn chats train
+in several examples: the tests collect the trained replies across them.
 """
 
 from __future__ import annotations
@@ -76,22 +78,24 @@ def test_labelled_tokens_are_each_reply_then_its_end_of_turn(name):
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
     @given(conv=_conversations(name, content))
     def check(conv):
-        out = r.render(conv)
-        runs = trained_runs(out.mask)
+        examples = r.render(conv)
+        runs = [(out, run) for out in examples for run in trained_runs(out.mask)]
         replies = [m.content for m in conv.messages if m.role == "assistant"]
         assert len(runs) == len(replies)
-        for run, reply in zip(runs, replies, strict=True):
+        texts = []
+        for out, run in runs:
             assert out.input_ids[run[-1]] == r.end_of_turn_id
             assert r.end_of_turn_id not in out.input_ids[run[:-1]]  # content is text: never a stop token
-            assert tok.decode(out.input_ids[run[:-1]]).strip() == reply.strip()
-        assert out.stop_positions == [run[-1] for run in runs]
+            texts.append(tok.decode(out.input_ids[run[:-1]]).strip())
+        assert sorted(texts) == sorted(t for t in texts if any(t.endswith(reply.strip()) for reply in replies))
+        assert all(out.stop_positions == [run[-1] for run in trained_runs(out.mask)] for out in examples)
 
     check()
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_positions_read_off_markers_equal_positions_from_character_offsets(name):
-    """The renderer places trained spans and message ends by the marker tokens around them (no offsets, a faster
+    """The renderer places trained spans and their closings by the marker tokens around them (no offsets, a faster
     encoder); on every family, with whitespace at the edges of contents, they equal what character offsets give."""
     from eosguard.render import _locate_by_chars, _locate_by_markers
 
@@ -99,19 +103,19 @@ def test_positions_read_off_markers_equal_positions_from_character_offsets(name)
     edges = st.sampled_from(["", " ", "  ", "\n", "\n\n", "\t", " \n "])
     pieces = st.one_of(_words, st.sampled_from(_specials(name)))
     content = st.tuples(edges, st.lists(pieces, min_size=1, max_size=3).map("".join), edges).map("".join)
-    renderers = [ChatRenderer(tok, train_on="all"), ChatRenderer(tok, train_on="last")]
+    renderers = [ChatRenderer(tok, train_on=policy) for policy in ("all", "last", "each")]
 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
     @given(conv=_conversations(name, content.filter(lambda s: s.strip())))
     def check(conv):
         for r in renderers:
-            m = r._marked(conv)
-            assert m.anchors is not None  # every family's layouts are pinned by markers
-            enc = r.template.plain.encode(m.text, add_special_tokens=False)
-            by_markers = _locate_by_markers(r.template.is_marker[enc.ids], m.anchors)
-            by_chars = _locate_by_chars(enc, m.spans, m.ends, len(enc.ids), len(m.text))
-            assert by_markers is not None and by_chars is not None
-            assert by_markers[0].tolist() == by_chars[0].tolist() and by_markers[1] == by_chars[1]
+            for m in r.marked(conv):
+                assert m.anchors is not None  # every family's layouts are pinned by markers
+                enc = r.template.markers.plain.encode(m.text, add_special_tokens=False)
+                by_markers = _locate_by_markers(r.template.markers.is_marker[enc.ids], m.anchors)
+                by_chars = _locate_by_chars(enc, m.spans, len(enc.ids))
+                assert by_markers is not None and by_chars is not None
+                assert by_markers[0].tolist() == by_chars[0].tolist() and by_markers[1] == by_chars[1]
 
     check()
 
@@ -125,7 +129,7 @@ def test_ids_equal_apply_chat_template_on_ordinary_content(name):
     @given(conv=_conversations(name, _words))
     def check(conv):
         expected = tok.apply_chat_template(conv.as_dicts(), tokenize=True, return_dict=False)
-        assert r.render(conv).input_ids.tolist() == expected
+        assert r.render(conv)[-1].input_ids.tolist() == expected  # the last example: the whole conversation
         k = max(i for i, m in enumerate(conv.messages) if m.role == "assistant")
         prompt = tok.apply_chat_template(conv.as_dicts()[:k], add_generation_prompt=True, return_dict=False)
         assert r.prompt_ids(conv.messages[:k]) == prompt
@@ -139,17 +143,25 @@ CONVS = [
 ]
 
 
+# gpt-oss renders an earlier reply closed by <|end|>, which no engine stops on: a pipeline that trains the whole
+# conversation has one reply fewer closed by a stop token (the doctor calls it `reply-rewritten`).
+CLOSED_IN_HISTORY = {name: 3 for name in NAMES} | {"gpt-oss": 2}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_doctor_flags_pad_equal_to_end_of_turn_and_passes_the_fixes(name):
+    closed = CLOSED_IN_HISTORY[name]
     broken = diagnose(tokenizer(name, "eot"), conversations=CONVS, collator="transformers")
     assert "eos-masked" in broken.ids and broken.has_errors
-    assert broken.facts["collator"]["stop_masked"] == 3
+    assert broken.facts["collator"]["stop_masked"] == closed
     fixed = family_tokenizer(name, pad="eot")
     prepare_tokenizer(fixed)  # a distinct pad
     for collator in ("transformers", "eosguard"):
         report = diagnose(fixed, conversations=CONVS, collator=collator)
-        assert "eos-masked" not in report.ids and report.facts["collator"]["stop_trained"] == 3
+        trained = 3 if collator == "eosguard" else closed
+        assert "eos-masked" not in report.ids and report.facts["collator"]["stop_trained"] == trained
         assert not any(s.skipped for s in report.steps)
+        assert ("reply-rewritten" in report.ids) == (collator != "eosguard" and name in ("gpt-oss", "qwen3"))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -157,7 +169,8 @@ def test_guard_raises_on_the_pad_equals_end_of_turn_batch(name):
     tok = tokenizer(name, "eot")
     texts = [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in CONVS]
     features = [tok(t, add_special_tokens=False) for t in texts]
-    with pytest.raises(StopTokenLossError, match=r"3 of 3 assistant turns"):
+    closed = CLOSED_IN_HISTORY[name]
+    with pytest.raises(StopTokenLossError, match=rf"{closed} of 3 assistant turns"):
         guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)(features)
 
 
@@ -168,7 +181,7 @@ def test_train_save_and_eval_follow_the_template(name, tmp_path):
     eot = FAMILIES[name].end_of_turn
     assert setup.end_of_turn == eot and tok.pad_token_id != setup.end_of_turn_id
     r = ChatRenderer(tok)
-    examples, _ = build_examples(CONVS * 4, r, max_length=64)
+    examples, _ = build_examples(CONVS * 4, r, max_length=256)  # gpt-oss writes a system preamble
     model = tiny_mistral(len(tok), hidden=16, layers=1, heads=2, kv_heads=1, bos_id=None, eos_id=None, pad_id=None)
     args = training_arguments(tmp_path / "t", steps=2, lr=1e-3, batch_size=4, logging_steps=1, progress=False)
     fit(model, tok, examples, guard(PadCollator(tok.pad_token_id), tok), args)
@@ -185,22 +198,28 @@ def test_cli_doctor_on_llama3_with_pad_eot_exits_1_with_eos_masked(tmp_path):
     assert "skipped" not in result.output
 
 
-def test_a_template_that_drops_the_system_message_is_refused_by_name():
+def test_a_template_that_moves_the_system_message_is_refused_by_name():
+    """Mistral v3 writes the system message into the *last* user turn: the prompt of a reply has it, the reply's
+    own rendering (where the user turn is no longer last) does not. No example can train that reply as inference
+    prompts it."""
     r = ChatRenderer(tokenizer("mistral-v3"))
     conv = conversation(("system", "Be brief."), ("user", "Hi"), ("assistant", "Yo"))
-    with pytest.raises(TemplateError, match=r"drops the content of message 0 \(system\)"):
+    with pytest.raises(TemplateError, match=r"the generation prompt for message 2 is not a prefix"):
         r.render(conv)
 
 
-def test_a_template_that_closes_only_the_last_reply_is_refused():
+def test_a_template_that_closes_only_the_last_reply_trains_each_reply_as_a_last_one():
     tok = family_tokenizer("chatml")
     tok.chat_template = (
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
         "{% if loop.last or m['role'] != 'assistant' %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
-    report = diagnose(tok)
-    assert "template-no-eos" in report.ids and report.has_errors
+    examples = ChatRenderer(tok).render(CONVS[1])
+    assert [e.own for e in examples] == [True, False]  # the first reply apart, closed as the template closes a last one
+    assert [tok.decode(e.input_ids[e.mask]) for e in examples] == ["Hello!<|im_end|>", "1, 2, 3.<|im_end|>"]
+    report = diagnose(tok, conversations=CONVS, collator="transformers")
+    assert "reply-rewritten" in report.ids and "template-no-eos" not in report.ids
 
 
 @pytest.mark.parametrize(("name", "file"), [("mistral-v3", "240323.model.v3"), ("mistral-v7", "241114.model.v7")])

@@ -53,5 +53,5 @@ def test_unsupervised_turns_and_pad_eos_positions_are_not_violations():
         conversation(("user", "x"), ("assistant", "y")),
     ]
     collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="left"), tok)
-    collator([e.to_example() for e in r.render_batch(convs)])
+    collator([e.to_example() for e in r.examples(convs)])
     assert collator.totals.supervised_turns == 2 and collator.totals.stop_masked == 0

@@ -31,7 +31,7 @@ def test_labelled_positions_loss_under_bf16_autocast_takes_cross_entropy_in_fp32
         return out
 
     monkeypatch.setattr(loss_module, "_chunk_loss", spy)
-    example = ChatRenderer(tok).render_batch(make_conversations(["repeat"], 4, seed=3))
+    example = ChatRenderer(tok).examples(make_conversations(["repeat"], 4, seed=3))
     batch = PadCollator(tok.pad_token_id)([r.to_example() for r in example])
     model = _model(tok)
     losses, grads = {}, {}
@@ -65,7 +65,7 @@ def test_labelled_positions_loss_under_bf16_autocast_takes_cross_entropy_in_fp32
 
 
 def test_bf16_training_keeps_fp32_weights_and_tracks_fp32_losses(tok, tmp_path):
-    examples = [r.to_example() for r in ChatRenderer(tok).render_batch(make_conversations(["repeat"], 64, seed=1))]
+    examples = [r.to_example() for r in ChatRenderer(tok).examples(make_conversations(["repeat"], 64, seed=1))]
     runs = {}
     for bf16 in (False, True):
         model = _model(tok)

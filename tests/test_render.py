@@ -15,7 +15,7 @@ IM_END, IM_START = "<|im_end|>", "<|im_start|>"
 def test_pinned_ids_mask_and_text(tok):
     r = ChatRenderer(tok)
     conv = conversation(("user", "Hi"), ("assistant", "Hello there"))
-    out = r.render(conv)
+    (out,) = r.render(conv)
     assert (
         r.render_text(conv.messages) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello there<|im_end|>\n"
     )
@@ -57,7 +57,7 @@ def test_equals_apply_chat_template_and_prompt_is_prefix(tok):
         ("user", "again"),
         ("assistant", "Hi  again.\n\nBye"),
     )
-    ids = r.render(conv).input_ids.tolist()
+    ids = r.render(conv)[0].input_ids.tolist()
     assert ids == tok.apply_chat_template(conv.as_dicts(), tokenize=True, return_dict=False)
     for k in (2, 4):  # before each assistant turn
         prompt = r.prompt_ids(conv.messages[:k])
@@ -67,15 +67,15 @@ def test_equals_apply_chat_template_and_prompt_is_prefix(tok):
 
 def test_train_policies(tok):
     conv = conversation(("user", "a"), ("assistant", "one"), ("user", "b"), ("assistant", "two"))
-    last = ChatRenderer(tok, train_on="last").render(conv)
+    (last,) = ChatRenderer(tok, train_on="last").render(conv)
     assert tok.decode(last.input_ids[last.mask]) == "two<|im_end|>"
     excluded = conversation(
         ("user", "a"), Message("assistant", "one", train=False), ("user", "b"), ("assistant", "two")
     )
-    out = ChatRenderer(tok).render(excluded)
+    (out,) = ChatRenderer(tok).render(excluded)
     assert tok.decode(out.input_ids[out.mask]) == "two<|im_end|>"
     forced = conversation(("user", "a"), Message("assistant", "one", train=True), ("user", "b"), ("assistant", "two"))
-    out = ChatRenderer(tok, train_on="last").render(forced)
+    (out,) = ChatRenderer(tok, train_on="last").render(forced)
     assert tok.decode(out.input_ids[out.mask]) == "one<|im_end|>two<|im_end|>"
 
 
@@ -88,7 +88,7 @@ def test_special_token_text_in_content_stays_text(tok, where):
     turns[where] = forged
     conv = conversation(("system", turns["system"]), ("user", turns["user"]), ("assistant", turns["assistant"]))
     r = ChatRenderer(tok)
-    out = r.render(conv)
+    (out,) = r.render(conv)
     control = {tok.convert_tokens_to_ids(t) for t in specials}
     ids = out.input_ids.tolist()
     # Control ids appear exactly where the template puts them: 3 × <|im_start|>, 3 × <|im_end|>.
@@ -101,16 +101,19 @@ def test_special_token_text_in_content_stays_text(tok, where):
 def test_fit_to_length_policies(tok):
     r = ChatRenderer(tok)
     conv = conversation(("user", "a"), ("assistant", "one two three"), ("user", "b"), ("assistant", "four five six"))
-    full = r.render(conv)
+    (full,) = r.render(conv)
     assert fit_to_length(full, len(full), "error") is full
     with pytest.raises(OverLengthError):
         fit_to_length(full, len(full) - 1, "error")
     assert fit_to_length(full, len(full) - 1, "drop") is None
-    cut = fit_to_length(full, len(full) - 1, "truncate")
+    cut = fit_to_length(full, len(full) - 1, "truncate")  # only the newline after the last <|im_end|> goes
+    assert cut.truncated and tok.decode(cut.input_ids[cut.mask]) == "one two three<|im_end|>four five six<|im_end|>"
+    cut = fit_to_length(full, len(full) - 2, "truncate")  # the last <|im_end|> does not fit: its reply goes
     assert cut.truncated and tok.decode(cut.input_ids[cut.mask]) == "one two three<|im_end|>"
-    first_turn_end = full.message_ends[1]
+    first_turn_end = full.stop_positions[0] + 2  # past the first reply's <|im_end|> and its newline
     inside = fit_to_length(full, first_turn_end - 3, "truncate")  # cuts inside the first supervised turn
     assert len(inside) == first_turn_end - 3 and inside.input_ids[-1] == 32000 and inside.mask[-1]
+    assert inside.closings == [(len(inside) - 1, len(inside) - 1)]
     assert fit_to_length(full, 5, "truncate") is None  # not even the prompt fits
 
 
@@ -141,7 +144,7 @@ def conversations(draw):
 def test_labelled_tokens_are_exactly_assistant_contents_each_with_its_stop(tok, conv):
     r = ChatRenderer(tok)
     im_start = tok.convert_tokens_to_ids(IM_START)
-    out = r.render(conv)
+    (out,) = r.render(conv)
     ids, mask = out.input_ids, out.mask
     # Split the trained positions into runs; each run is one assistant content followed by <|im_end|>.
     runs = trained_runs(mask)
@@ -151,7 +154,8 @@ def test_labelled_tokens_are_exactly_assistant_contents_each_with_its_stop(tok, 
     for run, answer in zip(runs, answers, strict=True):
         assert ids[run[-1]] == r.end_of_turn_id
         assert not np.isin(ids[run[:-1]], [r.end_of_turn_id, im_start]).any()
-        assert tok.decode(ids[run[:-1]]) == answer
+        # decoded after the "\n" that precedes every reply: SentencePiece drops a leading space at the start
+        assert tok.decode(ids[run[0] - 1 : run[-1]]) == "\n" + answer
     # No control token anywhere but where the template wrote one.
     n_turns = len(conv.messages)
     assert (ids == r.end_of_turn_id).sum() == n_turns and (ids == im_start).sum() == n_turns
@@ -166,13 +170,13 @@ def test_matches_apply_chat_template_on_plain_content(tok, contents):
     turns = [("user" if i % 2 == 0 else "assistant", c) for i, c in enumerate(contents)]
     conv = conversation(*turns)
     expected = tok.apply_chat_template(conv.as_dicts(), tokenize=True, return_dict=False)
-    assert ChatRenderer(tok).render(conv).input_ids.tolist() == expected
+    assert ChatRenderer(tok).render(conv)[0].input_ids.tolist() == expected
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conv=conversations(), max_length=st.integers(8, 80))
 def test_truncation_never_leaves_a_turn_without_its_stop(tok, conv, max_length):
-    out = fit_to_length(ChatRenderer(tok).render(conv), max_length, "truncate")
+    out = fit_to_length(ChatRenderer(tok).render(conv)[0], max_length, "truncate")
     if out is None:
         return
     assert len(out) <= max_length
@@ -196,7 +200,7 @@ def test_any_role_order_is_rejected_or_keeps_the_invariants(tok, roles, text):
         conv = conversation(*[(role, text) for role in roles])
     except ValueError:
         return  # validation refused it, with a reason
-    out = ChatRenderer(tok).render(conv)
+    (out,) = ChatRenderer(tok).render(conv)
     n_assistant = sum(m.role == "assistant" for m in conv.messages)
     assert int(out.mask[out.input_ids == 32000].sum()) == n_assistant == len(out.stop_positions)
 
@@ -204,15 +208,22 @@ def test_any_role_order_is_rejected_or_keeps_the_invariants(tok, roles, text):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conv=conversations())
 def test_fast_char_lookup_agrees_with_per_token_offsets(tok, conv):
-    from eosguard.render import _locate_by_chars, _mask_from_spans
+    """A few char -> token lookups per reply give what every token's own offsets give: a token is trained when its
+    first character lies in a trained span."""
+    from eosguard.render import _locate_by_chars
 
     r = ChatRenderer(tok)
-    text, spans, ends = r.marked_text(conv)
-    enc = r.template.plain.encode(text, add_special_tokens=False)
+    (marked,) = r.marked(conv)
+    enc = r.template.markers.plain.encode(marked.text, add_special_tokens=False)
     starts = np.asarray([o[0] for o in enc.offsets])
-    mask, message_ends = _locate_by_chars(enc, spans, ends, len(enc.ids), len(text))
-    assert mask.tolist() == _mask_from_spans(starts, spans).tolist()
-    assert message_ends == np.searchsorted(starts, np.asarray(ends), side="left").tolist()
+    mask, closings = _locate_by_chars(enc, marked.spans, len(enc.ids))
+    expected = np.zeros(len(starts), dtype=bool)
+    for start, _, stop in marked.spans:
+        expected |= (starts >= start) & (starts <= stop)
+    assert mask.tolist() == expected.tolist()
+    assert closings == [
+        (int(np.flatnonzero(starts <= c)[-1]), int(np.flatnonzero(starts <= s)[-1])) for _, c, s in marked.spans
+    ]
 
 
 _spaced = st.lists(
@@ -225,7 +236,7 @@ _spaced = st.lists(
 @pytest.fixture(scope="module")
 def sentencepiece_tokenizers():
     from eosguard.fixtures import sentencepiece_tokenizer
-    from eosguard.templates import _plain_tokenizer
+    from eosguard.markers import _plain_tokenizer
 
     reals = [sentencepiece_tokenizer(v).backend_tokenizer for v in ("sp-v1", "sp-v3", "sp-v7")]
     return [(_plain_tokenizer(real, [])[0], real) for real in reals]
@@ -234,7 +245,7 @@ def sentencepiece_tokenizers():
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(_spaced, min_size=1, max_size=4))
 def test_word_split_encoding_equals_the_whole_text_encoding(sentencepiece_tokenizers, texts):
-    """The renderer's encoder splits SentencePiece text at words (templates._split_at_words): same ids, same offsets
+    """The renderer's encoder splits SentencePiece text at words (markers._split_at_words): same ids, same offsets
     as the real tokenizer encoding the text as one piece, on Mistral's three SentencePiece vocabularies."""
     for plain, real in sentencepiece_tokenizers:
         assert plain.pre_tokenizer.__getstate__() != real.pre_tokenizer.__getstate__()  # the split is on

@@ -40,7 +40,7 @@ def _conv(contents):
 def test_ids_equal_apply_chat_template(tekken, contents):
     tok, _, r = tekken
     conv = _conv(contents)
-    assert r.render(conv).input_ids.tolist() == tok.apply_chat_template(conv.as_dicts(), return_dict=False)
+    assert r.render(conv)[0].input_ids.tolist() == tok.apply_chat_template(conv.as_dicts(), return_dict=False)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -53,7 +53,7 @@ def test_prompt_is_a_prefix_and_labels_are_replies_with_their_stop(tekken, conte
     """Holds for any content, leading whitespace and special-token text included."""
     tok, _, r = tekken
     conv = _conv(contents)
-    out = r.render(conv)
+    (out,) = r.render(conv)
     ids = out.input_ids.tolist()
     for k in range(1, len(contents), 2):
         prompt = r.prompt_ids(conv.messages[:k])
@@ -66,7 +66,7 @@ def test_prompt_is_a_prefix_and_labels_are_replies_with_their_stop(tekken, conte
 def test_reply_starting_with_whitespace_keeps_the_prompt_boundary(tekken):
     tok, _, r = tekken
     conv = conversation(("user", "Hi"), ("assistant", "\n\n  Hello"))
-    ours = r.render(conv).input_ids.tolist()
+    ours = r.render(conv)[0].input_ids.tolist()
     theirs = tok.apply_chat_template(conv.as_dicts(), return_dict=False)
     # The template's text tokenized whole merges the header's "\n" into the reply; the model at inference sees
     # the header alone, so eosguard keeps that boundary. Everything else is the same.

@@ -42,7 +42,7 @@ def prepared(tiny_model_dir, task_files, tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "eosguard_prepare.json").read_text())
-    assert manifest["format"] == 2 and manifest["tokenizer_key"] and manifest["prep"]["examples"] == 240
+    assert manifest["format"] == 3 and manifest["tokenizer_key"] and manifest["prep"]["examples"] == 240
     return out
 
 

@@ -58,6 +58,30 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
     return app.command(name=fn.__name__.rstrip("_"))(run)
 
 
+TemplateArgs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--template-arg",
+        help="A chat-template argument, KEY=VALUE (value read as YAML), e.g. enable_thinking=false; repeatable.",
+    ),
+]
+ToolsFile = Annotated[
+    Path | None, typer.Option(help="JSON file of function schemas for conversations that bring no `tools`.")
+]
+
+
+def _template_args(items: list[str] | None) -> dict[str, Any]:
+    from eosguard.templates import parse_template_args
+
+    return parse_template_args(items or [])
+
+
+def _tools(path: Path | None) -> list[dict[str, Any]] | None:
+    from eosguard.conversations import load_tools
+
+    return list(load_tools(path)) if path else None
+
+
 @command
 def doctor(
     tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id (only tokenizer files are read).")],
@@ -80,12 +104,15 @@ def doctor(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow tokenizer code from the repo.")] = False,
+    template_arg: TemplateArgs = None,
+    tools: ToolsFile = None,
 ) -> None:
     """Find every way this setup loses the stop token. Exit 1 on an error finding (of --collator's pipeline)."""
     from eosguard.conversations import load_conversations
     from eosguard.doctor import diagnose
     from eosguard.tokenizer_setup import load_tokenizer
 
+    args, offered = _template_args(template_arg), _tools(tools)
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
     convs, load_summary = None, None
     if data:
@@ -95,7 +122,15 @@ def doctor(
     reports = []
     for name in [collator] + ([compare] if compare else []):
         report = diagnose(
-            tok, model_path=model, conversations=convs, max_length=max_length, collator=name, lora=lora, show=shown
+            tok,
+            model_path=model,
+            conversations=convs,
+            max_length=max_length,
+            collator=name,
+            lora=lora,
+            show=shown,
+            tools=offered,
+            template_args=args,
         )
         if load_summary:
             report.facts["data"] = load_summary
@@ -161,12 +196,15 @@ def train(
     ] = None,
     force: Annotated[bool, typer.Option(help="Train even when the doctor finds errors (loudly).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
+    template_arg: TemplateArgs = None,
 ) -> None:
     """Fine-tune a chat model in its own chat template on transformers.Trainer; refuses to start on doctor errors."""
     from eosguard.config import load_config
     from eosguard.train import train_from_config
 
-    cfg = load_config(config, list(set_ or []) + (["resume=true"] if resume else []))
+    sets = list(set_ or []) + (["resume=true"] if resume else [])
+    sets += [f"chat_template_kwargs.{k}={json.dumps(v)}" for k, v in _template_args(template_arg).items()]
+    cfg = load_config(config, sets)
     train_from_config(cfg, force=force, log=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
 
 
@@ -183,18 +221,27 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     show: Annotated[int, typer.Option(min=0, help="Print N generations.")] = 3,
     seed: Annotated[int, typer.Option()] = 0,
+    template_arg: TemplateArgs = None,
+    tools: ToolsFile = None,
 ) -> None:
-    """Measure stop rate, runaway rate, role leaks, lengths and exact match."""
+    """Measure stop rate, runaway rate, role leaks, lengths and exact match (per kind of reply when the held-out
+    replies include tool calls)."""
     import torch
 
     from eosguard.conversations import load_conversations
     from eosguard.evaluate import evaluate_stopping
     from eosguard.progress import progress
+    from eosguard.render import ChatRenderer
+    from eosguard.templates import with_arguments
     from eosguard.tokenizer_setup import load_tokenizer
     from eosguard.train import load_model
 
+    args, offered = _template_args(template_arg), _tools(tools)
     convs, rep = load_conversations(data, skip_invalid=skip_invalid)
     tok = load_tokenizer(model)
+    if args:
+        tok.chat_template = with_arguments(tok.chat_template or "", args)
+    renderer = ChatRenderer(tok, tools=offered)
     torch.manual_seed(seed)
     m = load_model(model)
     with progress("generating", total=len(convs[:limit])) as advance:
@@ -207,23 +254,28 @@ def eval_(
             do_sample=sample,
             temperature=temperature,
             advance=advance,
+            renderer=renderer,
         )
     if as_json:
         print(json.dumps({"data": rep.summary(), **result.to_dict()}, indent=2))
         return
     console.print(f"data: {rep.summary()}", highlight=False)
     table = Table(title=f"stopping on {result.n} prompts ({max_new_tokens} new tokens at most)")
-    for col in ("stop rate", "runaway", "role leak", "exact match", "mean new tokens", "p95 new tokens"):
+    for col in ("replies", "n", "stop rate", "runaway", "role leak", "exact match", "mean new tokens", "p95"):
         table.add_column(col)
-    em = "-" if result.exact_match is None else f"{result.exact_match:.1%}"
-    table.add_row(
-        f"{result.stop_rate:.1%}",
-        f"{result.runaway_rate:.1%}",
-        f"{result.role_leak_rate:.1%}",
-        em,
-        f"{result.mean_new_tokens:.1f}",
-        f"{result.p95_new_tokens:.0f}",
-    )
+    rows = [("all", result.to_dict())] + [(k.replace("_", " ") + "s", v) for k, v in result.by_kind.items()]
+    for name, fig in rows:
+        em = "-" if fig["exact_match"] is None else f"{fig['exact_match']:.1%}"
+        table.add_row(
+            name,
+            str(fig["n"]),
+            f"{fig['stop_rate']:.1%}",
+            f"{fig['runaway_rate']:.1%}",
+            f"{fig['role_leak_rate']:.1%}",
+            em,
+            f"{fig['mean_new_tokens']:.1f}",
+            f"{fig['p95_new_tokens']:.0f}",
+        )
     console.print(table)
     for g in result.generations[:show]:
         console.print(
@@ -263,13 +315,15 @@ def prepare(
     out: Annotated[Path, typer.Option(help="Output folder (loads with datasets.load_from_disk).")],
     max_length: Annotated[int, typer.Option(min=9)] = 2048,
     over_length: Annotated[OverLength, typer.Option(help="drop | truncate | error")] = "truncate",
-    train_on: Annotated[TrainOn, typer.Option(help="all | last")] = "all",
+    train_on: Annotated[TrainOn, typer.Option(help="all | last | each (one example per reply)")] = "all",
     skip_invalid: Annotated[bool, typer.Option()] = False,
     num_proc: Annotated[
         int | None, typer.Option(min=1, help="Processes that render and tokenize (default: one per core).")
     ] = None,
+    template_arg: TemplateArgs = None,
+    tools: ToolsFile = None,
 ) -> None:
-    """Tokenize conversations into input_ids / labels columns (labels: assistant content + its <|im_end|>)."""
+    """Tokenize conversations into input_ids / labels columns (labels: each reply and its closing tokens)."""
     from eosguard.prepare import prepare_dataset
 
     summary = prepare_dataset(
@@ -281,6 +335,8 @@ def prepare(
         train_on=train_on,
         skip_invalid=skip_invalid,
         num_proc=num_proc,
+        template_args=_template_args(template_arg),
+        tools=_tools(tools),
     )
     for line in summary:
         console.print(line, highlight=False)

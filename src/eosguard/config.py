@@ -34,6 +34,9 @@ class DataConfig(_Strict):
     """Share of train held out for evaluation when `eval` is empty (0 disables)."""
     skip_invalid: bool = False
     """Skip malformed records and count them, instead of stopping at the first one."""
+    tools: str | None = None
+    """A JSON file with a list of function schemas, offered to the model in every conversation that brings no
+    `tools` of its own (the template renders them, as `apply_chat_template(tools=...)` does)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -73,8 +76,14 @@ class TrainConfig(_Strict):
     """Longest example in tokens."""
     over_length: Literal["drop", "truncate", "error"] = "truncate"
     """Longer examples: drop them, truncate keeping each supervised turn's stop token, or stop with an error."""
-    train_on: Literal["all", "last"] = "all"
-    """Supervise every assistant turn, or only the last one (a message's "train" flag overrides)."""
+    train_on: Literal["all", "last", "each"] = "all"
+    """Supervise every assistant turn, or only the last one, or every one in an example of its own (a message's
+    "train" flag overrides). With "all", a reply the template renders differently once later turns follow
+    (reasoning dropped from history, gpt-oss's `<|end|>` for `<|return|>`) is still trained in an example of its
+    own, as the model produces it; the data summary counts them."""
+    chat_template_kwargs: dict[str, Any] = {}
+    """Template arguments (`enable_thinking: false`, `reasoning_effort: low`, ...): used for the generation prompt,
+    the trained replies and evaluation, and written into the saved tokenizer's template as its defaults."""
     epochs: float | None = Field(default=None, gt=0)
     """Passes over the data (give this or `max_steps`)."""
     max_steps: int | None = Field(default=None, gt=0)
@@ -163,6 +172,8 @@ def _format_errors(source: str, exc: ValidationError) -> str:
 def _missing_files(cfg: TrainConfig) -> list[str]:
     problems = [f"  - data.train: no such file or folder: {p}" for p in cfg.data.train if not Path(p).exists()]
     problems += [f"  - data.eval: no such file or folder: {p}" for p in cfg.data.eval if not Path(p).exists()]
+    if cfg.data.tools and not Path(cfg.data.tools).is_file():
+        problems.append(f"  - data.tools: no such file: {cfg.data.tools}")
     if cfg.data.prepared and not Path(cfg.data.prepared).is_dir():
         problems.append(f"  - data.prepared: no such folder: {cfg.data.prepared}")
     for key in ("model", "tokenizer"):

@@ -33,7 +33,7 @@ from eosguard.errors import EosguardError
 from eosguard.findings import FINDINGS, Severity
 from eosguard.guard import StopCheck, StopTokenChecker
 from eosguard.render import ChatRenderer, labels_from_mask
-from eosguard.templates import ChatTemplate, TemplateError, template_for
+from eosguard.templates import ChatTemplate, TemplateError, template_for, with_arguments
 from eosguard.tokenizer_setup import prepare_tokenizer
 from eosguard.tokenview import TokenView, token_views
 
@@ -129,7 +129,7 @@ CollatorSpec = str  # "eosguard" | "transformers" | "trl" | "module:factory"
 
 
 def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
-    """Read the end-of-turn token off the template; never assume it."""
+    """Read the stop tokens off the template; never assume them."""
     has_template = bool(getattr(tok, "chat_template", None))
     if not has_template:
         report.add(
@@ -140,49 +140,45 @@ def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
         chat = template_for(tok)
     except TemplateError as exc:
         if has_template:
-            report.add("template-unsupported", f"the chat template cannot be split into messages: {exc.message}")
+            report.add(exc.finding, f"the chat template cannot be split into messages: {exc.message}")
         report.step("chat template", False if has_template else None, exc.message)
         return None
     if chat.problem is not None:
         report.add("template-no-eos", f"{chat.problem}, so no example can teach the model to stop")
         report.step("chat template", False, "assistant turns are not closed by a control token")
         return None
-    problem = _earlier_turns_problem(chat)
-    if problem is not None:
-        report.add(problem[0], problem[1])
-        report.step("chat template", False, problem[1])
-        return chat
     assumed = "" if has_template else " (no template: assuming ChatML, whose tokens it has)"
-    detail = f"assistant turns end with {chat.end_of_turn} (id {chat.end_of_turn_id}){assumed}"
-    report.step("chat template", has_template, detail)
+    kinds = "; ".join(
+        f"{_PLURAL[kind]} end with {''.join(c.sequence)}" + (" (the next turn's token)" if c.appended else "")
+        for kind, c in chat.closers.items()
+    )
+    try:  # a multi-turn conversation must place every reply
+        ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
+    except TemplateError as exc:
+        report.add(exc.finding, exc.message)
+        report.step("chat template", False, f"{kinds}; but {exc.message}")
+        return chat
+    report.step("chat template", has_template, f"{kinds}{assumed}")
     return chat
 
 
-def _earlier_turns_problem(chat: ChatTemplate) -> tuple[str, str] | None:
-    """A two-reply conversation: each reply must be closed by the end-of-turn token and be a clean place to train."""
-    roles = ("user", "assistant", "user", "assistant")
-    try:
-        layout = chat.layout(roles)
-        for k in (1, 3):
-            chat.reply_span(layout, k)
-    except TemplateError as exc:
-        return exc.finding, exc.message
-    return None
+_PLURAL = {"reply": "replies", "tool_call": "tool calls"}
 
 
-def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], report: DoctorReport) -> None:
+def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], tools: Any, report: DoctorReport) -> None:
     """The user's pipeline: the generation prompt must be a token prefix of the training sequence."""
     if not getattr(tok, "chat_template", None):
         return
     bad = rejected = 0
     for conv in convs[:64]:
         msgs = conv.as_dicts()
+        offered = _tools_of(conv, tools)
         try:
             for k, m in enumerate(msgs):
                 if m["role"] != "assistant":
                     continue
-                prompt = tok.apply_chat_template(msgs[:k], add_generation_prompt=True, return_dict=False)
-                full = tok.apply_chat_template(msgs[: k + 1], return_dict=False)
+                prompt = tok.apply_chat_template(msgs[:k], tools=offered, add_generation_prompt=True, return_dict=False)
+                full = tok.apply_chat_template(msgs[: k + 1], tools=offered, return_dict=False)
                 if full[: len(prompt)] != prompt:
                     bad += 1
                     break
@@ -204,8 +200,8 @@ def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], report: Doctor
         )
 
 
-def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport) -> None:
-    stop_ids = {i for i in (eot_id, tok.eos_token_id) if i is not None}
+def _check_pad(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> None:
+    stop_ids = {i for i in (*(chat.stop_ids if chat else ()), tok.eos_token_id) if i is not None}
     ok = True
     if tok.pad_token is None:
         ok = False
@@ -216,8 +212,8 @@ def _check_pad(tok: Any, eot_id: int | None, report: DoctorReport) -> None:
         ok = False
         report.add(
             "pad-is-eos",
-            f"the pad token {tok.pad_token!r} (id {tok.pad_token_id}) is the eos / end-of-turn token: any collator "
-            "that masks labels equal to the pad id erases every real stop-token label",
+            f"the pad token {tok.pad_token!r} (id {tok.pad_token_id}) is the eos or a stop token of the template: any "
+            "collator that masks labels equal to the pad id erases every real stop-token label",
         )
     if tok.padding_side == "left":
         report.add(
@@ -263,15 +259,17 @@ def _check_model(model_path: str, tok: Any, chat: ChatTemplate | None, lora: boo
     eos_ids = _as_ids(gen.get("eos_token_id", config.get("eos_token_id")))
     vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
     report.facts.update({"model_eos_ids": eos_ids, "model_vocab_size": vocab})
-    eot, eot_id = (chat.end_of_turn, chat.end_of_turn_id) if chat is not None else (None, None)
+    stops = list(zip(chat.stop_tokens, chat.stop_ids, strict=True)) if chat is not None else []
     ok = True
-    if eot_id is not None and eot_id not in eos_ids:
+    missing = [(t, i) for t, i in stops if i not in eos_ids]
+    if missing:
         ok = False
         src = "generation_config.json" if "eos_token_id" in gen else "config.json"
+        names = ", ".join(f"{t} (id {i})" for t, i in missing)
         report.add(
             "generation-eos-mismatch",
-            f"{src} lists eos ids {eos_ids}, which do not include the end-of-turn token {eot} (id {eot_id}): "
-            "generate() and vLLM will not stop even when the model emits it",
+            f"{src} lists eos ids {eos_ids}, which do not include the template's stop token(s) {names}: "
+            "generate() and vLLM will not stop even when the model emits them",
         )
     if vocab is not None and len(tok) > vocab:
         ok = False
@@ -281,12 +279,13 @@ def _check_model(model_path: str, tok: Any, chat: ChatTemplate | None, lora: boo
             "or read garbage",
         )
     original = int(config.get("eosguard_original_vocab_size", vocab)) if vocab is not None else None
-    if eot_id is not None and original is not None and eot_id >= original and lora:
+    new = [f"{t} (id {i})" for t, i in stops if original is not None and i >= original]
+    if new and lora:
         ok = False
         report.add(
             "new-token-untrained",
-            f"the end-of-turn token {eot} (id {eot_id}) was added after pre-training, and under LoRA its embedding "
-            "and lm_head rows stay at their initial values: the model cannot learn to emit it",
+            f"the stop token(s) {', '.join(new)} were added after pre-training, and under LoRA their embedding "
+            "and lm_head rows stay at their initial values: the model cannot learn to emit them",
         )
     report.step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}")
 
@@ -297,6 +296,7 @@ def _check_data(
     chat: ChatTemplate | None,
     max_length: int | None,
     collator: CollatorSpec,
+    tools: Any,
     report: DoctorReport,
 ) -> None:
     specials = sorted({t for t in tok.get_added_vocab() if t.strip()} | set(tok.all_special_tokens), key=len)
@@ -308,26 +308,35 @@ def _check_data(
             "rendered text parses it as control tokens and forges turn boundaries",
             count=n_special,
         )
-    if max_length is None or chat is None:
+    if chat is None:
         report.step("data", True, f"{len(convs)} conversations")
         return
-    eot_id = chat.end_of_turn_id
     try:
-        rendered = ChatRenderer(tok, template=chat).render_batch(convs)
+        rendered = ChatRenderer(tok, template=chat, tools=tools).render_batch(convs)
     except TemplateError as exc:
         report.add(exc.finding, exc.message)
         report.step("data", False, f"{len(convs)} conversations; the template cannot be split: {exc.message}")
         return
-    too_long = [r for r in rendered if len(r) > max_length]
-    drops_eos = sum(1 for r in too_long if eot_id in r.input_ids.tolist()[max_length:])
+    examples = [r for rs in rendered for r in rs]
+    detail = f"{len(convs)} conversations -> {len(examples)} examples"
+    ok = _check_replies(rendered, collator, report)
+    rewritten = sum(r.own and not r.treated for r in examples)
+    if rewritten and collator == "eosguard":
+        detail += f" ({rewritten} replies trained in examples of their own: the template rewrites them in history)"
+    if max_length is None:
+        report.step("data", ok, detail)
+        return
+    stops = set(chat.stop_ids)
+    too_long = [r for r in examples if len(r) > max_length]
+    drops_eos = sum(1 for r in too_long if stops & set(r.input_ids.tolist()[max_length:]))
     if drops_eos and collator != "eosguard":
         report.add(
             "truncation-drops-eos",
-            f"{drops_eos} of {len(convs)} examples are longer than max_length={max_length}; cut there, their last "
+            f"{drops_eos} of {len(examples)} examples are longer than max_length={max_length}; cut there, their last "
             "assistant turn loses its end-of-turn token",
             count=drops_eos,
         )
-    no_target = sum(1 for r in rendered if not r.mask[:max_length].any())
+    no_target = sum(1 for r in examples if not r.mask[:max_length].any())
     if no_target:
         report.add(
             "no-trainable-tokens",
@@ -335,15 +344,46 @@ def _check_data(
             "they cost compute and teach nothing, and a batch of them gives a NaN loss",
             count=no_target,
         )
-    detail = f"{len(convs)} conversations, {len(too_long)} longer than {max_length}"
+    detail += f", {len(too_long)} longer than {max_length}"
     if too_long and collator == "eosguard":
         detail += " (eosguard's over-length policy keeps the stop token of each one it keeps)"
-    report.step("data", not ((drops_eos and collator != "eosguard") or no_target), detail)
+    report.step("data", ok and not ((drops_eos and collator != "eosguard") or no_target), detail)
 
 
-def _rendered_texts(tok: Any, convs: Sequence[Conversation]) -> list[str]:
+def _check_replies(rendered: Sequence[Sequence[Any]], collator: CollatorSpec, report: DoctorReport) -> bool:
+    """Replies a whole-conversation pipeline trains in a form the model never produces: rewritten in history
+    (every collator but eosguard's, which trains them apart), or after a reasoning block the prompt opens."""
+    examples = [r for rs in rendered for r in rs]
+    rewritten = sum(r.own and not r.treated for r in examples)
+    treated = sum(r.treated for r in examples)
+    ok = True
+    if rewritten and collator != "eosguard":
+        ok = False
+        report.add(
+            "reply-rewritten",
+            f"the chat template renders {rewritten} replies differently once later turns follow (reasoning dropped, "
+            "another closing token, tools moved): trained inside the whole conversation, they teach text the model "
+            "never produces after its generation prompt",
+            count=rewritten,
+        )
+    if treated:
+        report.add(
+            "open-reasoning-block",
+            f"the generation prompt opens a reasoning block that {treated} replies do not fill"
+            + (": eosguard trains them after the block closed empty" if collator == "eosguard" else ""),
+            count=treated,
+        )
+    return ok
+
+
+def _tools_of(conv: Conversation, tools: Any) -> list[Any] | None:
+    offered = conv.tools or tools
+    return list(offered) if offered else None
+
+
+def _rendered_texts(tok: Any, convs: Sequence[Conversation], tools: Any) -> list[str]:
     """The user's pipeline text: the tokenizer's own template."""
-    return [tok.apply_chat_template(c.as_dicts(), tokenize=False) for c in convs]
+    return [tok.apply_chat_template(c.as_dicts(), tools=_tools_of(c, tools), tokenize=False) for c in convs]
 
 
 # -- collator -------------------------------------------------------------------------------------------------
@@ -388,32 +428,43 @@ def build_collator(spec: CollatorSpec, tok: Any) -> tuple[Callable, Any, str]:
 _GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation]) -> list[dict[str, Any]]:
+def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], tools: Any) -> list[dict[str, Any]]:
     """The examples each pipeline really builds before its collator sees them."""
     if spec == "eosguard":
-        return [r.to_example() for r in ChatRenderer(tok).render_batch(convs)]
+        return [r.to_example() for r in ChatRenderer(tok, tools=tools).examples(convs)]
     if spec == "trl" and _GENERATION_BLOCK.search(tok.chat_template or ""):
         # TRL's assistant_only_loss: labels are the template's {% generation %} mask, folded in before collation.
-        out = tok.apply_chat_template(
-            [c.as_dicts() for c in convs], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-        )
-        return [
-            {"input_ids": ids, "labels": labels_from_mask(ids, mask)}
-            for ids, mask in zip(out["input_ids"], out["assistant_masks"], strict=True)
+        out = [
+            tok.apply_chat_template(
+                c.as_dicts(),
+                tools=_tools_of(c, tools),
+                tokenize=True,
+                return_dict=True,
+                return_assistant_tokens_mask=True,
+            )
+            for c in convs
         ]
-    enc = tok(_rendered_texts(tok, convs))
+        return [
+            {"input_ids": o["input_ids"], "labels": labels_from_mask(o["input_ids"], o["assistant_masks"])} for o in out
+        ]
+    enc = tok(_rendered_texts(tok, convs, tools))
     return [{"input_ids": ids} for ids in enc["input_ids"]]
 
 
 def check_collator(
-    spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], report: DoctorReport, batch_size: int = 8
+    spec: CollatorSpec,
+    tok: Any,
+    convs: Sequence[Conversation],
+    report: DoctorReport,
+    batch_size: int = 8,
+    tools: Any = None,
 ) -> tuple[StopCheck, str, list[dict[str, Any]]]:
     """Collate real examples with the collator and count supervised turns whose stop token is masked."""
     collator, run_tok, note = build_collator(spec, tok)
     checker = StopTokenChecker(run_tok)
     total = StopCheck()
     batches = []
-    feats = _features(spec, run_tok, convs)
+    feats = _features(spec, run_tok, convs, tools)
     if spec != "eosguard":
         _check_double_bos(run_tok, feats, report)
     for b in range(0, len(feats), batch_size):
@@ -427,7 +478,7 @@ def check_collator(
 
 
 def _collator_step(
-    collator: CollatorSpec, tok: Any, convs: list[Conversation], show: int, report: DoctorReport
+    collator: CollatorSpec, tok: Any, convs: list[Conversation], show: int, tools: Any, report: DoctorReport
 ) -> None:
     title = f"collator {collator!r}"
     run_tok = tok
@@ -435,7 +486,7 @@ def _collator_step(
         if collator == "eosguard":  # eosguard trains with a prepared copy: pad chosen, its template kept
             run_tok = copy.deepcopy(tok)
             prepare_tokenizer(run_tok)
-        check, note, batches = check_collator(collator, run_tok, convs, report)
+        check, note, batches = check_collator(collator, run_tok, convs, report, tools=tools)
     except TemplateError as exc:
         report.step(title, None, f"skipped: {exc.message}")
         return
@@ -446,7 +497,7 @@ def _collator_step(
         "stop_trained": check.stop_trained,
         "stop_masked": check.stop_masked,
     }
-    eot = report.facts.get("end_of_turn")
+    stops = "/".join(report.facts.get("stop_tokens") or [])
     if check.assistant_turns == 0:
         report.step(title, None, f"skipped: found no assistant reply in the collated rows{note}")
         return
@@ -454,8 +505,8 @@ def _collator_step(
         report.add(
             "eos-masked",
             f"collating {len(convs)} real examples with the {collator!r} collator{note} leaves "
-            f"{check.stop_masked} of {check.supervised_turns} assistant-closing {eot} tokens at label -100: "
-            "the model never learns to stop",
+            f"{check.stop_masked} of {check.supervised_turns} assistant-closing {stops} tokens (or a token of their "
+            "closing sequence) at label -100: the model never learns to stop",
             count=check.stop_masked,
         )
     report.step(
@@ -476,8 +527,13 @@ def diagnose(
     collator: CollatorSpec = "eosguard",
     lora: bool = False,
     show: int = 0,
+    tools: Sequence[dict[str, Any]] | None = None,
+    template_args: dict[str, Any] | None = None,
 ) -> DoctorReport:
     """Run every check; returns a report (nothing printed). Finding ids: `eosguard.findings.FINDINGS`.
+
+    tools: function schemas for conversations that bring none; template_args: the run's template arguments
+    (every pipeline checked renders with them, as `chat_template_kwargs` does).
 
     Example:
         >>> from eosguard.fixtures import family_tokenizer, openhermes_tokenizer
@@ -486,35 +542,102 @@ def diagnose(
         >>> diagnose(family_tokenizer("llama3", pad="eot"), collator="transformers").ids
         ['eos-masked', 'pad-is-eos', 'double-bos']
     """
+    if template_args and getattr(tokenizer, "chat_template", None):
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
     report = DoctorReport()
     report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")
     chat = _check_template(tokenizer, report)
-    eot_id = chat.end_of_turn_id if chat else None
     report.facts.update(
         {
             "end_of_turn": chat.end_of_turn if chat else None,
-            "end_of_turn_id": eot_id,
+            "end_of_turn_id": chat.end_of_turn_id if chat else None,
+            "stop_tokens": chat.stop_tokens if chat else [],
             "pad_token": tokenizer.pad_token,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token": tokenizer.eos_token,
             "padding_side": tokenizer.padding_side,
         }
     )
-    _check_pad(tokenizer, eot_id, report)
+    _check_pad(tokenizer, chat, report)
     if model_path:
         _check_model(model_path, tokenizer, chat, lora, report)
     convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
     if conversations:
-        _check_data(convs, tokenizer, chat, max_length, collator, report)
+        _check_data(convs, tokenizer, chat, max_length, collator, tools, report)
+    elif chat is not None:
+        _probe_replies(tokenizer, chat, collator, report)
     if collator != "eosguard":  # eosguard renders prompts and examples with one renderer: a prefix by construction
-        _check_prompt_prefix(tokenizer, convs, report)
+        _check_prompt_prefix(tokenizer, convs, tools, report)
     if chat is None:
         report.step(f"collator {collator!r}", None, "skipped: no end-of-turn token to check")
     else:
-        _collator_step(collator, tokenizer, convs[:64], show, report)
+        _collator_step(collator, tokenizer, convs[:64], show, tools, report)
+    _fixing_arguments(tokenizer, chat, report)
     order = {"error": 0, "warning": 1}
     report.findings.sort(key=lambda f: order[f.severity])
     return report
+
+
+def _probe_replies(tok: Any, chat: ChatTemplate, collator: CollatorSpec, report: DoctorReport) -> None:
+    """Without data: the probe conversations tell whether the template rewrites replies or opens blocks."""
+    try:
+        rendered = ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
+    except TemplateError:
+        return  # the template step reported it
+    _check_replies(rendered, collator, report)
+
+
+_BUILTIN_VARIABLES = frozenset(
+    {
+        "messages",
+        "tools",
+        "documents",
+        "add_generation_prompt",
+        "bos_token",
+        "eos_token",
+        "raise_exception",
+        "strftime_now",
+        "range",
+        "loop",
+        "namespace",
+        "dict",
+        "lipsum",
+        "cycler",
+        "joiner",
+    }
+)
+
+
+def _fixing_arguments(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> None:
+    """For an `open-reasoning-block` finding: the template argument (a boolean the template reads) whose value
+    makes the generation prompt close the block itself, found by trying each; said in the finding's message."""
+    found = next((f for f in report.findings if f.id == "open-reasoning-block"), None)
+    if found is None or chat is None:
+        return
+    import jinja2
+    from jinja2 import meta
+
+    try:
+        names = meta.find_undeclared_variables(
+            jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(chat.source)
+        )
+    except jinja2.TemplateSyntaxError:
+        return
+    fixes = []
+    for name in sorted(names - _BUILTIN_VARIABLES - set(chat.args)):
+        for value in (False, True):
+            try:
+                trial = ChatRenderer(tok, template=ChatTemplate(tok, args={**chat.args, name: value}))
+                if not any(r.treated for r in trial.examples(PROBE_CONVERSATIONS)):
+                    fixes.append(f"--template-arg {name}={str(value).lower()}")
+            except (TemplateError, EosguardError):
+                continue
+    found.message += (
+        f"; {' or '.join(fixes)} makes the prompt close it"
+        if fixes
+        else "; no template argument makes the prompt close it (train the replies with their reasoning)"
+    )
 
 
 def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[TokenView]]:

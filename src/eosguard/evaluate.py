@@ -1,15 +1,21 @@
 """Measure whether a model stops: stop rate, runaway rate, role leaks, lengths and exact match.
 
 For each held-out conversation the prompt is everything before its last assistant turn, rendered by the same
-`ChatRenderer` as training, with the tokenizer's own chat template and its generation prompt. Generation is
-batched, with prompts padded on the left by a pad token distinct from the end-of-turn token, and stops at the
-template's end-of-turn token (read off the template: `<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, ...):
+`ChatRenderer` as training, with the tokenizer's own chat template, its arguments, the conversation's tools and its
+generation prompt. Generation is batched, with prompts padded on the left by a pad token distinct from every stop
+token, and stops at any stop token of the template (read off the template: `<|im_end|>`, `<|eot_id|>`,
+`<end_of_turn>`, gpt-oss's `<|return|>` and `<|call|>`, ...):
 
-- stop rate: share of generations that emit the end-of-turn token within `max_new_tokens`;
-- runaway rate: share that use the whole budget without it;
-- role-leak rate: share that write a control token of the template themselves (a turn header such as
-  `<|im_start|>` or `<|start_header_id|>`: the model writing the next turn);
-- exact match: the text before the stop token equals the reference answer (whitespace-trimmed).
+- stop rate: share of generations that emit a stop token within `max_new_tokens`;
+- runaway rate: share that use the whole budget without one;
+- role-leak rate: share that write, themselves, a control token no reply of the template contains (a turn header
+  such as `<|im_start|>`, a tool result's `<tool_response>`) or the header of a user turn: the model writing the
+  next turn;
+- exact match: the tokens before the stop token decode to what the reference reply trains (its reasoning, text or
+  tool call as the template writes it; whitespace-trimmed).
+
+The same figures are given per kind of reference reply: final answers and tool calls (a tool call that runs on
+past its closing token is a runaway: the agent never gets the tool's answer).
 
 Run as:
     eosguard eval --model DIR --data heldout.jsonl [--max-new-tokens 64] [--json]
@@ -20,24 +26,28 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from eosguard.collate import pad_sequences
-from eosguard.conversations import Conversation
+from eosguard.conversations import Conversation, Message
 from eosguard.render import ChatRenderer
 
 
 @dataclass
 class Generation:
+    """One held-out prompt: its last user (or tool) message, the reference reply as the template trains it, what
+    the model wrote (without the stop token), and how it ended. kind: "reply" or "tool_call" (the reference's)."""
+
     prompt: str
     reference: str | None
     output: str
     stopped: bool
     new_tokens: int
     role_leak: bool
+    kind: str = "reply"
 
     @property
     def exact(self) -> bool:
@@ -57,6 +67,7 @@ class StopReport:
     p95_new_tokens: float
     seconds: float
     generations: list[Generation] = field(default_factory=list, repr=False)
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self, with_generations: bool = False) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "generations"}
@@ -65,12 +76,25 @@ class StopReport:
         return d
 
 
-def split_prompt(conv: Conversation) -> tuple[list, str | None]:
-    """Prompt messages (everything before the last assistant turn) and that turn's reference answer."""
+def split_prompt(conv: Conversation) -> tuple[list, Message | None]:
+    """Prompt messages (everything before the last assistant turn) and that turn (the reference)."""
     msgs = list(conv.messages)
     if msgs and msgs[-1].role == "assistant":
-        return msgs[:-1], msgs[-1].content
+        return msgs[:-1], msgs[-1]
     return msgs, None
+
+
+def reference_text(renderer: ChatRenderer, conv: Conversation) -> str | None:
+    """What the last reply trains, before its closing sequence, decoded: the text a perfect model writes."""
+    if conv.messages[-1].role != "assistant":
+        return None
+    last = Conversation(
+        tuple(replace(m, train=(i == len(conv.messages) - 1)) for i, m in enumerate(conv.messages)), tools=conv.tools
+    )
+    example = renderer.render(last)[-1]
+    closing = example.closings[-1][0]
+    trained = example.input_ids[:closing][example.mask[:closing]]
+    return renderer.tokenizer.decode(trained, skip_special_tokens=False)
 
 
 def _percentile(values: Sequence[int], q: float) -> float:
@@ -104,14 +128,13 @@ def generate_batch(
         temperature=temperature if do_sample else None,
         top_p=None,
         top_k=None,
-        eos_token_id=renderer.end_of_turn_id,
+        eos_token_id=list(renderer.stop_ids),
         pad_token_id=pad_id,
     )
-    new = out[:, width:].tolist()
+    stops = set(renderer.stop_ids)
     result = []
-    for row in new:
-        eot = renderer.end_of_turn_id
-        cut = row.index(eot) + 1 if eot in row else len(row)
+    for row in out[:, width:].tolist():
+        cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
         result.append(row[:cut])
     return result
 
@@ -135,64 +158,78 @@ def evaluate_stopping(
         >>> # report = evaluate_stopping(model, tokenizer, heldout); report.stop_rate
     """
     renderer = renderer or ChatRenderer(tokenizer)
-    eot = renderer.end_of_turn_id
-    leak_ids = renderer.template.control_ids - {eot, tokenizer.pad_token_id}
+    stops = set(renderer.stop_ids)
+    leak_ids = renderer.template.leak_ids - {tokenizer.pad_token_id}
+    user_header = renderer.template.user_header_ids
     pad_id = tokenizer.pad_token_id
-    if pad_id is None or pad_id == eot:
-        # A pad equal to the stop token would make padded prompts look like finished turns; use unk or 0 instead.
-        pad_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (None, eot) else 0
+    if pad_id is None or pad_id in stops:
+        # A pad equal to a stop token would make padded prompts look like finished turns; use unk or 0 instead.
+        pad_id = tokenizer.unk_token_id if tokenizer.unk_token_id not in (None, *stops) else 0
     was_training = model.training
     model.eval()
     start = time.perf_counter()
-    gens: list[Generation] = []
     # Sort by prompt length so batches pad little; results go back in input order.
-    order = sorted(range(len(conversations)), key=lambda i: len(conversations[i].messages[-2].content))
+    prompts_of = [renderer.prompt_ids(split_prompt(c)[0], tools=c.tools) for c in conversations]
+    order = sorted(range(len(conversations)), key=lambda i: len(prompts_of[i]))
     slots: dict[int, Generation] = {}
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        parts = [split_prompt(conversations[i]) for i in idx]
-        prompts = [renderer.prompt_ids(p) for p, _ in parts]
         outputs = generate_batch(
             model,
             renderer,
-            prompts,
+            [prompts_of[i] for i in idx],
             max_new_tokens=max_new_tokens,
             pad_id=pad_id,
             do_sample=do_sample,
             temperature=temperature,
         )
-        for i, (msgs, ref), new in zip(idx, parts, outputs, strict=True):
-            stopped = bool(new) and new[-1] == eot
+        for i, new in zip(idx, outputs, strict=True):
+            msgs, ref = split_prompt(conversations[i])
+            stopped = bool(new) and new[-1] in stops
             body = new[:-1] if stopped else new
-            text = tokenizer.decode(body, skip_special_tokens=False)
-            leak = any(t in leak_ids for t in body)
+            leak = any(t in leak_ids for t in body) or _contains(body, user_header)
             slots[i] = Generation(
                 prompt=msgs[-1].content,
-                reference=ref,
-                output=text,
+                reference=reference_text(renderer, conversations[i]) if ref is not None else None,
+                output=tokenizer.decode(body, skip_special_tokens=False),
                 stopped=stopped,
                 new_tokens=len(new),
                 role_leak=leak,
+                kind="tool_call" if ref is not None and ref.tool_calls else "reply",
             )
         if advance is not None:
             advance(len(idx))
     gens = [slots[i] for i in range(len(conversations))]
     if was_training:
         model.train()
+    report = _figures(gens)
+    kinds = sorted({g.kind for g in gens})
+    return StopReport(
+        **report,
+        seconds=time.perf_counter() - start,
+        generations=gens,
+        by_kind={k: _figures([g for g in gens if g.kind == k]) for k in kinds} if len(kinds) > 1 else {},
+    )
+
+
+def _contains(ids: Sequence[int], part: Sequence[int]) -> bool:
+    k = len(part)
+    return bool(k) and any(list(ids[i : i + k]) == list(part) for i in range(len(ids) - k + 1))
+
+
+def _figures(gens: Sequence[Generation]) -> dict[str, Any]:
     n = len(gens)
     refs = [g for g in gens if g.reference is not None]
     lengths = [g.new_tokens for g in gens]
-    return StopReport(
-        n=n,
-        stop_rate=sum(g.stopped for g in gens) / n if n else 0.0,
-        runaway_rate=sum(not g.stopped for g in gens) / n if n else 0.0,
-        role_leak_rate=sum(g.role_leak for g in gens) / n if n else 0.0,
-        exact_match=(sum(g.exact for g in refs) / len(refs)) if refs else None,
-        mean_new_tokens=sum(lengths) / n if n else 0.0,
-        p95_new_tokens=_percentile(lengths, 0.95),
-        seconds=time.perf_counter() - start,
-        generations=gens,
-    )
+    return {
+        "n": n,
+        "stop_rate": sum(g.stopped for g in gens) / n if n else 0.0,
+        "runaway_rate": sum(not g.stopped for g in gens) / n if n else 0.0,
+        "role_leak_rate": sum(g.role_leak for g in gens) / n if n else 0.0,
+        "exact_match": (sum(g.exact for g in refs) / len(refs)) if refs else None,
+        "mean_new_tokens": sum(lengths) / n if n else 0.0,
+        "p95_new_tokens": _percentile(lengths, 0.95),
+    }
 
 
 __all__ = ["Generation", "StopReport", "evaluate_stopping", "generate_batch", "split_prompt"]

@@ -37,7 +37,8 @@ FINDINGS: dict[str, FindingSpec] = {
         FindingSpec(
             "eos-masked",
             "error",
-            "collating real examples leaves assistant-closing end-of-turn tokens at label -100 (count)",
+            "collating real examples leaves assistant-closing stop tokens (or a token of their closing sequence) at "
+            "label -100 (count)",
             "make pad differ from the end-of-turn token (pad = unk, a reserved or a new <pad>), or pad labels by "
             "position (eosguard.PadCollator); wrap any collator with eosguard.guard to catch this in training",
         ),
@@ -56,13 +57,14 @@ FINDINGS: dict[str, FindingSpec] = {
         FindingSpec(
             "generation-eos-mismatch",
             "error",
-            "the model's generation config eos ids miss the end-of-turn token: `generate()` will not stop",
-            "set generation_config.eos_token_id to [end-of-turn id, ...] (eosguard train writes it)",
+            "the model's generation config eos ids miss a stop token of the template (end of turn, tool call): "
+            "`generate()` and vLLM will not stop",
+            "set generation_config.eos_token_id to every stop token of the template (eosguard train writes them)",
         ),
         FindingSpec(
             "new-token-untrained",
             "error",
-            "`--lora` and the end-of-turn token is new: its rows would never be trained",
+            "`--lora` and a stop token is new: its rows would never be trained",
             "train those rows: peft LoraConfig(modules_to_save=['embed_tokens', 'lm_head']) or trainable_token_indices "
             "(eosguard train adds them automatically)",
         ),
@@ -122,6 +124,22 @@ FINDINGS: dict[str, FindingSpec] = {
             "warning",
             "no chat template: inference cannot format prompts as training did",
             "save the tokenizer with a chat template (eosguard.prepare_tokenizer installs ChatML)",
+        ),
+        FindingSpec(
+            "reply-rewritten",
+            "error",
+            "replies the template renders differently once later turns follow (reasoning dropped, another closing "
+            "token): a whole-conversation pipeline trains text the model never produces (count)",
+            "train each such reply as the last message of its own example (eosguard does, counted), or use a "
+            "prefix-preserving template (TRL's `_training` twins)",
+        ),
+        FindingSpec(
+            "open-reasoning-block",
+            "warning",
+            "the generation prompt opens a reasoning block (`<think>`) that replies without reasoning do not fill "
+            "(count)",
+            "give the replies their reasoning (`reasoning_content`), or the template argument that closes the block "
+            "(the finding names it when one exists); eosguard trains them after the block closed empty",
         ),
         FindingSpec(
             "prompt-not-prefix",

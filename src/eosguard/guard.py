@@ -2,12 +2,13 @@
 
     collator = eosguard.guard(DataCollatorForLanguageModeling(tokenizer, mlm=False), tokenizer)
 
-It works on any chat template: the assistant header and the end-of-turn token are read off the tokenizer's own
-template (`eosguard.templates.ChatTemplate`), e.g. `<|start_header_id|>assistant<|end_header_id|>` and `<|eot_id|>`
-for Llama-3, `[/INST]` and `</s>` for Mistral. For every row of every batch it finds each assistant reply (the
-header, then content up to the next control token) and checks that a reply whose content is supervised (any label
-not IGNORE_INDEX) is closed by the end-of-turn token carrying its own id as label. Pads equal to the end-of-turn
-token (pad == eos) follow no header and are ignored.
+It works on any chat template: the assistant header and the stop tokens are read off the tokenizer's own template
+(`eosguard.templates.ChatTemplate`), e.g. `<|start_header_id|>assistant<|end_header_id|>` and `<|eot_id|>` for
+Llama-3, `[/INST]` and `</s>` for Mistral, `<|return|>` and a tool call's `<|call|>` for gpt-oss. For every row of
+every batch it finds each assistant reply (the header, then everything up to the first stop token: reasoning, text,
+tool calls) and checks that a reply whose content is supervised (any label not IGNORE_INDEX) is closed by its stop
+token with every token of its closing sequence carrying its own id as label. Pads equal to a stop token (pad ==
+eos) follow no header and are ignored.
 
 On a violation it raises `StopTokenLossError` (mode "raise") or logs a warning (mode "warn"), naming the cause and
 the fix. A batch in which it finds no assistant reply at all, or no trained token, is never a pass: it raises (or
@@ -54,36 +55,58 @@ class StopCheck:
 
 
 class StopTokenChecker:
-    """Finds assistant replies and their end-of-turn tokens in id rows, and checks their labels."""
+    """Finds assistant replies and their closing tokens in id rows, and checks their labels.
+
+    A reply starts after the template's assistant header and ends at the first stop token of the template (a final
+    answer's, a tool call's) or where a user turn's header begins (then it is unclosed). Closed, it must carry a
+    label on every token of its closing sequence (`<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`, `</tool_call><|im_end|>`).
+    """
 
     def __init__(self, tokenizer: Any, template: ChatTemplate | None = None) -> None:
         self.template = template or template_for(tokenizer)
         self.end_of_turn, self.end_of_turn_id = self.template.require_end_of_turn()
         self.header = self.template.assistant_header_ids
-        self.control_ids = self.template.control_ids | {self.end_of_turn_id}
+        self.user_header = self.template.user_header_ids
+        self.stop_ids = frozenset(self.template.stop_ids)
+        self.sequences: dict[int, list[list[int]]] = {}
+        for closer in self.template.closers.values():
+            seq = [int(self.template.tokenizer.convert_tokens_to_ids(t)) for t in closer.sequence]
+            self.sequences.setdefault(closer.id, []).append(seq)
+        for seqs in self.sequences.values():
+            seqs.sort(key=len, reverse=True)
         self.pad_token_id = tokenizer.pad_token_id
 
     def replies(self, ids: Sequence[int]) -> Iterator[tuple[int, int]]:
-        """(start, end) of each assistant reply in a row: content from `start`; `end` is the first control token
-        after it (the end-of-turn when the reply is closed) or len(ids) when the row ends first."""
+        """(start, end) of each assistant reply in a row: content from `start`; `end` is the stop token that closes
+        it, or the start of the next user turn or len(ids) when the row goes on or ends first (unclosed)."""
         n, h = len(ids), len(self.header)
         if not h:
             return
-        first = self.header[0]
+        first, u = self.header[0], len(self.user_header)
         i = 0
         while i < n:
             if ids[i] == first and list(ids[i : i + h]) == self.header:
                 start = end = i + h
-                while end < n and ids[end] not in self.control_ids:
+                while end < n and ids[end] not in self.stop_ids:
+                    if u and ids[end] == self.user_header[0] and list(ids[end : end + u]) == self.user_header:
+                        break
                     end += 1
                 yield start, end
                 i = max(end, i + 1)
             else:
                 i += 1
 
+    def closing(self, ids: Sequence[int], start: int, end: int) -> list[int]:
+        """Positions of the closing sequence that ends at the stop token `end` (the longest the template writes)."""
+        for seq in self.sequences.get(int(ids[end]), []):
+            k = len(seq)
+            if end - k + 1 >= start and list(ids[end - k + 1 : end + 1]) == seq:
+                return list(range(end - k + 1, end + 1))
+        return [end]
+
     def reply_stops(self, ids: Sequence[int]) -> list[int]:
-        """Positions of the end-of-turn tokens that close an assistant reply (the ones that must be trained)."""
-        return [end for _, end in self.replies(ids) if end < len(ids) and ids[end] == self.end_of_turn_id]
+        """Positions of the stop tokens that close an assistant reply (the ones that must be trained)."""
+        return [end for _, end in self.replies(ids) if end < len(ids) and ids[end] in self.stop_ids]
 
     def check_row(self, ids: Sequence[int], labels: Sequence[int]) -> StopCheck:
         out = StopCheck(trained_tokens=sum(1 for y in labels if y != IGNORE_INDEX))
@@ -91,9 +114,9 @@ class StopTokenChecker:
             out.assistant_turns += 1
             if any(y != IGNORE_INDEX for y in labels[start:end]):
                 out.supervised_turns += 1
-                if end >= len(ids) or ids[end] != self.end_of_turn_id:
+                if end >= len(ids) or ids[end] not in self.stop_ids:
                     out.unclosed_turns += 1
-                elif labels[end] == self.end_of_turn_id:
+                elif all(labels[p] == ids[p] for p in self.closing(ids, start, end)):
                     out.stop_trained += 1
         return out
 
@@ -123,14 +146,15 @@ class StopTokenChecker:
             return "tokens are trained but no assistant reply is: the model would not learn to answer or to stop"
         if check.stop_masked == 0:
             return None
+        stops = "/".join(self.template.stop_tokens)
         msg = (
             f"{check.stop_masked} of {check.supervised_turns} assistant turns in this batch end with an "
-            f"{self.end_of_turn} whose label is -100: the model would never learn to stop and would ramble on, "
-            "writing the user's next turn itself."
+            f"{stops} whose label is -100 (it, or another token of its closing sequence): the model would never learn "
+            "to stop and would ramble on, writing the user's next turn itself."
         )
-        if self.pad_token_id is not None and self.pad_token_id == self.end_of_turn_id:
+        if self.pad_token_id is not None and self.pad_token_id in self.stop_ids:
             msg += (
-                f" Cause: the pad token is the end-of-turn token (pad_token_id == {self.end_of_turn_id}) and the "
+                f" Cause: the pad token is a stop token of the template (pad_token_id == {self.pad_token_id}) and the "
                 "collator masks every label equal to the pad id. Fix: use a distinct pad token "
                 "(eosguard.prepare_tokenizer picks one: an unused reserved token, unk, or a new <pad>) or a collator "
                 "that pads labels by position (eosguard.PadCollator)."

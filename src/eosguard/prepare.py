@@ -39,7 +39,7 @@ from eosguard.render import ChatRenderer, Rendered, label_array
 from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 
 MANIFEST = "eosguard_prepare.json"
-FORMAT_VERSION = 2  # 2: the manifest holds the tokenizer key and the counts (train reads them)
+FORMAT_VERSION = 3  # 2: the manifest holds the tokenizer key and the counts; 3: per-reply examples, tools
 
 
 def _hash_path(h: Any, path: Path) -> None:
@@ -114,7 +114,7 @@ _worker: dict[str, Any] = {}
 
 
 def _start_worker(tok: Any, options: dict[str, Any]) -> None:
-    _worker["renderer"] = ChatRenderer(tok, train_on=options["train_on"])
+    _worker["renderer"] = ChatRenderer(tok, train_on=options["train_on"], tools=options["tools"])
     _worker["options"] = options
 
 
@@ -201,15 +201,25 @@ def prepare_dataset(
     skip_invalid: bool = False,
     num_proc: int | None = None,
     run_size: int = 1000,
+    template_args: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Write (or reuse) the tokenized dataset in `out`; returns the summary lines.
 
-    num_proc: processes that render and tokenize (default `default_num_proc()`: one per core).
+    num_proc: processes that render and tokenize (default `default_num_proc()`: one per core); template_args: the
+    template's arguments (written into the saved tokenizer's template); tools: function schemas for conversations
+    that bring none.
     """
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
-    setup = prepare_tokenizer(tok)
+    setup = prepare_tokenizer(tok, template_args=template_args)
     data = [str(d) for d in data]
-    options = {"max_length": max_length, "over_length": over_length, "train_on": train_on, "skip_invalid": skip_invalid}
+    options = {
+        "max_length": max_length,
+        "over_length": over_length,
+        "train_on": train_on,
+        "skip_invalid": skip_invalid,
+        "tools": tools or None,
+    }
     tok_key = tokenizer_key(tok)
     key = content_key(data, tok_key, options)
     out = Path(out)
@@ -314,8 +324,8 @@ def read_prepared(folder: str | Path, tok: Any, options: dict[str, Any]) -> tupl
     was = manifest["options"]
     problems = [
         f"{k}: prepared {was[k]!r}, this run {options[k]!r}"
-        for k in ("over_length", "train_on")
-        if was[k] != options[k]
+        for k in ("over_length", "train_on", "tools")
+        if was.get(k) != options.get(k)
     ]
     if was["max_length"] > options["max_length"]:
         problems.append(f"max_length: prepared {was['max_length']}, longer than this run's {options['max_length']}")

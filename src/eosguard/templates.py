@@ -1,30 +1,35 @@
-"""Chat templates, read off the template itself: where each message sits, what closes an assistant turn.
+"""Chat templates, read off the template itself: what closes each kind of reply, and where each reply is trained.
 
-eosguard keeps no per-family tables. Given a tokenizer's own Jinja chat template (Llama-3, Gemma, Phi-3, Mistral,
-Qwen, SmolLM2, ... or ChatML when it has none), `ChatTemplate` renders it on *skeletons*: conversations of the
-same roles whose contents are unique placeholders. From those renderings it reads, for each sequence of roles:
+eosguard keeps no per-family tables. Given a tokenizer's own Jinja chat template (Llama-3, Gemma, Qwen3, gpt-oss,
+GLM, DeepSeek-R1, Mistral, ... or ChatML when it has none) and its template arguments (`enable_thinking`, ...),
+`ChatTemplate` renders *skeleton* conversations whose contents are unique slots (`eosguard.markers`) and reads:
 
-- the fixed text around each message's content (the template's own words and control tokens);
-- whether the template trims a message's content (Llama-3 and Gemma do), so eosguard can do the same;
-- the end-of-turn token: the first control token the template writes after an assistant reply;
-- where the generation prompt ends: `add_generation_prompt=True` rendered on the messages before each reply must
-  be a prefix of the training text, or the model would be trained on text it never sees at inference;
-- where each message ends (renderings of growing prefixes), for turn-aligned truncation.
+- what the template renders: reasoning, tool calls (one or several per turn), tool results, the `tools` list;
+- the **end-of-turn token of each kind of reply** (a final answer, a tool call): the last control token the template
+  writes after the reply whether the reply ends the conversation or another message follows, and never inside a
+  reply (`Closer`). Command-R7B closes with `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`: the whole sequence is trained
+  and the second token is the stop token; gpt-oss closes a last final answer with `<|return|>` and a tool call with
+  `<|call|>`; a template that writes nothing after a reply (GLM-4.5) is closed by the token that opens the next turn
+  (`<|user|>`, `<|observation|>`), which eosguard appends after a last reply;
+- the assistant header (for the collator guard) and the strings the template tests content against.
 
-A template that cannot be split this way (it rejects the roles, drops or repeats a message, transforms content
-beyond trimming, rewrites earlier turns once a reply follows, or closes a reply with no control token) raises
-`TemplateError` naming the behaviour; nothing is guessed. Control tokens (every added token of the tokenizer) are
-replaced in the template's text by private-use markers, so that message content, inserted verbatim, is always
-encoded as plain text: content that spells `<|im_end|>` never becomes the control token.
+`ChatTemplate.plan` places the trained replies of one conversation, given a function that renders its first k
+messages. Each reply is trained **as the model will produce it**: the conversation up to it with the generation
+prompt (exactly what inference renders), then the reply as the template renders a *last* reply, through its
+closing sequence. Replies whose text is the same inside the whole conversation are trained there, in one example;
+a reply the template renders differently once later turns follow (reasoning dropped from history, gpt-oss's
+`<|end|>` for `<|return|>`, Mistral's tools moved to the last user turn) gets an example of its own. A generation
+prompt that opens a reasoning block the reply does not fill (DeepSeek-R1's `<think>\\n`) is continued with an empty
+block closed by the tag the prompt opened (`\\n</think>\\n\\n`), and counted. The renderer (`eosguard.render`)
+feeds `plan` either real renderings (any conversation) or skeletons (plain text, compiled once per role sequence).
 
-It knows no family's token strings: those live in `eosguard.families` alone (ChatML, which eosguard installs when a
-tokenizer has no template; the reserved tokens that make safe pads; the families the tests are run on).
+Anything a template does that cannot be followed raises `TemplateError` naming the behaviour; nothing is guessed.
 
-Why ~470 lines in one module: reading a template is one algorithm (skeletons, strips, prompts, closers, message
-ends, markers) whose parts share the same positions; split up, each part would need the others' internals.
+Why ~500 lines in one module: reading a template is one algorithm (probes, closers, placement) whose parts share
+the same renderings and positions; split up, each part would need the others' internals.
 
 Run as:
-    python -m eosguard.templates PATH_OR_HUB_ID   # prints what eosguard reads off that tokenizer's template
+    python -m eosguard.templates PATH_OR_HUB_ID [KEY=VALUE ...]   # what eosguard reads off that template
 """
 
 from __future__ import annotations
@@ -33,29 +38,16 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-from tokenizers import AddedToken, Tokenizer
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from eosguard.errors import EosguardError
 from eosguard.families import CHATML_TOKENS, chatml_template
+from eosguard.markers import SLOT, SPLIT, Markers, slot
 
-# -- private-use markers -----------------------------------------------------------------------------------------
-# All of plane 15's private-use area is reserved (eosguard.conversations.RESERVED_RANGE): content holding any of it
-# is rejected, so no text can ever collide with a marker or a placeholder.
-SPLIT = "\U000f0000"  # not a token: forces a token boundary (after each generation prompt), then dropped
-_SLOT_OPEN, _SLOT_CLOSE = "\U000f0001", "\U000f0002"  # a content placeholder is OPEN + message index + CLOSE
-_MARKER_BASE = 0xF0100  # added token k of the tokenizer stands as chr(_MARKER_BASE + k) in template text
-_SLOT = re.compile(f"{_SLOT_OPEN}(\\d+){_SLOT_CLOSE}")
-_PAD_LEFT, _PAD_RIGHT = "\n \t", "\t \n"  # padding around placeholders, to see what the template strips
-DROP = -1  # id-map value of SPLIT: removed from the ids
-
-
-def _slot(i: int) -> str:
-    return f"{_SLOT_OPEN}{i}{_SLOT_CLOSE}"
+Kind = Literal["reply", "tool_call"]
+KINDS: tuple[Kind, ...] = ("reply", "tool_call")
 
 
 class TemplateError(EosguardError):
@@ -70,440 +62,152 @@ class TemplateError(EosguardError):
         self.finding = finding
 
 
-Strip = tuple[bool, str | None]  # (apply, chars): str.lstrip/rstrip(chars) when apply; chars None = whitespace
+class Closer(NamedTuple):
+    """What ends one kind of reply: `token` (the stop token), the control tokens of its closing `sequence` (ending
+    with `token`, all trained), and whether the template writes it only as the next turn's opening (`appended`:
+    eosguard writes it after a last reply)."""
+
+    token: str
+    id: int
+    sequence: tuple[str, ...]
+    appended: bool = False
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What `plan` needs of one message: its role, its kind of reply, and the text to put in an opened reasoning
+    block (the reasoning itself, or its slot in a skeleton; None when the message has none)."""
+
+    role: str
+    kind: Kind = "reply"
+    reasoning: str | None = None
+    calls: int = 0
 
 
 @dataclass
-class Layout:
-    """One sequence of roles as the template renders it, with positions as (piece index, offset in piece).
+class Placed:
+    """One trained reply placed in an example's marked text: the example `text`, the reply from `start` (just past
+    its generation prompt) to `end` (just past its stop token), its closing sequence from `closing`; `treated`: the
+    prompt opened a reasoning block that eosguard closed."""
 
-    pieces: the template's fixed text (control tokens as markers, a SPLIT after each valid generation prompt)
-        around the content slots; order: the message index in each slot, in order of appearance;
-    strips: per message, what the template strips from its content (left, right);
-    prompt_end / closer: per assistant message, where its generation prompt ends and where its end-of-turn
-        marker sits, or a string saying why there is none;
-    ends: per message, the position just past it.
+    text: str
+    start: int
+    closing: int
+    end: int
+    treated: bool = False
+
+
+@dataclass
+class Example:
+    """One training example of a conversation: marked text with a SPLIT before each trained reply, and per trained
+    reply its (start, closing, stop) positions: its first trained character (just past the SPLIT), the first marker
+    of its closing sequence, its stop token's marker; `replies` are message indices."""
+
+    text: str
+    spans: list[tuple[int, int, int]]
+    replies: list[int]
+    own: bool = False  # a reply trained apart from its conversation (rewritten in history, or a treated prompt)
+    treated: int = 0  # replies whose opened reasoning block eosguard closed
+
+
+@dataclass
+class Capabilities:
+    """What the template renders (from skeleton probes)."""
+
+    reasoning: bool = False
+    tool_calls: bool = False
+    parallel_calls: bool = False
+    tools: bool = False
+    tool_results: bool = False
+
+
+_RESERVED_ARGS = frozenset(
+    {"messages", "tools", "documents", "add_generation_prompt", "bos_token", "eos_token", "raise_exception"}
+)
+_ARGS_MARK = "{#- eosguard: template arguments -#}"
+
+
+def with_arguments(source: str, args: Mapping[str, Any]) -> str:
+    """The template with `args` as the defaults of its variables (a caller may still pass others), so a saved
+    tokenizer renders as it was trained by every engine that reads its template.
+
+    >>> with_arguments("{{ enable_thinking }}", {"enable_thinking": False}).split("%}")[:2]
+    ['{#- eosguard: template arguments -#}{%- if enable_thinking is not defined ', '{%- set enable_thinking = false ']
     """
-
-    roles: tuple[str, ...]
-    pieces: list[str]
-    order: list[int]
-    strips: list[tuple[Strip, Strip]]
-    prompt_end: dict[int, tuple[int, int] | str] = field(default_factory=dict)
-    closer: dict[int, tuple[int, int] | str] = field(default_factory=dict)
-    ends: list[tuple[int, int]] = field(default_factory=list)
-
-    def assemble(self, contents: Sequence[str]) -> tuple[str, list[int]]:
-        """The marked text for these contents, and the start offset of each piece in it."""
-        parts: list[str] = []
-        starts: list[int] = []
-        pos = 0
-        for j, piece in enumerate(self.pieces):
-            starts.append(pos)
-            parts.append(piece)
-            pos += len(piece)
-            if j < len(self.order):
-                content = _apply_strip(contents[self.order[j]], self.strips[self.order[j]])
-                parts.append(content)
-                pos += len(content)
-        return "".join(parts), starts
+    if source.startswith(_ARGS_MARK):  # replace the defaults eosguard wrote before
+        source = source[source.index(_ARGS_MARK, len(_ARGS_MARK)) + len(_ARGS_MARK) :]
+    if not args:
+        return source
+    lines = []
+    for key, value in args.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key in _RESERVED_ARGS:
+            raise TemplateError(
+                f"template argument {key!r} cannot be set",
+                hint=f"a name the template reads that is not one of {', '.join(sorted(_RESERVED_ARGS))}",
+            )
+        lines.append(f"{{%- if {key} is not defined %}}{{%- set {key} = {_jinja_literal(value)} %}}{{%- endif %}}")
+    return _ARGS_MARK + "".join(lines) + _ARGS_MARK + source
 
 
-def _apply_strip(text: str, strip: tuple[Strip, Strip]) -> str:
-    (left, lchars), (right, rchars) = strip
-    if left:
-        text = text.lstrip(lchars)
-    if right:
-        text = text.rstrip(rchars)
-    return text
+def _jinja_literal(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "none", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_jinja_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_jinja_literal(v)}" for k, v in value.items()) + "}"
+    raise TemplateError(f"template argument value {value!r} is not a JSON value")
 
 
-def _plain_tokenizer(backend: Tokenizer, tokens: list[str]) -> tuple[Tokenizer, dict[int, int]]:
-    """A copy of `backend` that knows no added tokens, only markers standing for them (and SPLIT).
-
-    Each marker copies the lstrip/rstrip behaviour of its token, so whitespace next to a control token is absorbed
-    exactly as the real tokenizer absorbs it. Returns the copy and a map marker id -> index into `tokens`. Built
-    once per distinct tokenizer (the copy is only ever used to encode, so it is shared).
-    """
-    return _plain_from_spec(backend.to_str(), tuple(tokens))
+# -- skeletons ------------------------------------------------------------------------------------------------
+# Slot numbers: message i's content is slot 2i, its reasoning 2i + 1; probes use their own fixed numbers.
+_TOOL_SLOT = 900  # a tool-call argument in probes (one per call: 900, 901)
+_SCHEMA_SLOT = 950  # the description of the probes' tool schema
 
 
-@functools.lru_cache(maxsize=8)
-def _plain_from_spec(serialized: str, tokens: tuple[str, ...]) -> tuple[Tokenizer, dict[int, int]]:
-    spec = json.loads(serialized)
-    real = {tok["content"]: tok for tok in spec.get("added_tokens", [])}
-    spec["added_tokens"] = []
-    spec["post_processor"] = None
-    spec["truncation"] = None
-    spec["padding"] = None
-    _split_at_words(spec)
-    plain = Tokenizer.from_str(json.dumps(spec))
-    markers = [
-        AddedToken(
-            chr(_MARKER_BASE + k),
-            special=True,
-            normalized=False,
-            lstrip=real.get(t, {}).get("lstrip", False),
-            rstrip=real.get(t, {}).get("rstrip", False),
-        )
-        for k, t in enumerate(tokens)
-    ]
-    plain.add_special_tokens([*markers, AddedToken(SPLIT, special=True, normalized=False)])
-    return plain, {plain.token_to_id(chr(_MARKER_BASE + k)): k for k in range(len(tokens))}
+def _probe_call(j: int) -> dict[str, Any]:
+    name = f"tool_{j}"
+    # Ids of 9 characters: Mistral's templates refuse any other length.
+    call = {"name": name, "arguments": {"q": slot(_TOOL_SLOT + j)}}
+    return {"id": f"call{j:05d}", "type": "function", "function": call}
 
 
-_WORD = "\u2581"  # SentencePiece's word marker "▁": a space, once normalized
-
-
-def _split_at_words(spec: dict[str, Any]) -> bool:
-    """Let a SentencePiece-style BPE tokenizer (Mistral, Llama-2, Gemma) encode word by word; True when applied.
-
-    Such a tokenizer pre-tokenizes nothing: all text between two control tokens is one "word", and BPE merges over
-    hundreds of characters at once. A token boundary before every "▁" that follows another character changes no id
-    and no offset if no merge joins a piece that ends in something other than "▁" to one that starts with "▁": BPE
-    can then never merge across such a boundary, so the pieces come out exactly as the whole would. That is checked
-    on the merges themselves (SentencePiece vocabularies split at whitespace, so it holds for Mistral's: encoding
-    is ~1.35x faster, tests compare both on text with every kind of whitespace); when it fails nothing changes.
-    """
-    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer")
-    if model.get("type") != "BPE" or model.get("dropout") or _WORD not in model.get("vocab", {}):
-        return False
-    if pre is not None and not (pre.get("type") == "Metaspace" and pre.get("split") is False):
-        return False  # byte-level and other pre-tokenizers already split (or split their own way)
-    for merge in model.get("merges", []):
-        left, right = merge if isinstance(merge, list) else merge.split(" ", 1)
-        if right.startswith(_WORD) and not left.endswith(_WORD):
-            return False
-    split = {
-        "type": "Split",
-        "pattern": {"Regex": f"(?<=[^{_WORD}]){_WORD}"},
-        "behavior": "MergedWithNext",
-        "invert": False,
+_PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": f"tool_{j}",
+            "description": slot(_SCHEMA_SLOT + j),
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+        },
     }
-    spec["pre_tokenizer"] = split if pre is None else {"type": "Sequence", "pretokenizers": [pre, split]}
-    return True
+    for j in range(2)
+]
 
 
-class ChatTemplate:
-    """A tokenizer's chat template, split into what training needs (see the module doc).
-
-    Args:
-        tokenizer: a Hugging Face fast tokenizer.
-        source: the Jinja template; default: the tokenizer's own. A tokenizer without one gets a clear error
-            (`eosguard.tokenizer_setup.prepare_tokenizer` installs ChatML).
-
-    Example:
-        >>> from eosguard.fixtures import family_tokenizer
-        >>> t = ChatTemplate(family_tokenizer("llama3"))
-        >>> t.end_of_turn, t.decode_marked(t.layout(("user", "assistant")).pieces[1])
-        ('<|eot_id|>', '<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n')
-    """
-
-    def __init__(self, tokenizer: Any, source: str | None = None) -> None:
-        require_fast(tokenizer)
-        self.tokenizer = tokenizer
-        self.source = source or getattr(tokenizer, "chat_template", None)
-        if not self.source:
-            raise TemplateError(
-                "the tokenizer has no chat template",
-                hint="eosguard.tokenizer_setup.prepare_tokenizer installs ChatML (or set one on the tokenizer)",
-            )
-        added = sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1])
-        self.control_tokens = [t for t, _ in added if t]
-        self._marker_of = {t: chr(_MARKER_BASE + k) for k, t in enumerate(self.control_tokens)}
-        self._token_of = {m: t for t, m in self._marker_of.items()}
-        by_length = sorted(self.control_tokens, key=len, reverse=True)
-        self._control_re = re.compile("|".join(re.escape(t) for t in by_length)) if by_length else None
-        self.plain, marker_index = _plain_tokenizer(tokenizer.backend_tokenizer, self.control_tokens)
-        # plain id -> real id, as one lookup table
-        self.id_map = np.arange(self.plain.get_vocab_size(with_added_tokens=True), dtype=np.int64)
-        for marker_id, k in marker_index.items():
-            self.id_map[marker_id] = tokenizer.convert_tokens_to_ids(self.control_tokens[k])
-        self.id_map[self.plain.token_to_id(SPLIT)] = DROP
-        self.control_ids = frozenset(int(self.id_map[i]) for i in marker_index)
-        # Each marker (and SPLIT) is exactly one token: positions next to one can be read off the ids (`anchor`).
-        added = self.plain.get_added_tokens_decoder()
-        self.is_marker = np.zeros(len(self.id_map), dtype=bool)
-        self.is_marker[list(added)] = True
-        self._markers = frozenset(t.content for t in added.values())
-        self._absorbs_after = frozenset(t.content for t in added.values() if t.rstrip)
-        self._layouts: dict[tuple[str, ...], Layout] = {}
-        probe = self.layout(("user", "assistant"))
-        closer = probe.closer[1]
-        if isinstance(closer, str):
-            self.end_of_turn: str | None = None
-            self.end_of_turn_id: int | None = None
-            self.problem: str | None = closer
-        else:
-            marker = probe.pieces[closer[0]][closer[1]]
-            self.end_of_turn = self._token_of[marker]
-            self.end_of_turn_id = tokenizer.convert_tokens_to_ids(self.end_of_turn)
-            self.problem = None
-        self.assistant_header_ids = self._assistant_header(probe)
-
-    # -- rendering skeletons ------------------------------------------------------------------------------------
-
-    def render_messages(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-        """The template's own text for these messages (TemplateError when the template raises)."""
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, chat_template=self.source, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
-        except Exception as exc:  # jinja's TemplateError, raise_exception(), a template bug: all are the template's
-            roles = ", ".join(m["role"] for m in messages)
-            raise TemplateError(f"the chat template rejects a conversation of roles [{roles}]: {exc}") from None
-
-    def mark(self, text: str) -> str:
-        """Template text with every control token replaced by its marker."""
-        if self._control_re is None:
-            return text
-        return self._control_re.sub(lambda m: self._marker_of[m.group(0)], text)
-
-    def decode_marked(self, text: str) -> str:
-        """Marked text written out: markers back to their tokens, SPLIT removed."""
-        out = []
-        for ch in text:
-            if ch == SPLIT:
-                continue
-            out.append(self._token_of.get(ch, ch))
-        return "".join(out)
-
-    def _skeleton(self, roles: Sequence[str], add_generation_prompt: bool = False, padded: bool = False) -> str:
-        def content(i: int) -> str:
-            return f"{_PAD_LEFT}{_slot(i)}{_PAD_RIGHT}" if padded else _slot(i)
-
-        msgs = [{"role": r, "content": content(i)} for i, r in enumerate(roles)]
-        return self.mark(self.render_messages(msgs, add_generation_prompt))
-
-    def layout(self, roles: Sequence[str]) -> Layout:
-        """The layout of this sequence of roles (computed once, then cached)."""
-        key = tuple(roles)
-        if key not in self._layouts:
-            self._layouts[key] = self._build_layout(key)
-        return self._layouts[key]
-
-    def _build_layout(self, roles: tuple[str, ...]) -> Layout:
-        skel = self._skeleton(roles)
-        found = [(int(m.group(1)), m.start(), m.end()) for m in _SLOT.finditer(skel)]
-        seen = [i for i, _, _ in found]
-        for i, role in enumerate(roles):
-            n = seen.count(i)
-            if n != 1:
-                what = "drops" if n == 0 else f"repeats ({n} times)"
-                raise TemplateError(
-                    f"the chat template {what} the content of message {i} ({role}) in a conversation of roles "
-                    f"[{', '.join(roles)}]: eosguard cannot place its tokens",
-                    hint="use a template that writes each message once (e.g. template: chatml)",
-                )
-        slot_start = {i: s for i, s, _ in found}
-        slot_end = {i: e for i, _, e in found}
-        strips = self._strips(roles, skel)
-
-        # Generation prompts: each must be a prefix of the training text, ending between the previous content and
-        # this reply's content.
-        prompt_end: dict[int, int | str] = {}
-        for k, role in enumerate(roles):
-            if role != "assistant":
-                continue
-            prompt = self._skeleton(roles[:k], add_generation_prompt=True)
-            before = max((slot_end[i] for i in range(k) if slot_end[i] <= slot_start[k]), default=0)
-            if not skel.startswith(prompt):
-                prompt_end[k] = (
-                    f"the generation prompt for message {k} is not a prefix of the conversation as rendered for "
-                    "training: the template renders earlier turns differently once a reply follows"
-                )
-            elif not before <= len(prompt) <= slot_start[k]:
-                prompt_end[k] = f"the generation prompt for message {k} does not end where its reply begins"
-            else:
-                prompt_end[k] = len(prompt)
-
-        # End-of-turn: the first control token after each reply, before anything else is written of a message.
-        closer: dict[int, int | str] = {}
-        for k, role in enumerate(roles):
-            if role != "assistant":
-                continue
-            limit = min((s for s in slot_start.values() if s > slot_end[k]), default=len(skel))
-            at = next((p for p in range(slot_end[k], limit) if skel[p] in self._token_of), None)
-            if at is None:
-                closer[k] = f"the chat template writes no control token after the reply of message {k}"
-            else:
-                closer[k] = at
-
-        # Message ends: growing prefixes, as far as they agree with the whole.
-        ends: list[int] = []
-        for k in range(len(roles)):
-            try:
-                part = len(skel) if k == len(roles) - 1 else _common_prefix(self._skeleton(roles[: k + 1]), skel)
-            except TemplateError:  # the template rejects this prefix: no cut point here
-                part = 0
-            ends.append(max(part, ends[-1] if ends else 0))
-
-        # Insert a SPLIT at each valid generation-prompt end, shifting every later position.
-        cuts = sorted({p for p in prompt_end.values() if isinstance(p, int)})
-
-        def shift(p: int) -> int:
-            return p + sum(1 for c in cuts if c <= p)
-
-        marked = skel
-        for c in reversed(cuts):
-            marked = marked[:c] + SPLIT + marked[c:]
-        pieces: list[str] = []
-        order: list[int] = []
-        boundaries: list[tuple[int, int]] = []  # (start, end) of each piece in `marked`
-        last = 0
-        for m in _SLOT.finditer(marked):
-            pieces.append(marked[last : m.start()])
-            boundaries.append((last, m.start()))
-            order.append(int(m.group(1)))
-            last = m.end()
-        pieces.append(marked[last:])
-        boundaries.append((last, len(marked)))
-
-        def at_piece(p: int) -> tuple[int, int]:
-            """(piece, offset) of a position in `marked` that lies in fixed text."""
-            return next((j, p - s) for j, (s, e) in enumerate(boundaries) if s <= p <= e)
-
-        layout = Layout(roles=roles, pieces=pieces, order=order, strips=strips)
-        for k, p in prompt_end.items():
-            # the SPLIT sits at the old position; the prompt ends just before it
-            layout.prompt_end[k] = p if isinstance(p, str) else at_piece(shift(p) - 1)
-        for k, p in closer.items():
-            layout.closer[k] = p if isinstance(p, str) else at_piece(shift(p))
-        layout.ends = [at_piece(shift(p)) for p in ends]
-        return layout
-
-    def _strips(self, roles: tuple[str, ...], skel: str) -> list[tuple[Strip, Strip]]:
-        """What the template strips from each content: compare the skeleton with one whose contents are padded."""
-        padded = self._skeleton(roles, padded=True)
-        plain_pieces = _SLOT.split(skel)[0::2]
-        padded_split = _SLOT.split(padded)
-        padded_pieces, padded_ids = padded_split[0::2], [int(i) for i in padded_split[1::2]]
-        plain_ids = [int(m.group(1)) for m in _SLOT.finditer(skel)]
-        if padded_ids != plain_ids:
-            raise TemplateError("the chat template renders messages in another order when their content changes")
-        kept_left: dict[int, int] = {}
-        kept_right: dict[int, int] = {}
-        for j, (plain, pad) in enumerate(zip(plain_pieces, padded_pieces, strict=True)):
-            match = _padding_around(plain, pad)
-            if match is None:
-                raise TemplateError(
-                    "the chat template changes the text around a message when its content starts or ends with "
-                    "whitespace, beyond trimming it: eosguard cannot follow it"
-                )
-            right, left = match  # the piece is preceded by a content's right padding, followed by one's left
-            if j > 0:
-                kept_right[plain_ids[j - 1]] = right
-            if j < len(plain_ids):
-                kept_left[plain_ids[j]] = left
-        out = []
-        for i in range(len(roles)):
-            out.append(
-                (_strip_of(_PAD_LEFT, kept_left[i], left=True), _strip_of(_PAD_RIGHT, kept_right[i], left=False))
-            )
-        return out
-
-    def require_end_of_turn(self) -> tuple[str, int]:
-        """The end-of-turn token and its id; TemplateError (template-no-eos) when the template closes no reply."""
-        if self.problem is not None or self.end_of_turn is None or self.end_of_turn_id is None:
-            raise TemplateError(f"cannot train with this chat template: {self.problem}", **_NO_EOS)
-        return self.end_of_turn, self.end_of_turn_id
-
-    def reply_span(self, layout: Layout, k: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Where message k's generation prompt ends and where its end-of-turn marker sits; TemplateError if the
-        template gives it no clean place (the reply cannot be supervised)."""
-        self.require_end_of_turn()
-        prompt_end, closer = layout.prompt_end[k], layout.closer[k]
-        if isinstance(closer, str):
-            raise TemplateError(closer, **_NO_EOS)
-        found = self._token_of[layout.pieces[closer[0]][closer[1]]]
-        if found != self.end_of_turn:
-            raise TemplateError(
-                f"the chat template closes the reply of message {k} with {found!r}, not with its end-of-turn token "
-                f"{self.end_of_turn!r} (it closes only the last reply)",
-                **_NO_EOS,
-            )
-        if isinstance(prompt_end, str):
-            raise TemplateError(
-                prompt_end, hint="train on the last reply only (train_on: last) or use template: chatml"
-            )
-        return prompt_end, closer
-
-    # -- what the guard needs -----------------------------------------------------------------------------------
-
-    def _assistant_header(self, probe: Layout) -> list[int]:
-        """Ids that introduce an assistant reply in any pipeline's rows: the fixed text between the user's content
-        and the reply, after the user's end-of-turn, without trailing whitespace tokens."""
-        pe = probe.prompt_end.get(1)
-        if not isinstance(pe, tuple):
-            return []
-        header = probe.pieces[pe[0]][: pe[1]]
-        if self.end_of_turn is not None and self._marker_of[self.end_of_turn] in header:
-            header = header[header.rindex(self._marker_of[self.end_of_turn]) + 1 :]
-        header = header.lstrip()
-        ids = self.encode_marked([header])[0]
-        while ids and ids[-1] not in self.control_ids and not self.tokenizer.decode([ids[-1]]).strip():
-            ids.pop()
-        return ids
-
-    def anchor(self, layout: Layout, at: tuple[int, int]) -> tuple[int, int] | None:
-        """A position of the layout's fixed text as (k, d): the token at it is token k + d of the marker tokens
-        (d = 0: the k-th marker itself; d = 1: the token after it), whatever the contents; None when no marker
-        pins it (then only character offsets can place it). (-1, 0) stands for the end of the text."""
-        j, o = at
-        piece = layout.pieces[j]
-        if j == len(layout.pieces) - 1 and o == len(piece):
-            return (-1, 0)
-        before = self.marker_count(layout, upto=at)
-        if o < len(piece) and piece[o] in self._markers:
-            return (before, 0)
-        # Just past a marker, the next token starts here - unless the marker swallows the whitespace after it.
-        if o > 0 and piece[o - 1] in self._markers and piece[o - 1] not in self._absorbs_after:
-            return (before - 1, 1)
-        return None
-
-    def marker_count(self, layout: Layout, upto: tuple[int, int] | None = None) -> int:
-        """Marker tokens in the layout's fixed text (contents hold none), all of them or those before `upto`."""
-        j, o = upto if upto is not None else (len(layout.pieces), 0)
-        whole = sum(ch in self._markers for piece in layout.pieces[:j] for ch in piece)
-        return whole + (sum(ch in self._markers for ch in layout.pieces[j][:o]) if j < len(layout.pieces) else 0)
-
-    def encode_marked(self, texts: Sequence[str]) -> list[list[int]]:
-        """Real token ids of marked texts (SPLIT dropped)."""
-        out = []
-        for enc in self.plain.encode_batch(list(texts), add_special_tokens=False):
-            ids = self.id_map[np.asarray(enc.ids, dtype=np.int64)]
-            out.append(ids[ids != DROP].tolist())
-        return out
-
-    def describe(self) -> list[str]:
-        """What eosguard reads off this template, in words."""
-        probe = self.layout(("user", "assistant"))
-        lines = [
-            f"end of turn: {self.end_of_turn!r} (id {self.end_of_turn_id})"
-            if self.problem is None
-            else f"no end of turn: {self.problem}"
-        ]
-        pe = probe.prompt_end[1]
-        if isinstance(pe, tuple):
-            lines.append(f"generation prompt ends with: {self.decode_marked(probe.pieces[pe[0]][: pe[1]])!r}")
-        header = self.tokenizer.convert_ids_to_tokens(self.assistant_header_ids)
-        lines.append(f"assistant header tokens: {header}")
-        trims = sorted({r for r, s in zip(probe.roles, probe.strips, strict=True) if s[0][0] or s[1][0]})
-        if trims:
-            lines.append(f"content trimmed for: {', '.join(trims)}")
-        return lines
+def _reply(i: int, kind: Kind, reasoning: bool = False, calls: int = 1) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": slot(2 * i) if kind == "reply" else ""}
+    if reasoning:
+        msg["reasoning_content"] = slot(2 * i + 1)
+    if kind == "tool_call":
+        msg["tool_calls"] = [_probe_call(j) for j in range(calls)]
+    return msg
 
 
-_NO_EOS: dict[str, str] = {
-    "hint": "use a template that closes every reply with a control token (e.g. template: chatml)",
-    "finding": "template-no-eos",
-}
+def _user(i: int) -> dict[str, Any]:
+    return {"role": "user", "content": slot(2 * i)}
 
 
-def require_fast(tokenizer: Any) -> None:
-    """eosguard reads templates and offsets with the Rust `tokenizers` backend: a slow tokenizer is a clear error."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise EosguardError("eosguard needs a fast (Rust `tokenizers`) tokenizer", hint="load it with use_fast=True")
+def _tool_result(i: int) -> dict[str, Any]:
+    return {"role": "tool", "content": slot(2 * i), "tool_call_id": "call00000", "name": "tool_0"}
+
+
+def _after_last_slot(text: str, slots: Sequence[int]) -> int:
+    """The position just past the last of `slots` in `text` (-1 when none is there)."""
+    ends = [m.end() for m in SLOT.finditer(text) if int(m.group(1)) in slots]
+    return max(ends, default=-1)
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -514,38 +218,437 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def _padding_around(plain: str, padded: str) -> tuple[int, int] | None:
-    """How much right padding (of the content before) and left padding (of the content after) `padded` kept."""
-    for right in range(len(_PAD_RIGHT), -1, -1):
-        for left in range(len(_PAD_LEFT), -1, -1):
-            tail = _PAD_LEFT[len(_PAD_LEFT) - left :] if left else ""
-            if padded == _PAD_RIGHT[:right] + plain + tail:
-                return right, left
-    return None
+class ChatTemplate:
+    """A tokenizer's chat template, read into what training needs (see the module doc).
+
+    Args:
+        tokenizer: a Hugging Face fast tokenizer.
+        source: the Jinja template; default: the tokenizer's own. A tokenizer without one gets a clear error
+            (`eosguard.tokenizer_setup.prepare_tokenizer` installs ChatML).
+        args: template arguments (`enable_thinking`, `reasoning_effort`, ...), made the template's defaults.
+
+    Example:
+        >>> from eosguard.fixtures import family_tokenizer
+        >>> t = ChatTemplate(family_tokenizer("llama3"))
+        >>> t.end_of_turn, t.tokenizer.decode(t.assistant_header_ids)
+        ('<|eot_id|>', '<|start_header_id|>assistant<|end_header_id|>')
+    """
+
+    def __init__(self, tokenizer: Any, source: str | None = None, args: Mapping[str, Any] | None = None) -> None:
+        require_fast(tokenizer)
+        self.tokenizer = tokenizer
+        raw = source or getattr(tokenizer, "chat_template", None)
+        if not raw:
+            raise TemplateError(
+                "the tokenizer has no chat template",
+                hint="eosguard.tokenizer_setup.prepare_tokenizer installs ChatML (or set one on the tokenizer)",
+            )
+        self.args = dict(args or {})
+        self.source = with_arguments(raw, self.args)
+        self.markers = Markers(tokenizer)
+        self.control_ids = self.markers.control_ids
+        self._pairs = _block_pairs(self.markers)
+        self.content_tests = _content_tests(self.source, self.markers)
+        self.supports = Capabilities()
+        self.closers: dict[Kind, Closer] = {}
+        self.problems: dict[Kind, str] = {}
+        self._inside: dict[Kind, set[str]] = {}
+        self._read()
+        reply = self.closers.get("reply")
+        self.end_of_turn: str | None = reply.token if reply else None
+        self.end_of_turn_id: int | None = reply.id if reply else None
+        self.problem: str | None = self.problems.get("reply")
+        self.stop_tokens = list(dict.fromkeys(c.token for c in self.closers.values()))
+        self.stop_ids = [self._id(t) for t in self.stop_tokens]
+        # Control tokens no reply contains: a model that writes one is writing another turn (a role leak).
+        in_replies = {self.markers.token_of[m] for kind in self.closers for m in self._inside_replies(kind)}
+        in_replies |= {t for c in self.closers.values() for t in c.sequence}
+        self.leak_ids = frozenset(self.control_ids - {self._id(t) for t in in_replies})
+        self.assistant_header_ids = self._assistant_header() if reply else []
+        self.user_header_ids = self._user_header() if reply else []
+
+    def _id(self, token: str) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(token))
+
+    # -- rendering ------------------------------------------------------------------------------------------
+
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None, gen: bool = False
+    ) -> str:
+        """The template's own text for these messages (TemplateError when the template raises)."""
+        try:
+            return self.tokenizer.apply_chat_template(
+                list(messages),
+                tools=list(tools) if tools else None,
+                chat_template=self.source,
+                tokenize=False,
+                add_generation_prompt=gen,
+            )
+        except Exception as exc:  # jinja's TemplateError, raise_exception(), a template bug: all are the template's
+            roles = ", ".join(str(m.get("role")) for m in messages)
+            raise TemplateError(f"the chat template rejects a conversation of roles [{roles}]: {exc}") from None
+
+    def render_marked(self, messages: Sequence[Mapping[str, Any]], tools: Any = None, gen: bool = False) -> str:
+        return self.markers.mark(self.render(messages, tools, gen))
+
+    def mark(self, text: str) -> str:
+        return self.markers.mark(text)
+
+    def decode_marked(self, text: str) -> str:
+        return self.markers.decode_marked(text)
+
+    def encode_marked(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.markers.encode_marked(texts)
+
+    # -- reading the template -------------------------------------------------------------------------------
+
+    def _try(self, messages: Sequence[Mapping[str, Any]], tools: Any = None, gen: bool = False) -> str | None:
+        try:
+            return self.render_marked(messages, tools, gen)
+        except TemplateError:
+            return None
+
+    def _read(self) -> None:
+        """Probe what the template renders and read each kind of reply's closer."""
+        self.render_marked([_user(0), _reply(1, "reply")])  # the template must take a plain exchange (or raise)
+        with_reasoning = self._try([_user(0), _reply(1, "reply", reasoning=True)])
+        self.supports.reasoning = with_reasoning is not None and slot(3) in with_reasoning
+        one_call = self._try([_user(0), _reply(1, "tool_call")], _PROBE_TOOLS)
+        self.supports.tool_calls = one_call is not None and slot(_TOOL_SLOT) in one_call
+        two = self._try([_user(0), _reply(1, "tool_call", calls=2)], _PROBE_TOOLS) if self.supports.tool_calls else None
+        self.supports.parallel_calls = two is not None and slot(_TOOL_SLOT) in two and slot(_TOOL_SLOT + 1) in two
+        with_tools = self._try([_user(0), _reply(1, "reply")], _PROBE_TOOLS)
+        self.supports.tools = with_tools is not None and slot(_SCHEMA_SLOT) in with_tools
+        for kind in KINDS:
+            if kind == "tool_call" and not self.supports.tool_calls:
+                self.problems[kind] = (
+                    "the chat template does not render tool calls"
+                    if one_call is not None
+                    else "the chat template rejects an assistant turn with tool calls"
+                )
+                continue
+            try:
+                self.closers[kind] = self._closer(kind)
+            except TemplateError as exc:
+                self.problems[kind] = exc.message
+        if self.supports.tool_calls:
+            result = self._try([_user(0), _reply(1, "tool_call"), _tool_result(2)], _PROBE_TOOLS)
+            self.supports.tool_results = result is not None and slot(4) in result
+
+    def _closer(self, kind: Kind) -> Closer:
+        """The closer of one kind of reply (see the module doc), read off three renderings."""
+        tools = _PROBE_TOOLS if kind == "tool_call" else None
+        body = [2] if kind == "reply" else [_TOOL_SLOT, _TOOL_SLOT + 1]  # the reply's own slots
+        after = [_user(0), _reply(1, kind)]
+        nxt = _user(2) if kind == "reply" else _tool_result(2)
+        as_last = self.render_marked(after, tools)
+        with_next = self._try([*after, nxt], tools)
+        if with_next is None:
+            raise TemplateError(f"the chat template rejects a {kind.replace('_', ' ')} followed by another message")
+        e1, e2 = _after_last_slot(as_last, body), _after_last_slot(with_next, body)
+        if e1 < 0 or e2 < 0:
+            raise TemplateError(f"the chat template drops the content of a {kind.replace('_', ' ')}")
+        tail_last, tail_next = as_last[e1:], with_next[e2:]
+        common = tail_last[: _common_prefix(tail_last, tail_next)]
+        structural = self._inside_replies(kind)
+        in_common = [ch for ch in common if self.markers.is_control(ch) and ch not in structural]
+        if in_common:  # written after the reply whether another message follows or not: the closer
+            return self._make_closer(common, common.rindex(in_common[-1]), kind)
+        rest = tail_last[len(common) :]
+        first = next((ch for ch in rest if self.markers.is_control(ch) and ch not in structural), None)
+        if first is not None:  # a last reply is closed by its own token (gpt-oss <|return|>)
+            return self._make_closer(rest, rest.index(first), kind)
+        opener = next((ch for ch in tail_next[len(tail_last) :] if self.markers.is_control(ch)), None)
+        if opener is not None and with_next[e2:].startswith(tail_last + opener):  # closed by the next turn (GLM)
+            token = self.markers.token_of[opener]
+            return Closer(token, self._id(token), (token,), appended=True)
+        raise TemplateError(
+            f"the chat template writes no control token after a {kind.replace('_', ' ')}",
+            hint="use a template that closes every reply with a control token (e.g. template: chatml)",
+            finding="template-no-eos",
+        )
+
+    def _make_closer(self, text: str, at: int, kind: Kind) -> Closer:
+        """The closer at `at` of `text`, with the run of control tokens that ends at it as its sequence."""
+        begin = at
+        while begin > 0 and self.markers.is_control(text[begin - 1]):
+            begin -= 1
+        sequence = tuple(self.markers.token_of[ch] for ch in text[begin : at + 1])
+        return Closer(sequence[-1], self._id(sequence[-1]), sequence)
+
+    def _inside_replies(self, kind: Kind) -> set[str]:
+        """Markers a reply of this kind writes before its last content: never a closer (GLM's `</tool_call>`)."""
+        if kind in self._inside:
+            return self._inside[kind]
+        probes = [[_user(0), _reply(1, kind, calls=2 if self.supports.parallel_calls else 1)]]
+        if self.supports.reasoning:
+            probes.append([_user(0), _reply(1, kind, reasoning=True)])
+        seen: set[str] = set()
+        tools = _PROBE_TOOLS if kind == "tool_call" else None
+        for msgs in probes:
+            text = self._try(msgs, tools)
+            prompt = self._try(msgs[:1], tools, gen=True)
+            if text is None or prompt is None:
+                continue
+            body = [2] if kind == "reply" else [_TOOL_SLOT, _TOOL_SLOT + 1]
+            end = _after_last_slot(text, body)
+            start = _common_prefix(prompt, text)
+            seen |= {ch for ch in text[start:end] if self.markers.is_control(ch)}
+        self._inside[kind] = seen
+        return seen
+
+    def _assistant_header(self) -> list[int]:
+        """Ids that introduce an assistant reply in any pipeline's rows: the fixed text between a user's content and
+        the reply, after the user's closing token, as every reply (last or earlier) has it, without trailing
+        whitespace tokens."""
+        prompt = self.render_marked([_user(0)], gen=True)
+        tail = prompt[_after_last_slot(prompt, [0]) :]
+        history = self._try([_user(0), _reply(1, "reply"), _user(2), _reply(3, "reply")])
+        if history is not None:
+            after_user = history[_after_last_slot(history, [0]) :]
+            tail = tail[: _common_prefix(tail, after_user)]
+        stops = {self.markers.marker_of[t] for t in self.stop_tokens}
+        cut = max((i + 1 for i, ch in enumerate(tail) if ch in stops), default=0)
+        return self._trimmed_ids(tail[cut:].lstrip())
+
+    def _user_header(self) -> list[int]:
+        """Ids that open a user turn after a reply (a model that writes them is writing the user's turn itself)."""
+        text = self._try([_user(0), _reply(1, "reply"), _user(2)])
+        if text is None:
+            return []
+        start = _after_last_slot(text, [2])
+        header = text[start : _after_last_slot(text, [4]) - len(slot(4))]
+        closer = self.closers["reply"]
+        marker = self.markers.marker_of[closer.token]
+        if marker in header:
+            header = header[header.index(marker) + 1 :]
+        return self._trimmed_ids(header.strip())
+
+    def _trimmed_ids(self, marked: str) -> list[int]:
+        ids = self.encode_marked([marked])[0]
+        while ids and ids[-1] not in self.control_ids and not self.tokenizer.decode([ids[-1]]).strip():
+            ids.pop()
+        return ids
+
+    # -- placing replies ------------------------------------------------------------------------------------
+
+    def require_end_of_turn(self) -> tuple[str, int]:
+        """The end-of-turn token of a final reply and its id; TemplateError (template-no-eos) when there is none."""
+        if self.end_of_turn is None or self.end_of_turn_id is None:
+            raise TemplateError(f"cannot train with this chat template: {self.problem}", **_NO_EOS)
+        return self.end_of_turn, self.end_of_turn_id
+
+    def check_turns(self, turns: Sequence[Turn], *, tools: bool) -> None:
+        """TemplateError when a conversation needs something this template does not render."""
+        self.require_end_of_turn()
+        if tools and not self.supports.tools:
+            raise TemplateError("the chat template does not render the conversation's `tools`", hint=_TOOLS_HINT)
+        for k, t in enumerate(turns):
+            if t.kind == "tool_call" and "tool_call" not in self.closers:
+                raise TemplateError(f"message {k} makes tool calls: {self.problems['tool_call']}", hint=_TOOLS_HINT)
+            if t.calls > 1 and not self.supports.parallel_calls:
+                raise TemplateError(
+                    f"message {k} makes {t.calls} tool calls: the chat template renders one per turn",
+                    hint="split the calls into one assistant turn each",
+                )
+            if t.role == "tool" and not self.supports.tool_results:
+                raise TemplateError(f"message {k} is a tool result: the chat template does not render them")
+
+    def plan(
+        self,
+        render: Callable[[int, bool], str],
+        turns: Sequence[Turn],
+        supervised: Sequence[int],
+        *,
+        each: bool = False,
+    ) -> list[Example]:
+        """The examples that train the `supervised` replies of one conversation; `render(k, gen)` is the marked
+        rendering of its first k messages (with the generation prompt when `gen`). `each`: one example per reply."""
+        n = len(turns)
+        placed = {k: self._place(render(k, True), render(k + 1, False), turns[k], k) for k in supervised}
+        base = placed[n - 1].text if n - 1 in placed else render(n, False)
+        together = [
+            k for k in supervised if (k == n - 1 or not each) and base.startswith(placed[k].text[: placed[k].end])
+        ]
+        examples = [_example(placed[k].text, [placed[k]], [k], own=True) for k in supervised if k not in together]
+        if together:
+            examples.append(_example(base, [placed[k] for k in together], together, own=False))
+        return examples
+
+    def _place(self, prompt: str, rendered: str, turn: Turn, k: int) -> Placed:
+        """Reply k as the template renders a last reply after its generation prompt, through its closer."""
+        if turn.role != "assistant":
+            raise TemplateError(f"message {k} is not an assistant reply")
+        treated = False
+        if rendered.startswith(prompt):
+            text = rendered
+        else:
+            common = _common_prefix(prompt, rendered)
+            block = self._open_block(prompt)
+            if block is None or prompt[common:].strip(" \n" + block[0]):
+                raise TemplateError(
+                    f"the generation prompt for message {k} is not a prefix of the conversation rendered up to "
+                    "that reply: the template renders it differently once the reply is written",
+                    hint="set the template argument that makes them agree, or use template: chatml",
+                )
+            tail = rendered[common:]
+            if block[1] in tail:  # the reply's own rendering closes the block (Nemotron's `<think></think>`)
+                text = prompt + tail
+            else:  # it has none (DeepSeek-R1): close the opened block, with the reply's reasoning inside
+                text = prompt + (turn.reasoning or "") + "\n" + block[1] + "\n\n" + tail
+            treated = True
+        if turn.reasoning is not None and not self.supports.reasoning and not treated:
+            raise TemplateError(
+                f"message {k} has reasoning, which the chat template does not render: it would not be trained",
+                hint="use a template with reasoning support (reasoning_content), or put the reasoning in the content",
+            )
+        closer = self.closers[turn.kind]
+        marker = self.markers.marker_of[closer.token]
+        start = len(prompt)
+        at = text.find(marker, start)
+        if at < 0 and closer.appended:
+            text, at = text + marker, len(text)
+        if at < 0:
+            raise TemplateError(f"the chat template writes no {closer.token} after message {k}", **_NO_EOS)
+        seq = "".join(self.markers.marker_of[t] for t in closer.sequence)
+        closing = at + 1 - len(seq) if text[at + 1 - len(seq) : at + 1] == seq and at + 1 - len(seq) >= start else at
+        return Placed(text, start, closing, at + 1, treated)
+
+    def _open_block(self, prompt: str) -> tuple[str, str] | None:
+        """(opener, closer) markers of a block the prompt opens and leaves open (`<think>` without `</think>`)."""
+        for i in range(len(prompt) - 1, -1, -1):
+            ch = prompt[i]
+            if ch in self._pairs.values():
+                return None
+            if ch in self._pairs:
+                return ch, self._pairs[ch]
+        return None
+
+    def describe(self) -> list[str]:
+        """What eosguard reads off this template, in words."""
+        lines = []
+        for kind in KINDS:
+            c = self.closers.get(kind)
+            if c is None:
+                lines.append(f"{kind.replace('_', ' ')}: {self.problems.get(kind)}")
+                continue
+            seq = "".join(c.sequence)
+            how = " (the next turn's token: appended after a last reply)" if c.appended else ""
+            lines.append(f"{kind.replace('_', ' ')} closed by {seq!r}; stop token {c.token!r} (id {c.id}){how}")
+        prompt = self.render([{"role": "user", "content": "x"}], gen=True)
+        lines.append(f"generation prompt ends with: {prompt[-40:]!r}")
+        lines.append(f"assistant header tokens: {self.tokenizer.convert_ids_to_tokens(self.assistant_header_ids)}")
+        s = self.supports
+        lines.append(
+            f"renders: reasoning {_yes(s.reasoning)}, tool calls {_yes(s.tool_calls)} (several a turn "
+            f"{_yes(s.parallel_calls)}), tool results {_yes(s.tool_results)}, tools {_yes(s.tools)}"
+        )
+        if self.args:
+            lines.append(f"template arguments: {self.args}")
+        return lines
 
 
-def _strip_of(pad: str, kept: int, *, left: bool) -> Strip:
-    """The strip that turns `pad` into what the template kept of it."""
-    if kept == len(pad):
-        return (False, None)
-    if kept == 0:
-        return (True, None)  # everything removed: str.strip() semantics
-    removed = pad[: len(pad) - kept] if left else pad[kept:]
-    return (True, "".join(sorted(set(removed))))
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
-def template_for(tokenizer: Any) -> ChatTemplate:
+def _example(text: str, replies: list[Placed], indices: list[int], *, own: bool) -> Example:
+    """The example text with a SPLIT before each reply, and the replies' positions shifted past them."""
+    starts = sorted(p.start for p in replies)
+    for s in reversed(starts):
+        text = text[:s] + SPLIT + text[s:]
+
+    def shift(p: int, strict: bool = False) -> int:
+        return p + sum(1 for s in starts if (s < p if strict else s <= p))
+
+    spans = [(shift(p.start), shift(p.closing), shift(p.end - 1)) for p in replies]
+    return Example(text, spans, indices, own=own, treated=sum(p.treated for p in replies))
+
+
+_NO_EOS: dict[str, str] = {
+    "hint": "use a template that closes every reply with a control token (e.g. template: chatml)",
+    "finding": "template-no-eos",
+}
+_TOOLS_HINT = "use the model's own template with tool support, or leave tools out of the data"
+
+
+def _block_pairs(markers: Markers) -> dict[str, str]:
+    """Opening -> closing markers of tag pairs among the control tokens (`<think>` / `</think>`)."""
+    out = {}
+    for token, marker in markers.marker_of.items():
+        m = re.fullmatch(r"<([A-Za-z_][\w-]*)>", token)
+        if m and f"</{m.group(1)}>" in markers.marker_of:
+            out[marker] = markers.marker_of[f"</{m.group(1)}>"]
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_constants(source: str) -> frozenset[str]:
+    """String constants a template compares content against (`'x' in content`, `.startswith('x')`, ...)."""
+    import jinja2
+    from jinja2 import nodes
+
+    try:
+        ast = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(source)
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
+    found: set[str] = set()
+    for node in ast.find_all(nodes.Compare):
+        if any(op.op in ("in", "notin") for op in node.ops) and isinstance(node.expr, nodes.Const):
+            found.add(str(node.expr.value))
+    methods = {"split", "rsplit", "startswith", "endswith", "replace", "find", "rfind", "count", "index", "partition"}
+    for node in ast.find_all(nodes.Call):
+        if isinstance(node.node, nodes.Getattr) and node.node.attr in methods:
+            found |= {str(a.value) for a in node.args if isinstance(a, nodes.Const) and isinstance(a.value, str)}
+    for node in ast.find_all(nodes.Filter):
+        if node.name == "replace":
+            found |= {str(a.value) for a in node.args if isinstance(a, nodes.Const) and isinstance(a.value, str)}
+    return frozenset(found)
+
+
+def _content_tests(source: str, markers: Markers) -> frozenset[str]:
+    """The constants that plain content could contain: those without a control token (content reaches the template
+    with control-token text escaped, so a constant holding one can never match)."""
+    return frozenset(c for c in _parsed_constants(source) if c and markers.mark(c) == c)
+
+
+def require_fast(tokenizer: Any) -> None:
+    """eosguard reads templates and offsets with the Rust `tokenizers` backend: a slow tokenizer is a clear error."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise EosguardError("eosguard needs a fast (Rust `tokenizers`) tokenizer", hint="load it with use_fast=True")
+
+
+def template_for(tokenizer: Any, args: Mapping[str, Any] | None = None) -> ChatTemplate:
     """The tokenizer's template, or the ChatML eosguard would install when it has none and knows ChatML's tokens."""
     if getattr(tokenizer, "chat_template", None):
-        return ChatTemplate(tokenizer)
+        return ChatTemplate(tokenizer, args=args)
     vocab = tokenizer.get_vocab()
     if all(t in vocab for t in CHATML_TOKENS):
-        return ChatTemplate(tokenizer, chatml_template(None))
+        return ChatTemplate(tokenizer, chatml_template(None), args=args)
     return ChatTemplate(tokenizer)  # raises: no template
+
+
+def parse_template_args(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings (VALUE read as YAML: false, 3, low, [a, b]) as template arguments."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise EosguardError(f"--template-arg {item!r}: expected KEY=VALUE (e.g. enable_thinking=false)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise EosguardError(f"--template-arg {item!r}: the value is not YAML") from None
+    return out
+
+
+__all__ = ["KINDS", "ChatTemplate", "Closer", "Example", "TemplateError", "Turn", "template_for", "with_arguments"]
 
 
 if __name__ == "__main__":
     from eosguard.tokenizer_setup import load_tokenizer
 
-    for line in template_for(load_tokenizer(sys.argv[1])).describe():
+    for line in template_for(load_tokenizer(sys.argv[1]), parse_template_args(sys.argv[2:])).describe():
         print(line)

@@ -5,9 +5,12 @@
 1. the chat template: the tokenizer's own when it has one (a Llama-3-Instruct fine-tune stays in Llama-3 format),
    ChatML when it has none or `template="chatml"` is asked for (then `<|im_start|>` / `<|im_end|>` are added when
    missing, and the model's embeddings must grow: the report says so);
-2. the end-of-turn token, read off the template (`eosguard.templates.ChatTemplate`), never assumed; it becomes the
-   eos token, the token that ends an assistant turn;
-3. a pad token that is never a token the model must learn. In order: an existing pad distinct from the end-of-turn
+2. template arguments (`enable_thinking=false`, ...), written into the template as its defaults, so training,
+   evaluation and every engine that reads the saved tokenizer render alike;
+3. the end-of-turn token, read off the template (`eosguard.templates.ChatTemplate`), never assumed; it becomes the
+   eos token, the token that ends an assistant turn (the template's other stop tokens, such as a tool call's,
+   go to the saved generation config);
+4. a pad token that is never a token the model must learn. In order: an existing pad distinct from the end-of-turn
    and eos tokens; an unused reserved token (`<|finetune_right_pad_id|>`, `<pad>`, ...); the unk token; a new
    `<pad>` (embeddings grow). It never silently falls back to eos, which is how TRL-style setups erase every
    end-of-turn label.
@@ -25,7 +28,7 @@ from typing import Any, Literal
 
 from eosguard.errors import EosguardError
 from eosguard.families import CHATML_TOKENS, RESERVED_PAD_CANDIDATES, chatml_template
-from eosguard.templates import ChatTemplate, require_fast
+from eosguard.templates import ChatTemplate, require_fast, with_arguments
 
 PadKind = Literal["existing", "reserved", "unk", "new"]
 TemplateChoice = Literal["auto", "chatml"]
@@ -39,6 +42,8 @@ class SetupReport:
     template: Literal["own", "chatml"] = "own"
     end_of_turn: str = ""
     end_of_turn_id: int = -1
+    stop_tokens: list[str] = field(default_factory=list)
+    template_args: dict[str, Any] = field(default_factory=dict)
     eos_changed_from: str | None = None
     pad_token: str = ""
     pad_token_id: int = -1
@@ -61,7 +66,12 @@ class SetupReport:
                 f"added {', '.join(self.added_tokens)}: new rows -> resize the model's embeddings to {self.vocab_size}"
                 " and train them (LoRA: modules_to_save or trainable_token_indices)"
             )
+        if self.template_args:
+            out.append(f"template arguments (written into the template as its defaults): {self.template_args}")
         out.append(f"end-of-turn token (read off the template): {self.end_of_turn} (id {self.end_of_turn_id})")
+        others = [t for t in self.stop_tokens if t != self.end_of_turn]
+        if others:
+            out.append(f"other stop tokens of this template (tool calls, ...): {', '.join(others)}")
         if self.eos_changed_from is not None:
             out.append(f"eos token changed from {self.eos_changed_from} to {self.end_of_turn}")
         why = {
@@ -108,7 +118,13 @@ def add_control_tokens(tokenizer: Any, tokens: list[str]) -> None:
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], special_tokens=True)
 
 
-def prepare_tokenizer(tokenizer: Any, *, template: TemplateChoice = "auto", padding_side: str = "right") -> SetupReport:
+def prepare_tokenizer(
+    tokenizer: Any,
+    *,
+    template: TemplateChoice = "auto",
+    template_args: dict[str, Any] | None = None,
+    padding_side: str = "right",
+) -> SetupReport:
     """Make `tokenizer` ready for SFT in place and report every change (see the module doc).
 
     Example:
@@ -132,7 +148,12 @@ def prepare_tokenizer(tokenizer: Any, *, template: TemplateChoice = "auto", padd
         report.writes_bos = tokenizer_adds_bos(tokenizer)
         tokenizer.chat_template = chatml_template(tokenizer.bos_token if report.writes_bos else None)
         report.template = "chatml"
-    report.end_of_turn, report.end_of_turn_id = ChatTemplate(tokenizer).require_end_of_turn()
+    if template_args:
+        tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
+        report.template_args = dict(template_args)
+    chat = ChatTemplate(tokenizer)
+    report.end_of_turn, report.end_of_turn_id = chat.require_end_of_turn()
+    report.stop_tokens = chat.stop_tokens
     if tokenizer.eos_token != report.end_of_turn:
         report.eos_changed_from = tokenizer.eos_token
         tokenizer.eos_token = report.end_of_turn

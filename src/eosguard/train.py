@@ -261,17 +261,18 @@ def fit(
 
 
 def stop_generation_config(model: Any, tokenizer: Any) -> GenerationConfig:
-    """A generation config whose eos is the end-of-turn token (first), keeping any other eos ids the model had.
+    """A generation config that stops on every stop token of the chat template: the end-of-turn token first (the
+    tokenizer's eos after `prepare_tokenizer`), then the others the template closes replies with (a tool call's
+    `<|call|>`, `<|eom_id|>`, ...), keeping any other eos ids the model had."""
+    from eosguard.templates import ChatTemplate
 
-    The end-of-turn token is the tokenizer's eos after `prepare_tokenizer`, which reads it off the chat template.
-    """
-    eot = tokenizer.eos_token_id
+    stops = [tokenizer.eos_token_id, *ChatTemplate(tokenizer).stop_ids]
     old = model.generation_config.eos_token_id if model.generation_config is not None else None
     old_ids = [old] if isinstance(old, int) else list(old or [])
     cfg = (
         GenerationConfig.from_model_config(model.config) if model.generation_config is None else model.generation_config
     )
-    cfg.eos_token_id = [eot, *[i for i in old_ids if i != eot]]
+    cfg.eos_token_id = list(dict.fromkeys([*stops, *old_ids]))
     cfg.pad_token_id = tokenizer.pad_token_id
     cfg.bos_token_id = tokenizer.bos_token_id
     return cfg
@@ -353,15 +354,21 @@ class TrainData:
     examples: Sequence[dict[str, list[int]]]  # a list, or a prepared folder's examples read on demand
     load_summary: str
     prep: PrepStats
+    tools: tuple[dict[str, Any], ...] | None = None  # offered in conversations that bring none (data.tools)
+
+    def renderer(self) -> ChatRenderer:
+        """The renderer of held-out prompts: this run's tokenizer and default tools."""
+        return ChatRenderer(self.tokenizer, tools=self.tools)
 
 
 def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     """Phase 1: prepare the tokenizer (each choice reported), read and validate data, render and fit examples."""
-    from eosguard.conversations import load_conversations
+    from eosguard.conversations import load_conversations, load_tools
     from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
 
     tok = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
-    setup = prepare_tokenizer(tok, template=cfg.template)
+    setup = prepare_tokenizer(tok, template=cfg.template, template_args=cfg.chat_template_kwargs)
+    tools = load_tools(cfg.data.tools) if cfg.data.tools else None
     for line in setup.lines():
         log(f"tokenizer: {line}")
     eval_convs: list[Conversation] = []
@@ -371,11 +378,16 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     if cfg.data.prepared:
         from eosguard.prepare import read_prepared
 
-        options = {"max_length": cfg.max_length, "over_length": cfg.over_length, "train_on": cfg.train_on}
+        options = {
+            "max_length": cfg.max_length,
+            "over_length": cfg.over_length,
+            "train_on": cfg.train_on,
+            "tools": list(tools) if tools else None,
+        }
         prepared, manifest = read_prepared(cfg.data.prepared, tok, options)
         prep = PrepStats(**manifest["prep"])
         log(f"data: {cfg.data.prepared} (prepared: {manifest['load']}); {len(prepared)} examples read on demand")
-        return TrainData(tok, setup, [], eval_convs, prepared, manifest["load"], prep)
+        return TrainData(tok, setup, [], eval_convs, prepared, manifest["load"], prep, tools)
     convs, load_report = load_conversations(cfg.data.train, skip_invalid=cfg.data.skip_invalid)
     log(f"data: {load_report.summary()}")
     if not cfg.data.eval and cfg.data.eval_fraction > 0:
@@ -386,10 +398,10 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
         k = max(1, int(len(convs) * cfg.data.eval_fraction))
         eval_convs = [convs[i] for i in order[:k]]
         convs = [convs[i] for i in sorted(order[k:])]
-    renderer = ChatRenderer(tok, train_on=cfg.train_on)
+    renderer = ChatRenderer(tok, train_on=cfg.train_on, tools=tools)
     examples, prep = build_examples(convs, renderer, max_length=cfg.max_length, over_length=cfg.over_length)
     log(f"examples: {prep.summary()}")
-    return TrainData(tok, setup, convs, eval_convs, examples, load_report.summary(), prep)
+    return TrainData(tok, setup, convs, eval_convs, examples, load_report.summary(), prep, tools)
 
 
 def doctor_gate(cfg: TrainConfig, data: TrainData, *, force: bool, log: Callable[[str], None]) -> DoctorReport:
@@ -397,7 +409,9 @@ def doctor_gate(cfg: TrainConfig, data: TrainData, *, force: bool, log: Callable
     refuses the run (RefusedByDoctor, exit 1) unless forced."""
     from eosguard.doctor import diagnose
 
-    doctor = diagnose(data.tokenizer, conversations=data.conversations[:256], max_length=cfg.max_length)
+    doctor = diagnose(
+        data.tokenizer, conversations=data.conversations[:256], max_length=cfg.max_length, tools=data.tools
+    )
     for f in doctor.findings:
         log(f"doctor: [{f.severity}] {f.id}: {f.message}")
     blocking = doctor.blocks_training
@@ -486,7 +500,8 @@ def sample_generations(model: Any, data: TrainData, max_new_tokens: int) -> list
     if not data.eval_conversations:
         return []
     convs = data.eval_conversations[:REPORT_SAMPLES]
-    return evaluate_stopping(model, data.tokenizer, convs, max_new_tokens=max_new_tokens).generations
+    renderer = data.renderer()
+    return evaluate_stopping(model, data.tokenizer, convs, max_new_tokens=max_new_tokens, renderer=renderer).generations
 
 
 def finish(
@@ -524,7 +539,9 @@ def finish(
     if data.eval_conversations:
         from eosguard.evaluate import evaluate_stopping
 
-        rep = evaluate_stopping(model, data.tokenizer, data.eval_conversations, max_new_tokens=cfg.max_new_tokens)
+        rep = evaluate_stopping(
+            model, data.tokenizer, data.eval_conversations, max_new_tokens=cfg.max_new_tokens, renderer=data.renderer()
+        )
         summary["eval"] = rep.to_dict()
         after = rep.generations[:REPORT_SAMPLES]
         summary["samples"] = {"before": [asdict(g) for g in before], "after": [asdict(g) for g in after]}
@@ -630,7 +647,9 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
     )
     stop_rates = None
     if cfg.stop_eval_steps and data.eval_conversations:
-        stop_rates = StopRateCallback(data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens)
+        stop_rates = StopRateCallback(
+            data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens, renderer=data.renderer()
+        )
     before = sample_generations(model, data, cfg.max_new_tokens) if distributed.is_main() else []
     result = fit(  # phase 5
         model,

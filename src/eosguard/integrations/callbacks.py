@@ -20,12 +20,18 @@ from eosguard.render import ChatRenderer
 class StopRateCallback(TrainerCallback):
     """Measures the stop rate on held-out conversations every `every` steps and logs it with the loss."""
 
-    def __init__(self, conversations: Sequence[Conversation], every: int, max_new_tokens: int = 64) -> None:
+    def __init__(
+        self,
+        conversations: Sequence[Conversation],
+        every: int,
+        max_new_tokens: int = 64,
+        renderer: ChatRenderer | None = None,
+    ) -> None:
         self.conversations = list(conversations)
         self.every = every
         self.max_new_tokens = max_new_tokens
         self.history: list[tuple[int, float]] = []
-        self.renderer: ChatRenderer | None = None
+        self.renderer = renderer  # default: the trainer's tokenizer, its own template
 
     def on_step_end(
         self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None, **kwargs: Any
