@@ -19,7 +19,7 @@ from eosguard.render import ChatRenderer
 from eosguard.templates import ChatTemplate, TemplateError, with_arguments
 from tests.helpers import trained_runs
 
-WORDS = "alpha beta gamma delta one two three four sky red blue green".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "one", "two", "three", "four", "sky", "red", "blue", "green"]
 _tokenizers: dict[str, object] = {}
 
 
@@ -85,7 +85,7 @@ def test_every_reply_is_trained_as_trl_trains_it_or_a_declared_difference(name):
         ours: dict[int, tuple[str, str]] = {}
         for example in renderer.render(conv):
             assert len(example.closings) == len(trained_runs(example.mask))
-            for (closing, stop), run in zip(example.closings, trained_runs(example.mask), strict=True):
+            for (_closing, stop), run in zip(example.closings, trained_runs(example.mask), strict=True):
                 assert stop == run[-1] and example.input_ids[stop] in stops  # every reply ends with a stop token
                 text = tok.decode(example.input_ids[run], skip_special_tokens=False)
                 prompt = tok.decode(example.input_ids[: run[0]], skip_special_tokens=False)
