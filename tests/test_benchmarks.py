@@ -1,6 +1,6 @@
 """The benchmarks run in their smoke mode (tiny sizes): the scripts work and their built-in checks hold.
 
-The figures themselves are measured by running the scripts in full (README, "Performance"); not timed here.
+The figures themselves are measured by running the scripts in full (docs/performance.md); not timed here.
 """
 
 import json

@@ -149,7 +149,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_accelerate_configs_load(path):
-    """The README's multi-GPU configs are real accelerate configs (parsed by accelerate itself)."""
+    """The multi-GPU configs of docs/distributed.md are real accelerate configs (parsed by accelerate itself)."""
     from accelerate.commands.config.config_args import ClusterConfig
 
     cfg = ClusterConfig.from_yaml_file(str(path))

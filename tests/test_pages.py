@@ -63,11 +63,11 @@ def test_label_viewer_shows_the_seed_bug_and_the_fix_side_by_side(tokenizer_dirs
     assert shot.stat().st_size > 10_000
 
 
-def test_readme_screenshot_is_one_the_tests_took():
-    """The README shows the label viewer; refresh it from tests/artifacts/label-viewer.png when the page changes."""
+def test_docs_screenshot_is_one_the_tests_took():
+    """docs/doctor.md shows the label viewer; refresh it from tests/artifacts/label-viewer.png when the page changes."""
     assert README_SCREENSHOT.is_file() and README_SCREENSHOT.stat().st_size > 10_000
-    readme = (README_SCREENSHOT.parent.parent / "README.md").read_text()
-    assert "docs/label-viewer.png" in readme
+    page = (README_SCREENSHOT.parent / "doctor.md").read_text()
+    assert "](label-viewer.png)" in page
 
 
 def test_doctor_html_to_an_unwritable_path_is_a_clean_error(tokenizer_dirs, tmp_path):

@@ -16,7 +16,7 @@ from eosguard.conversations import conversation
 from eosguard.families import DIFFERENCES, TRL_TEMPLATES
 from eosguard.fixtures import trl_template, trl_tokenizer
 from eosguard.render import ChatRenderer
-from eosguard.templates import ChatTemplate, TemplateError, with_arguments
+from eosguard.templates import ChatTemplate, TemplateError, template_arguments, with_arguments
 from tests.helpers import trained_runs
 
 WORDS = ["alpha", "beta", "gamma", "delta", "one", "two", "three", "four", "sky", "red", "blue", "green"]
@@ -148,7 +148,10 @@ def test_template_arguments_become_the_templates_defaults():
         msgs, chat_template=thinking_off, tokenize=False, add_generation_prompt=True, enable_thinking=True
     )
     assert not on_again.endswith("</think>\n\n")  # a caller's own value still wins
-    assert with_arguments(thinking_off, {}) == tok.chat_template  # eosguard's defaults are replaced, not stacked
+    assert with_arguments(thinking_off, {}) == thinking_off
+    both = with_arguments(thinking_off, {"reasoning_effort": "low"})  # defaults written before are kept, merged
+    assert template_arguments(both) == {"enable_thinking": False, "reasoning_effort": "low"}
+    assert with_arguments(both, {"enable_thinking": True}).count("eosguard template arguments") == 2  # one block
     with pytest.raises(TemplateError, match="template argument 'messages' cannot be set"):
         with_arguments(tok.chat_template, {"messages": []})
 
@@ -160,3 +163,12 @@ def test_image_templates_are_refused_by_name():
     tok.chat_template = trl_template("smolvlm.jinja")
     with pytest.raises(TemplateError, match="drops the content of a reply"):
         ChatRenderer(tok)
+
+
+def test_the_docs_table_is_what_the_reader_reads():
+    from pathlib import Path
+
+    from eosguard.fixtures import template_table
+
+    page = (Path(__file__).parent.parent / "docs" / "templates.md").read_text()
+    assert template_table() in page

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,8 +37,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Chat-model fine-tuning that guarantees the model learns to stop.",
 )
-console = Console(stderr=False)
-err = Console(stderr=True)
+# On a terminal rich fits its width; in a pipe or a log it would wrap tables at 80 columns, so lines run long there.
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def command(fn: Callable[..., None]) -> Callable[..., None]:
@@ -232,7 +234,7 @@ def eval_(
     from eosguard.evaluate import evaluate_stopping
     from eosguard.progress import progress
     from eosguard.render import ChatRenderer
-    from eosguard.templates import with_arguments
+    from eosguard.templates import KIND_NAMES, with_arguments
     from eosguard.tokenizer_setup import load_tokenizer
     from eosguard.train import load_model
 
@@ -263,7 +265,7 @@ def eval_(
     table = Table(title=f"stopping on {result.n} prompts ({max_new_tokens} new tokens at most)")
     for col in ("replies", "n", "stop rate", "runaway", "role leak", "exact match", "mean new tokens", "p95"):
         table.add_column(col)
-    rows = [("all", result.to_dict())] + [(k.replace("_", " ") + "s", v) for k, v in result.by_kind.items()]
+    rows = [("all", result.to_dict())] + [(KIND_NAMES[k], v) for k, v in result.by_kind.items()]
     for name, fig in rows:
         em = "-" if fig["exact_match"] is None else f"{fig['exact_match']:.1%}"
         table.add_row(

@@ -4,6 +4,7 @@ All problems in a config are collected and reported at once (with their key path
 
 Run as:
     python -m eosguard.config CONFIG.yaml [key=value ...]   # validates and prints the resolved config
+    python -m eosguard.config --reference                    # every key as the table in docs/training.md
 """
 
 from __future__ import annotations
@@ -216,5 +217,38 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict[s
     return cfg
 
 
+def reference() -> str:
+    """Every config key as a markdown table (docs/training.md), read off the models: key, type, default, the field's
+    docstring. `data.*` and `lora.*` are the nested sections."""
+    rows = ["| key | type | default | what |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            kind = f.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                walk(kind, f"{prefix}{name}.")
+                continue
+            nested = next(
+                (a for a in getattr(kind, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), None
+            )
+            if nested is not None:  # an optional section (lora): its keys
+                rows.append(f"| `{prefix}{name}` | section | none | {_cell(f.description)} |")
+                walk(nested, f"{prefix}{name}.")
+                continue
+            default = "required" if f.is_required() else f"`{f.default!r}`"
+            shown = str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            rows.append(f"| `{prefix}{name}` | `{_cell(shown)}` | {default} | {_cell(f.description)} |")
+
+    walk(TrainConfig, "")
+    return "\n".join(rows)
+
+
+def _cell(text: str | None) -> str:
+    return " ".join((text or "").split()).replace("|", "\\|")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--reference"]:
+        print(reference())
+        raise SystemExit
     print(load_config(sys.argv[1], sys.argv[2:]).model_dump_json(indent=2))

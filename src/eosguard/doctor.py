@@ -33,7 +33,7 @@ from eosguard.errors import EosguardError
 from eosguard.findings import FINDINGS, Severity
 from eosguard.guard import StopCheck, StopTokenChecker
 from eosguard.render import ChatRenderer, labels_from_mask
-from eosguard.templates import ChatTemplate, TemplateError, template_for, with_arguments
+from eosguard.templates import KIND_NAMES, ChatTemplate, TemplateError, template_for, with_arguments
 from eosguard.tokenizer_setup import prepare_tokenizer
 from eosguard.tokenview import TokenView, token_views
 
@@ -149,7 +149,7 @@ def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
         return None
     assumed = "" if has_template else " (no template: assuming ChatML, whose tokens it has)"
     kinds = "; ".join(
-        f"{_PLURAL[kind]} end with {''.join(c.sequence)}" + (" (the next turn's token)" if c.appended else "")
+        f"{KIND_NAMES[kind]} end with {''.join(c.sequence)}" + (" (the next turn's token)" if c.appended else "")
         for kind, c in chat.closers.items()
     )
     try:  # a multi-turn conversation must place every reply
@@ -160,9 +160,6 @@ def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
         return chat
     report.step("chat template", has_template, f"{kinds}{assumed}")
     return chat
-
-
-_PLURAL = {"reply": "replies", "tool_call": "tool calls"}
 
 
 def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], tools: Any, report: DoctorReport) -> None:

@@ -222,14 +222,14 @@ DIFFERENCES: dict[str, str] = {
     "at the token)",
     "header": "TRL also trains the assistant header (`<|start|>assistant`, `<｜Assistant｜>`, Qwen2.5's newline), "
     "which the generation prompt already writes",
-    "prompt-block": "TRL also trains the reasoning-block text the generation prompt already writes (`<think>\n`, "
-    "`<think>\n\n</think>\n\n`)",
+    "prompt-block": "TRL also trains the reasoning-block text the generation prompt already writes (`<think>\\n`, "
+    "`<think>\\n\\n</think>\\n\\n`)",
     "trailing-eos": "TRL also trains the eos the template writes after the last reply only; eosguard stops at "
     "`<|end|>`, as every reply does",
     "history-closer": "TRL trains earlier replies as history renders them (closed by `<|end|>`, not a stop token); "
     "eosguard trains each as the model emits it (`<|return|>`), in an example of its own",
-    "closed-block": "the generation prompt opens `<think>\n` and the template renders no reasoning: eosguard trains "
-    "the reply after the block closed empty (`\n</think>\n\n`); TRL trains the header and the answer, a sequence "
+    "closed-block": "the generation prompt opens `<think>\\n` and the template renders no reasoning: eosguard trains "
+    "the reply after the block closed empty (`\\n</think>\\n\\n`); TRL trains the header and the answer, a sequence "
     "inference never produces",
 }
 """How eosguard's trained text may differ from TRL's `_training` twins, and why (the README's templates page)."""

@@ -15,6 +15,7 @@ tokenizers and models from this one module:
 
 Run as:
     python -m eosguard.fixtures   # builds every family tokenizer and prints what eosguard reads off its template
+    python -m eosguard.fixtures --template-table   # the table of TRL's templates in docs/templates.md
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import importlib.util
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -260,6 +262,38 @@ def trl_tokenizer(name: str) -> Any:
     return tok
 
 
+def template_table() -> str:
+    """The docs' table of TRL's templates (`docs/templates.md`), read off each template by eosguard itself: what
+    closes a final answer and a tool call, how a two-exchange chat is trained, how that differs from TRL's mask."""
+    from eosguard.conversations import conversation
+    from eosguard.families import DIFFERENCES
+    from eosguard.render import ChatRenderer
+
+    conv = conversation(("user", "Hi"), ("assistant", "Hello"), ("user", "Bye"), ("assistant", "See you"))
+    rows = [
+        "| model | TRL template | final answers end with | tool calls end with | two exchanges train as | differs "
+        "from TRL's mask |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, spec in sorted(TRL_TEMPLATES.items(), key=lambda kv: kv[1].model.lower()):
+        r = ChatRenderer(trl_tokenizer(name))
+        closers = r.template.closers
+        examples = r.render(conv)
+        why = ["the first reply rewritten in history"] if any(e.own and not e.treated for e in examples) else []
+        why += ["the prompt's opened `<think>` closed empty"] if any(e.treated for e in examples) else []
+        how = "one example" if len(examples) == 1 else f"{len(examples)} examples ({'; '.join(why)})"
+        ends = [
+            "`" + "".join(closers[k].sequence) + "`" + (" (next turn's, appended)" if closers[k].appended else "")
+            if k in closers
+            else "not rendered"
+            for k in ("reply", "tool_call")
+        ]
+        cells = [spec.model, f"`{name}.jinja`", *ends, how, ", ".join(spec.differences) or "none"]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # a pipe inside a cell: escaped
+    legend = [f"- `{key}`: {why}" for key, why in DIFFERENCES.items()]
+    return "\n".join([*rows, "", "What each difference is, and why eosguard trains its way:", "", *legend])
+
+
 # -- the real SmolLM2-135M-Instruct --------------------------------------------------------------------------------
 
 
@@ -342,6 +376,9 @@ def tiny_mistral(
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--template-table"]:
+        print(template_table())
+        raise SystemExit
     from eosguard.templates import ChatTemplate
 
     for fam in FAMILIES:

@@ -90,7 +90,12 @@ def compile_layouts(
         def render(k: int, gen: bool, msgs: list[dict[str, str]] = msgs) -> str:
             return template.render_marked(msgs[:k], gen=gen)
 
-        plans.append(template.plan(render, marked, supervised, each=each))
+        def anchored(n: int, gen: bool, at: int, msgs: list[dict[str, str]] = msgs) -> tuple[str, int]:
+            text = render(n, gen, msgs)  # a skeleton's contents are slots: message `at`'s slot is its anchor
+            found = text.rfind(slot(2 * at))
+            return text, found + len(slot(2 * at)) if found >= 0 else -1
+
+        plans.append(template.plan(render, marked, supervised, each=each, anchored=anchored))
     plain, padded = plans
     if [e.replies for e in plain] != [e.replies for e in padded]:
         raise TemplateError("the chat template places replies differently when their content has whitespace around")

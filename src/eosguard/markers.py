@@ -34,6 +34,7 @@ from tokenizers import AddedToken, Tokenizer
 SPLIT = "\U000f0000"  # not a token: forces a token boundary (after each generation prompt), then dropped
 SLOT_OPEN, SLOT_CLOSE = "\U000f0001", "\U000f0002"  # a content slot is OPEN + slot number + CLOSE
 SLOT = re.compile(f"{SLOT_OPEN}(\\d+){SLOT_CLOSE}")
+ANCHOR = "\U000f0003"  # appended to one message's content to find where it ends in a rendering, then removed
 _MARKER_BASE = 0xF0100  # added token k of the tokenizer stands as chr(_MARKER_BASE + k) in marked text
 _ESCAPE_BASE = 0xF8100  # ... and its literal text inside content as chr(_ESCAPE_BASE + k) until unescaped
 _MAX_TOKENS = _ESCAPE_BASE - _MARKER_BASE

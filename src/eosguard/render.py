@@ -47,7 +47,7 @@ import numpy as np
 from eosguard.conversations import Conversation, Message
 from eosguard.errors import EosguardError
 from eosguard.layouts import Layout, anchor, compile_layouts, marker_count
-from eosguard.markers import DROP
+from eosguard.markers import ANCHOR, DROP
 from eosguard.templates import ChatTemplate, TemplateError, Turn
 
 IGNORE_INDEX = -100
@@ -223,8 +223,19 @@ class ChatRenderer:
                 rendered[k, gen] = t.render_marked(msgs[:k], tools_in, gen)
             return rendered[k, gen]
 
+        def anchored(n: int, gen: bool, at: int) -> tuple[str, int]:
+            tagged = [
+                *msgs[:at],
+                {**msgs[at], "content": f"{msgs[at].get('content') or ''}{ANCHOR}"},
+                *msgs[at + 1 : n],
+            ]
+            text = t.render_marked(tagged, tools_in, gen)
+            found = text.rfind(ANCHOR)
+            return (text[:found] + text[found + 1 :], found) if found >= 0 else (text, -1)
+
         out = []
-        for ex in t.plan(render, turns, self.supervised(messages), each=self.train_on == "each"):
+        plan = t.plan(render, turns, self.supervised(messages), each=self.train_on == "each", anchored=anchored)
+        for ex in plan:
             text, moved = t.markers.unescape(ex.text, [p for span in ex.spans for p in span])
             spans = [tuple(moved[i : i + 3]) for i in range(0, len(moved), 3)]
             out.append(_Marked(text, spans, None, ex.own, ex.treated))  # type: ignore[arg-type]

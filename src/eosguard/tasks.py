@@ -4,6 +4,9 @@ Each task turns a random input into a (prompt, answer) pair whose answer is exac
 repeat / reverse / sort a few words, pick the first or last word,
 count the words, and small additions. Train and held-out sets are disjoint by prompt.
 
+`agent_conversations` makes the same additions an agent's job: the assistant reasons, calls an `add` tool, reads
+its result, answers, and is asked a follow-up (multi-turn, reasoning, tool calls and tool results in one chat).
+
 Run as:
     python -m eosguard.tasks 5     # prints five examples of each task
 """
@@ -137,6 +140,46 @@ def make_conversations(
         seen.add(prompt)
         messages = (Message("system", SYSTEM), Message("user", prompt), Message("assistant", answer))
         out.append(Conversation(messages=messages, source=f"task:{name}"))
+    return out
+
+
+ADD_TOOL: dict = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+
+
+def agent_conversations(n: int, *, seed: int, end_on_call: bool = False) -> list[Conversation]:
+    """`n` tool-calling chats: a question, a reasoned `add` call, its result, the answer, a follow-up and its answer
+    (reasoning on every reply; call ids of 9 characters, as Mistral's templates require). end_on_call: end each chat
+    on its tool call instead (a held-out set whose reference reply is the call)."""
+    from eosguard.conversations import ToolCall
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        call = ToolCall("add", {"a": a, "b": b}, f"call{i:05d}")
+        msgs = [
+            Message("user", f"What is {a} + {b}?"),
+            Message("assistant", "", reasoning=f"I add {a} and {b} with the tool.", tool_calls=(call,)),
+        ]
+        if not end_on_call:
+            msgs += [
+                Message("tool", str(a + b), tool_call_id=call.id),
+                Message("assistant", str(a + b), reasoning=f"The tool says {a + b}."),
+                Message("user", "And doubled?"),
+                Message("assistant", str(2 * (a + b)), reasoning=f"Twice {a + b} is {2 * (a + b)}."),
+            ]
+        out.append(Conversation(messages=tuple(msgs), source=f"agent:{i}", tools=(ADD_TOOL,)))
     return out
 
 

@@ -47,7 +47,9 @@ from eosguard.families import CHATML_TOKENS, chatml_template
 from eosguard.markers import SLOT, SPLIT, Markers, slot
 
 Kind = Literal["reply", "tool_call"]
+Anchored = Callable[[int, bool, int], tuple[str, int]]  # (n, gen, at) -> (rendering of n messages, end of message at)
 KINDS: tuple[Kind, ...] = ("reply", "tool_call")
+KIND_NAMES: dict[str, str] = {"reply": "final answers", "tool_call": "tool calls"}  # for reports, in the plural
 
 
 class TemplateError(EosguardError):
@@ -124,29 +126,41 @@ class Capabilities:
 _RESERVED_ARGS = frozenset(
     {"messages", "tools", "documents", "add_generation_prompt", "bos_token", "eos_token", "raise_exception"}
 )
-_ARGS_MARK = "{#- eosguard: template arguments -#}"
+_ARGS_MARK = re.compile(
+    r"\{#- eosguard template arguments: (.*?) -#\}.*?\{#- end of eosguard template arguments -#\}", re.S
+)
 
 
 def with_arguments(source: str, args: Mapping[str, Any]) -> str:
     """The template with `args` as the defaults of its variables (a caller may still pass others), so a saved
-    tokenizer renders as it was trained by every engine that reads its template.
+    tokenizer renders as it was trained by every engine that reads its template. Defaults eosguard wrote before
+    are kept, and overridden by `args`.
 
-    >>> with_arguments("{{ enable_thinking }}", {"enable_thinking": False}).split("%}")[:2]
-    ['{#- eosguard: template arguments -#}{%- if enable_thinking is not defined ', '{%- set enable_thinking = false ']
+    >>> source = with_arguments("{{ enable_thinking }}", {"enable_thinking": False})
+    >>> source.split("%}")[1], template_arguments(source)
+    ('{%- set enable_thinking = false ', {'enable_thinking': False})
     """
-    if source.startswith(_ARGS_MARK):  # replace the defaults eosguard wrote before
-        source = source[source.index(_ARGS_MARK, len(_ARGS_MARK)) + len(_ARGS_MARK) :]
     if not args:
         return source
+    found = _ARGS_MARK.match(source)
+    merged = {**(json.loads(found.group(1)) if found else {}), **args}
+    body = source[found.end() :] if found else source
     lines = []
-    for key, value in args.items():
+    for key, value in merged.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key in _RESERVED_ARGS:
             raise TemplateError(
                 f"template argument {key!r} cannot be set",
                 hint=f"a name the template reads that is not one of {', '.join(sorted(_RESERVED_ARGS))}",
             )
         lines.append(f"{{%- if {key} is not defined %}}{{%- set {key} = {_jinja_literal(value)} %}}{{%- endif %}}")
-    return _ARGS_MARK + "".join(lines) + _ARGS_MARK + source
+    head = f"{{#- eosguard template arguments: {json.dumps(merged)} -#}}"
+    return head + "".join(lines) + "{#- end of eosguard template arguments -#}" + body
+
+
+def template_arguments(source: str) -> dict[str, Any]:
+    """The defaults eosguard wrote into a template (empty when none)."""
+    found = _ARGS_MARK.match(source)
+    return json.loads(found.group(1)) if found else {}
 
 
 def _jinja_literal(value: Any) -> str:
@@ -243,8 +257,8 @@ class ChatTemplate:
                 "the tokenizer has no chat template",
                 hint="eosguard.tokenizer_setup.prepare_tokenizer installs ChatML (or set one on the tokenizer)",
             )
-        self.args = dict(args or {})
-        self.source = with_arguments(raw, self.args)
+        self.source = with_arguments(raw, args or {})
+        self.args = template_arguments(self.source)
         self.markers = Markers(tokenizer)
         self.control_ids = self.markers.control_ids
         self._pairs = _block_pairs(self.markers)
@@ -461,11 +475,15 @@ class ChatTemplate:
         supervised: Sequence[int],
         *,
         each: bool = False,
+        anchored: Anchored | None = None,
     ) -> list[Example]:
         """The examples that train the `supervised` replies of one conversation; `render(k, gen)` is the marked
-        rendering of its first k messages (with the generation prompt when `gen`). `each`: one example per reply."""
+        rendering of its first k messages (with the generation prompt when `gen`); `anchored(k, gen, i)` the same
+        with the end of message i's content found (the text, and the position just past that content; -1 when the
+        template dropped it), for templates that render history differently in a prompt and under its reply.
+        `each`: one example per reply."""
         n = len(turns)
-        placed = {k: self._place(render(k, True), render(k + 1, False), turns[k], k) for k in supervised}
+        placed = {k: self._place(render(k, True), render(k + 1, False), turns[k], k, anchored) for k in supervised}
         base = placed[n - 1].text if n - 1 in placed else render(n, False)
         together = [
             k for k in supervised if (k == n - 1 or not each) and base.startswith(placed[k].text[: placed[k].end])
@@ -475,28 +493,41 @@ class ChatTemplate:
             examples.append(_example(base, [placed[k] for k in together], together, own=False))
         return examples
 
-    def _place(self, prompt: str, rendered: str, turn: Turn, k: int) -> Placed:
-        """Reply k as the template renders a last reply after its generation prompt, through its closer."""
+    def _place(self, prompt: str, rendered: str, turn: Turn, k: int, anchored: Anchored | None) -> Placed:
+        """Reply k as the template renders a last reply after its generation prompt, through its closer.
+
+        Where the prompt is not a prefix of that rendering: a reasoning block the prompt leaves open is closed (by the
+        reply's own rendering, or empty: DeepSeek-R1); history the prompt holds and the rendering drops (gpt-oss drops
+        a tool call's reasoning once a final answer follows) is kept, the reply taken from after the previous
+        message. Anything else is an error naming the message."""
         if turn.role != "assistant":
             raise TemplateError(f"message {k} is not an assistant reply")
         treated = False
+        common = _common_prefix(prompt, rendered)
+        block = self._open_block(prompt)
         if rendered.startswith(prompt):
             text = rendered
-        else:
-            common = _common_prefix(prompt, rendered)
-            block = self._open_block(prompt)
-            if block is None or prompt[common:].strip(" \n" + block[0]):
-                raise TemplateError(
-                    f"the generation prompt for message {k} is not a prefix of the conversation rendered up to "
-                    "that reply: the template renders it differently once the reply is written",
-                    hint="set the template argument that makes them agree, or use template: chatml",
-                )
+        elif block is not None and not prompt[common:].strip(" \n" + block[0]):
             tail = rendered[common:]
             if block[1] in tail:  # the reply's own rendering closes the block (Nemotron's `<think></think>`)
                 text = prompt + tail
             else:  # it has none (DeepSeek-R1): close the opened block, with the reply's reasoning inside
                 text = prompt + (turn.reasoning or "") + "\n" + block[1] + "\n\n" + tail
             treated = True
+        elif (reply := self._after_previous(anchored, k)) is not None:
+            text = prompt + reply
+        elif turn.reasoning is not None:
+            raise TemplateError(
+                f"message {k} has reasoning, but its generation prompt already closes the reasoning block "
+                f"(template arguments: {self.args or 'none'}): the model would never be asked to write it",
+                hint="drop the reasoning from the data, or the template argument that turns thinking off",
+            )
+        else:
+            raise TemplateError(
+                f"the generation prompt for message {k} is not a prefix of the conversation rendered up to "
+                "that reply: the template renders it differently once the reply is written",
+                hint="set the template argument that makes them agree, or use template: chatml",
+            )
         if turn.reasoning is not None and not self.supports.reasoning and not treated:
             raise TemplateError(
                 f"message {k} has reasoning, which the chat template does not render: it would not be trained",
@@ -514,6 +545,19 @@ class ChatTemplate:
         closing = at + 1 - len(seq) if text[at + 1 - len(seq) : at + 1] == seq and at + 1 - len(seq) >= start else at
         return Placed(text, start, closing, at + 1, treated)
 
+    @staticmethod
+    def _after_previous(anchored: Anchored | None, k: int) -> str | None:
+        """Reply k's own text in its rendering as a last reply: what follows the previous message's content and the
+        text the generation prompt writes after that content (its closing, the reply's header); None when the two
+        renderings do not agree there."""
+        if anchored is None or k == 0:
+            return None
+        (prompt, p_end), (rendered, r_end) = anchored(k, True, k - 1), anchored(k + 1, False, k - 1)
+        if p_end < 0 or r_end < 0:
+            return None
+        between = prompt[p_end:]
+        return rendered[r_end + len(between) :] if rendered.startswith(between, r_end) else None
+
     def _open_block(self, prompt: str) -> tuple[str, str] | None:
         """(opener, closer) markers of a block the prompt opens and leaves open (`<think>` without `</think>`)."""
         for i in range(len(prompt) - 1, -1, -1):
@@ -530,11 +574,11 @@ class ChatTemplate:
         for kind in KINDS:
             c = self.closers.get(kind)
             if c is None:
-                lines.append(f"{kind.replace('_', ' ')}: {self.problems.get(kind)}")
+                lines.append(f"{KIND_NAMES[kind]}: {self.problems.get(kind)}")
                 continue
             seq = "".join(c.sequence)
             how = " (the next turn's token: appended after a last reply)" if c.appended else ""
-            lines.append(f"{kind.replace('_', ' ')} closed by {seq!r}; stop token {c.token!r} (id {c.id}){how}")
+            lines.append(f"{KIND_NAMES[kind]} closed by {seq!r}; stop token {c.token!r} (id {c.id}){how}")
         prompt = self.render([{"role": "user", "content": "x"}], gen=True)
         lines.append(f"generation prompt ends with: {prompt[-40:]!r}")
         lines.append(f"assistant header tokens: {self.tokenizer.convert_ids_to_tokens(self.assistant_header_ids)}")
