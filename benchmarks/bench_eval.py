@@ -24,7 +24,7 @@ from eosguard.examples import build_examples
 from eosguard.fixtures import demo_tokenizer, tiny_mistral
 from eosguard.render import ChatRenderer
 from eosguard.tasks import split_tasks
-from eosguard.train import fit, training_arguments
+from eosguard.trainer import fit, training_arguments
 
 
 def main() -> None:

@@ -102,9 +102,10 @@ def heldout_loss(model: Any, source: str) -> float:
     import torch
 
     from eosguard.collate import PadCollator
+    from eosguard.loading import load_tokenizer
     from eosguard.loss import causal_lm_loss
     from eosguard.render import ChatRenderer
-    from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
+    from eosguard.tokenizer_setup import prepare_tokenizer
 
     tok = load_tokenizer(source)
     prepare_tokenizer(tok)
@@ -134,7 +135,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM
         from trl import SFTTrainer
 
-        from eosguard.tokenizer_setup import load_tokenizer
+        from eosguard.loading import load_tokenizer
 
         tok = load_tokenizer(source)
         tok.chat_template = CHATML_TRAINING_TEMPLATE

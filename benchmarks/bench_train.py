@@ -58,7 +58,7 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
     if side == "eosguard":
         from eosguard.collate import PackedCollator
         from eosguard.render import ChatRenderer
-        from eosguard.train import EosguardTrainer, _ListDataset, training_arguments
+        from eosguard.trainer import EosguardTrainer, _ListDataset, training_arguments
 
         examples = [r.to_example() for r in ChatRenderer(tok).examples(convs)]
         args = training_arguments(

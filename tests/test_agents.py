@@ -62,36 +62,11 @@ def test_train_an_agent_and_measure_its_final_answers_and_tool_calls(family, sto
     summary = json.loads((folder / "eosguard.json").read_text())
     assert set(summary["eval"]["by_kind"]) == {"reply", "tool_call"}
 
-    out = runner.invoke(
-        app,
-        [
-            "eval",
-            "--model",
-            str(folder),
-            "--data",
-            str(heldout),
-            "--json",
-            "--max-new-tokens",
-            "4",
-            "--tools",
-            str(tmp_path / "tools.json"),
-        ],
-    )
+    evaluate = ["eval", "--model", str(folder), "--data", str(heldout), "--max-new-tokens", "4"]
+    evaluate += ["--tools", str(tmp_path / "tools.json")]
+    out = runner.invoke(app, [*evaluate, "--json"])
     assert out.exit_code == 0, out.output
     report, _ = json.JSONDecoder().raw_decode(out.output[out.output.index("{") :])  # progress lines may follow
     assert report["n"] == 6 and {k: v["n"] for k, v in report["by_kind"].items()} == {"reply": 3, "tool_call": 3}
-    table = runner.invoke(
-        app,
-        [
-            "eval",
-            "--model",
-            str(folder),
-            "--data",
-            str(heldout),
-            "--max-new-tokens",
-            "4",
-            "--tools",
-            str(tmp_path / "tools.json"),
-        ],
-    )
+    table = runner.invoke(app, evaluate)
     assert table.exit_code == 0 and "tool calls" in table.output and "final answers" in table.output

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from eosguard.cli import app
-from eosguard.conversations import load_conversations
 from eosguard.errors import DataError
 from eosguard.examples import build_examples
+from eosguard.records import load_conversations
 from eosguard.render import ChatRenderer
 
 BAD = Path(__file__).parent / "data" / "bad"

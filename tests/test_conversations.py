@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from eosguard.conversations import Message, conversation, load_conversations
+from eosguard.conversations import Message, conversation
 from eosguard.errors import DataError
+from eosguard.records import load_conversations
 
 
 def _write(tmp_path: Path, lines: list[str] | bytes, name: str = "d.jsonl") -> Path:

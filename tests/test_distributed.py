@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.helpers import run_together
+
 YAML = Path(__file__).parent / "data" / "tiny.yaml"
 BAD = Path(__file__).parent / "data" / "bad" / "truncated_json.jsonl"
 STEPS = 6
@@ -51,8 +53,10 @@ def max_diff(a: dict, b: dict) -> float:
 def runs(tiny_model_dir, task_files, tmp_path_factory):
     """One process x batch 4 and two processes x batch 2, same model, data, seed and steps (checkpoint at step 3)."""
     root = tmp_path_factory.mktemp("ddp")
-    one = run(command(1, tiny_model_dir, task_files["train"], root / "one", "batch_size=4", "save_steps=3"))
-    two = run(command(2, tiny_model_dir, task_files["train"], root / "two", "batch_size=2", "save_steps=3"))
+    one, two = run_together(
+        command(1, tiny_model_dir, task_files["train"], root / "one", "batch_size=4", "save_steps=3"),
+        command(2, tiny_model_dir, task_files["train"], root / "two", "batch_size=2", "save_steps=3"),
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     return root, one, two

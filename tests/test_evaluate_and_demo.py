@@ -5,9 +5,9 @@ import json
 from typer.testing import CliRunner
 
 from eosguard.cli import app
-from eosguard.conversations import load_conversations
 from eosguard.evaluate import evaluate_stopping
 from eosguard.fixtures import tiny_mistral
+from eosguard.records import load_conversations
 
 runner = CliRunner()
 

@@ -28,9 +28,10 @@ from eosguard.families import FAMILIES
 from eosguard.fixtures import family_tokenizer, tiny_mistral
 from eosguard.guard import guard
 from eosguard.render import ChatRenderer
-from eosguard.templates import ChatTemplate, TemplateError
+from eosguard.saving import save_model_folder
+from eosguard.templates import ChatTemplate
 from eosguard.tokenizer_setup import prepare_tokenizer
-from eosguard.train import fit, save_model_folder, training_arguments
+from eosguard.trainer import fit, training_arguments
 from tests.helpers import trained_runs
 
 NAMES = list(FAMILIES)
@@ -198,14 +199,17 @@ def test_cli_doctor_on_llama3_with_pad_eot_exits_1_with_eos_masked(tmp_path):
     assert "skipped" not in result.output
 
 
-def test_a_template_that_moves_the_system_message_is_refused_by_name():
+def test_a_template_that_moves_the_system_message_trains_the_reply_after_its_real_prompt():
     """Mistral v3 writes the system message into the *last* user turn: the prompt of a reply has it, the reply's
-    own rendering (where the user turn is no longer last) does not. No example can train that reply as inference
-    prompts it."""
-    r = ChatRenderer(tokenizer("mistral-v3"))
+    own rendering (where that user turn is no longer last) does not. The reply is trained after the prompt
+    inference sends, system message included."""
+    tok = tokenizer("mistral-v3")
+    r = ChatRenderer(tok)
     conv = conversation(("system", "Be brief."), ("user", "Hi"), ("assistant", "Yo"))
-    with pytest.raises(TemplateError, match=r"the generation prompt for message 2 is not a prefix"):
-        r.render(conv)
+    (example,) = r.render(conv)
+    prompt = r.prompt_ids(conv.messages[:2])
+    assert "Be brief." in tok.decode(prompt) and example.input_ids[: len(prompt)].tolist() == prompt
+    assert tok.decode(example.input_ids[example.mask]) == "Yo</s>"
 
 
 def test_a_template_that_closes_only_the_last_reply_trains_each_reply_as_a_last_one():

@@ -8,7 +8,7 @@ from eosguard.errors import StopTokenLossError
 from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
 from eosguard.integrations import guard_trainer
 from eosguard.tasks import make_conversations
-from eosguard.train import training_arguments
+from eosguard.trainer import training_arguments
 
 # A TRL training template whose {% generation %} block stops *before* <|im_end|>: assistant-only loss then never
 # trains the stop token (TRL only logs a warning).

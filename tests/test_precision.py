@@ -14,7 +14,7 @@ from eosguard.fixtures import tiny_mistral
 from eosguard.loss import causal_lm_loss
 from eosguard.render import ChatRenderer
 from eosguard.tasks import make_conversations
-from eosguard.train import fit, training_arguments
+from eosguard.trainer import fit, training_arguments
 
 
 def _model(tok):

@@ -5,6 +5,7 @@ Its tokenizer ships pad = eos = `<|im_end|>`: the seed's bug on a real model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -80,3 +81,11 @@ def test_real_demo_quick_writes_the_same_report_as_the_tiny_demo(smollm2, tmp_pa
         assert (tmp_path / name / "model" / "model.safetensors").exists()
     assert len((tmp_path / "heldout.jsonl").read_text().splitlines()) == 5
     assert (tmp_path / "report.png").stat().st_size > 0 and "| eosguard |" in (tmp_path / "report.md").read_text()
+    # each run exported by `eosguard export gguf` and measured in llama.cpp, beside its transformers figure
+    assert "stop rate in llama.cpp" in (tmp_path / "report.md").read_text()
+    if importlib.util.find_spec("xllamacpp") is None:
+        assert all(r["served"] is None for r in report["runs"].values())
+        return
+    for name, run in report["runs"].items():
+        assert (tmp_path / name / "model.gguf").is_file()
+        assert run["served"]["stop_rate"] == pytest.approx(run["stop_rate"], abs=0.21), name  # 1 prompt in 5

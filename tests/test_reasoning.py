@@ -13,11 +13,12 @@ from transformers import DataCollatorForLanguageModeling
 from typer.testing import CliRunner
 
 from eosguard.cli import app
-from eosguard.conversations import Message, conversation, load_conversations
+from eosguard.conversations import Message, conversation
 from eosguard.doctor import diagnose
 from eosguard.examples import build_examples
 from eosguard.fixtures import family_tokenizer, trl_tokenizer
 from eosguard.guard import StopTokenChecker
+from eosguard.records import load_conversations
 from eosguard.render import ChatRenderer
 from eosguard.templates import ChatTemplate, TemplateError
 from eosguard.tokenizer_setup import prepare_tokenizer

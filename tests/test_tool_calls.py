@@ -13,12 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import DataCollatorForLanguageModeling
 
-from eosguard.conversations import Message, ToolCall, conversation, load_conversations
+from eosguard.conversations import Message, ToolCall, conversation
 from eosguard.doctor import diagnose
 from eosguard.errors import DataError, StopTokenLossError
 from eosguard.families import FAMILIES
 from eosguard.fixtures import family_tokenizer
 from eosguard.guard import guard
+from eosguard.records import load_conversations
 from eosguard.render import IGNORE_INDEX, ChatRenderer
 from eosguard.templates import TemplateError
 from eosguard.tokenizer_setup import prepare_tokenizer
@@ -206,7 +207,7 @@ def test_sharegpt_function_call_and_observation_turns(tmp_path):
 
 
 def test_a_bad_tools_file_names_the_file():
-    from eosguard.conversations import load_tools
+    from eosguard.records import load_tools
 
     with pytest.raises(DataError, match="no such file"):
         load_tools("/nonexistent/tools.json")

@@ -27,7 +27,7 @@ _EXPORTS = {
     "Conversation": "eosguard.conversations",
     "Message": "eosguard.conversations",
     "conversation": "eosguard.conversations",
-    "load_conversations": "eosguard.conversations",
+    "load_conversations": "eosguard.records",
     "diagnose": "eosguard.doctor",
     "evaluate_stopping": "eosguard.evaluate",
     "guard": "eosguard.guard",

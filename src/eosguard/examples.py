@@ -5,7 +5,7 @@
 to Arrow columns; `PrepStats` counts what happened to each conversation.
 
 Run as:
-    python -m eosguard.examples data.jsonl   # renders with the demo tokenizer and prints the counts
+    python -m eosguard.examples TOKENIZER data.jsonl   # renders with that tokenizer's template and prints the counts
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def build_examples(
 
 
 if __name__ == "__main__":
-    from eosguard.conversations import load_conversations
-    from eosguard.fixtures import demo_tokenizer
+    from eosguard.loading import load_tokenizer
+    from eosguard.records import load_conversations
 
-    convs, _ = load_conversations(sys.argv[1:])
-    print(build_examples(convs, ChatRenderer(demo_tokenizer()), max_length=2048)[1].summary())
+    convs, _ = load_conversations(sys.argv[2:])
+    print(build_examples(convs, ChatRenderer(load_tokenizer(sys.argv[1])), max_length=2048)[1].summary())

@@ -2,7 +2,7 @@
 
 Used for saved model folders, prepared datasets and the converted-tokenizer cache, so an interrupted write never
 leaves a half-written folder where a complete one is expected. (Trainer checkpoints get the same treatment in
-`eosguard.train.EosguardTrainer._save_checkpoint`, where the Trainer itself chooses the folder name.)
+`eosguard.checkpoints.AtomicCheckpoints._save_checkpoint`, where the Trainer itself chooses the folder name.)
 
 Run as:
     python -c "from eosguard.files import atomic_folder, write_text"

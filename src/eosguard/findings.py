@@ -1,7 +1,8 @@
-"""Every doctor finding, declared once: id, severity, what it means, the fix, and whether it blocks training.
+"""Every doctor finding, declared once: id, severity, what it means, the fix, and whether it blocks training; and the
+report the doctor's steps fill in.
 
-The checks (`eosguard.doctor`), `eosguard train`'s gate, `--json` and the README's findings table all read this
-registry; a test pins the README table to it.
+The checks (`eosguard.doctor`), `eosguard train`'s gate, `--json` and the findings table of docs/doctor.md all read
+this registry; a test pins the table to it.
 
 Run as:
     python -m eosguard.findings   # prints the registry as the README's markdown table
@@ -9,8 +10,11 @@ Run as:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from eosguard.tokenview import TokenView
 
 Severity = Literal["error", "warning"]
 
@@ -142,6 +146,46 @@ FINDINGS: dict[str, FindingSpec] = {
             "(the finding names it when one exists); eosguard trains them after the block closed empty",
         ),
         FindingSpec(
+            "gguf-eos-mismatch",
+            "error",
+            "a stop token of the chat template is not among the GGUF's eos / eot / eom ids, nor a name llama.cpp "
+            "knows: llama.cpp, Ollama and LM Studio generate past it",
+            "export with `eosguard export gguf` (sets eot / eom and proves it), or by hand: llama.cpp's "
+            "`gguf_new_metadata.py --special-token-by-id eot ID`",
+        ),
+        FindingSpec(
+            "gguf-stop-by-name",
+            "warning",
+            "a stop token of the chat template is not among the GGUF's eos / eot / eom ids: llama.cpp stops on it "
+            "only because it knows its name (ChatML's, Llama-3's, Gemma's end of turn, ...); engines that read the "
+            "ids alone do not",
+            "export with `eosguard export gguf` (sets eot / eom)",
+        ),
+        FindingSpec(
+            "gguf-stop-not-in-vocab",
+            "error",
+            "a stop token of the chat template is not in the GGUF's vocabulary",
+            "convert from the folder the model was trained in (its tokenizer holds the token)",
+        ),
+        FindingSpec(
+            "gguf-template-drift",
+            "error",
+            "the GGUF's embedded chat template differs from the one the model was trained with",
+            "export with `eosguard export gguf` (embeds the trained template, arguments included)",
+        ),
+        FindingSpec(
+            "gguf-no-template",
+            "warning",
+            "the GGUF embeds no chat template: engines fall back to one of their own",
+            "export with `eosguard export gguf` (embeds the trained template)",
+        ),
+        FindingSpec(
+            "gguf-add-eos",
+            "warning",
+            "the GGUF asks engines to append an eos to every prompt (`add_eos_token`)",
+            "export with `eosguard export gguf` (turns it off)",
+        ),
+        FindingSpec(
             "prompt-not-prefix",
             "warning",
             "the template's generation prompt is not a token prefix of the training sequence (count)",
@@ -150,6 +194,80 @@ FINDINGS: dict[str, FindingSpec] = {
         ),
     )
 }
+
+
+@dataclass
+class Finding:
+    id: str
+    message: str
+    count: int | None = None
+
+    @property
+    def severity(self) -> Severity:
+        return FINDINGS[self.id].severity
+
+    @property
+    def fix(self) -> str:
+        return FINDINGS[self.id].fix
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "severity": self.severity, "message": self.message, "fix": self.fix}
+        if self.count is not None:
+            d["count"] = self.count
+        return d
+
+
+@dataclass
+class Step:
+    """One numbered step; ok None means the check could not run (shown as skipped, never as passed)."""
+
+    title: str
+    ok: bool | None
+    detail: str
+
+    @property
+    def skipped(self) -> bool:
+        return self.ok is None
+
+
+@dataclass
+class DoctorReport:
+    steps: list[Step] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    shown: list[list[TokenView]] = field(default_factory=list)  # collated examples, token by token
+    passed: str = "no findings: the stop token is trained and used"  # what a clean report says
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity == "error" for f in self.findings)
+
+    @property
+    def blocks_training(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error" and FINDINGS[f.id].blocks_training]
+
+    @property
+    def ids(self) -> list[str]:
+        return [f.id for f in self.findings]
+
+    def add(self, finding_id: str, message: str, count: int | None = None) -> Finding:
+        if finding_id not in FINDINGS:
+            raise KeyError(f"unknown finding id {finding_id!r}: declare it in eosguard.findings")
+        finding = Finding(finding_id, message, count)
+        self.findings.append(finding)
+        return finding
+
+    def step(self, title: str, ok: bool | None, detail: str) -> None:
+        self.steps.append(Step(title, ok, detail))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.has_errors,
+            "findings": [f.to_dict() for f in self.findings],
+            "steps": [{"title": s.title, "ok": s.ok, "skipped": s.skipped, "detail": s.detail} for s in self.steps],
+            "skipped": sum(s.skipped for s in self.steps),
+            "facts": self.facts,
+        }
 
 
 def markdown_table() -> str:

@@ -47,12 +47,23 @@ def cache_dir() -> Path:
 
 
 def _cached_folder(source: Path, name: str, build: Callable[[Path], None]) -> Path:
-    """A folder derived from `source`, built once (atomically) and reused while `source` is unchanged."""
+    """A folder derived from `source`, built once (atomically) and reused while `source` is unchanged. Processes
+    that want it at once (parallel test workers) wait on a lock for the one that builds it."""
+    import fcntl
+
     stat = source.stat()
     folder = cache_dir() / f"{name}-{_digest(str(source), stat.st_size, stat.st_mtime_ns)}"
-    if not (folder / "config.json").exists() and not (folder / "tokenizer.json").exists():
-        with atomic_folder(folder) as staging:
-            build(staging)
+
+    def built() -> bool:
+        return (folder / "config.json").exists() or (folder / "tokenizer.json").exists()
+
+    if not built():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not built():
+                with atomic_folder(folder) as staging:
+                    build(staging)
     return folder
 
 
@@ -262,9 +273,10 @@ def trl_tokenizer(name: str) -> Any:
     return tok
 
 
-def template_table() -> str:
+def template_table(tokenizer: Callable[[str], Any] | None = None) -> str:
     """The docs' table of TRL's templates (`docs/templates.md`), read off each template by eosguard itself: what
-    closes a final answer and a tool call, how a two-exchange chat is trained, how that differs from TRL's mask."""
+    closes a final answer and a tool call, how a two-exchange chat is trained, how that differs from TRL's mask.
+    `tokenizer`: name -> its tokenizer (default `trl_tokenizer`; the tests pass the ones they already built)."""
     from eosguard.conversations import conversation
     from eosguard.families import DIFFERENCES
     from eosguard.render import ChatRenderer
@@ -276,7 +288,7 @@ def template_table() -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, spec in sorted(TRL_TEMPLATES.items(), key=lambda kv: kv[1].model.lower()):
-        r = ChatRenderer(trl_tokenizer(name))
+        r = ChatRenderer((tokenizer or trl_tokenizer)(name))
         closers = r.template.closers
         examples = r.render(conv)
         why = ["the first reply rewritten in history"] if any(e.own and not e.treated for e in examples) else []

@@ -15,7 +15,7 @@ the fix. A batch in which it finds no assistant reply at all, or no trained toke
 warns loudly), because a guard that checked nothing must not look like one that checked and found all well.
 
 Run as:
-    python -m eosguard.guard   # shows the guard catching transformers' collator with pad == eos on Llama-3
+    python -m eosguard.guard TOKENIZER   # the guard catching transformers' collator with pad = that template's eot
 """
 
 from __future__ import annotations
@@ -221,11 +221,14 @@ def guard(
 
 
 if __name__ == "__main__":
+    import sys
+
     from transformers import DataCollatorForLanguageModeling
 
-    from eosguard.fixtures import family_tokenizer
+    from eosguard.loading import load_tokenizer
 
-    tok = family_tokenizer("llama3", pad="eot")
+    tok = load_tokenizer(sys.argv[1])
+    tok.pad_token = ChatTemplate(tok).end_of_turn  # the bug report's setup: pad = the end-of-turn token
     text = tok.apply_chat_template(
         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], tokenize=False
     )

@@ -1,6 +1,6 @@
 """Compiled layouts: the renderer's fast path for conversations of text (and reasoning), one template run per shape.
 
-For a conversation of plain turns, `ChatTemplate.plan` is run once per *shape* (its roles, which replies carry
+For a conversation of plain turns, `eosguard.placement.plan` is run once per *shape* (its roles, which replies carry
 reasoning, which are trained) on a skeleton whose contents are slots, and its examples are kept as fixed pieces of
 marked text around the slots (`Layout`). A conversation of that shape is then one string join per example, with no
 Jinja at all. What the template strips from a content (Llama-3 and Gemma trim it) is read by planning once more with
@@ -11,7 +11,7 @@ Trained positions are kept as marker anchors where the markers pin them, so the 
 serves (`anchor`): each marker is exactly one token, so "the token after the k-th marker" needs no offsets.
 
 Run as:
-    python -m eosguard.layouts   # prints the layout of a two-reply ChatML conversation
+    python -m eosguard.layouts TOKENIZER   # prints the layouts of a two-reply conversation in its template
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from eosguard.markers import SLOT, slot
-from eosguard.templates import ChatTemplate, Example, TemplateError, Turn
+from eosguard.placement import Example, plan
+from eosguard.templates import ChatTemplate, TemplateError, Turn
 
 Strip = tuple[bool, str | None]  # (apply, chars): str.lstrip/rstrip(chars) when apply; chars None = whitespace
 Position = tuple[int, int]  # (piece index, offset in piece)
@@ -95,7 +96,7 @@ def compile_layouts(
             found = text.rfind(slot(2 * at))
             return text, found + len(slot(2 * at)) if found >= 0 else -1
 
-        plans.append(template.plan(render, marked, supervised, each=each, anchored=anchored))
+        plans.append(plan(template, render, marked, supervised, each=each, anchored=anchored))
     plain, padded = plans
     if [e.replies for e in plain] != [e.replies for e in padded]:
         raise TemplateError("the chat template places replies differently when their content has whitespace around")
@@ -210,9 +211,11 @@ def marker_count(template: ChatTemplate, layout: Layout, upto: Position | None =
 
 
 if __name__ == "__main__":
-    from eosguard.fixtures import demo_tokenizer
+    import sys
 
-    t = ChatTemplate(demo_tokenizer())
+    from eosguard.loading import load_tokenizer
+
+    t = ChatTemplate(load_tokenizer(sys.argv[1]))
     turns = [Turn("user"), Turn("assistant"), Turn("user"), Turn("assistant")]
     for lay in compile_layouts(t, turns, [1, 3], each=False):
         print([t.decode_marked(p) for p in lay.pieces], lay.order, lay.spans)

@@ -284,13 +284,16 @@ def route_loss_through_forward(model: Any) -> Any:
 
 
 if __name__ == "__main__":
-    from eosguard.fixtures import tiny_mistral
+    from transformers import MistralConfig, MistralForCausalLM
 
-    m = tiny_mistral(1000, hidden=64, layers=2, bos_id=1, eos_id=2, pad_id=0)
+    torch.manual_seed(0)
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    m = MistralForCausalLM(MistralConfig(vocab_size=1000, num_key_value_heads=2, **shape))
     ids = torch.randint(3, 1000, (2, 12))
     lab = ids.clone()
     lab[:, :6] = IGNORE_INDEX
-    print(
-        float(m(input_ids=ids, labels=lab, use_cache=False).loss),
-        float(causal_lm_loss(m, {"input_ids": ids, "labels": lab})),
-    )
+    with torch.no_grad():
+        print(
+            float(m(input_ids=ids, labels=lab, use_cache=False).loss),
+            float(causal_lm_loss(m, {"input_ids": ids, "labels": lab})),
+        )

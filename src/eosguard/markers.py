@@ -17,7 +17,7 @@ All of Unicode plane 15's private-use area is reserved (`eosguard.conversations.
 of it is rejected, so no text can collide with these characters.
 
 Run as:
-    python -m eosguard.markers   # marks a rendered ChatML conversation and shows its ids
+    python -m eosguard.markers TOKENIZER   # marks a rendered one-message prompt and shows its ids
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -214,9 +215,9 @@ def _split_at_words(spec: dict[str, Any]) -> bool:
 
 
 if __name__ == "__main__":
-    from eosguard.fixtures import demo_tokenizer
+    from eosguard.loading import load_tokenizer
 
-    tok = demo_tokenizer()
+    tok = load_tokenizer(sys.argv[1])
     markers = Markers(tok)
     text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     ids = markers.encode_marked([markers.mark(text)])[0]

@@ -2,8 +2,8 @@
 
 `pack_examples` groups examples into rows of at most `max_tokens` tokens (an example is never split, so no
 example loses its stop token to packing), each row carrying `position_ids` that restart at 0 for every example.
-`PackedCollator` then lays the rows of a batch end to end; attention stays inside each example. `choose_attention`
-picks the attention implementation that keeps it there at the least cost on this machine.
+`eosguard.collate.PackedCollator` then lays the rows of a batch end to end; attention stays inside each example.
+`choose_attention` picks the attention implementation that keeps it there at the least cost on this machine.
 
 Run as:
     python -m eosguard.packing   # packs a few lengths and prints the bins
@@ -15,7 +15,10 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from eosguard.collate import example_positions
+
+def example_positions(lengths: Sequence[int]) -> list[int]:
+    """Position ids that restart at 0 for each example: [3, 2] -> [0, 1, 2, 0, 1]."""
+    return [p for n in lengths for p in range(n)]
 
 
 def choose_attention(requested: str = "auto") -> tuple[str, str]:

@@ -320,3 +320,51 @@ __all__ = [
     "steps_list",
     "table",
 ]
+
+
+def train_report_html(
+    summary: dict[str, Any],
+    doctor: Any,
+    before: Sequence[Any],
+    after: Sequence[Any],
+    stop_history: Sequence[tuple[int, float]],
+    end_of_turn: str,
+) -> str:
+    """report.html of `eosguard train`: loss and stop rate over training, samples before/after, findings, config."""
+    train = summary["train"]
+    ev = summary.get("eval")
+    rows = [
+        ("model", summary["config"]["model"]),
+        ("data", summary["data"]),
+        ("examples", summary["examples"]),
+        ("steps", f"{train['steps']} in {train['seconds']:.1f} s"),
+        ("final training loss", "-" if train["final_loss"] is None else f"{train['final_loss']:.4f}"),
+        (
+            "held-out stop rate",
+            f"{ev['stop_rate']:.0%} of {ev['n']} prompts (runaway {ev['runaway_rate']:.0%}, role leaks "
+            f"{ev['role_leak_rate']:.0%})"
+            if ev
+            else "not measured: no held-out data",
+        ),
+        ("forced past doctor errors", "yes" if summary["forced"] else "no"),
+    ]
+    fig = training_figure(train["losses"], stop_history, end_of_turn)
+    figure = figure_svg(fig, "training loss by step; held-out stop rate by step (stop_eval_steps)")
+    close(fig)
+    outputs = {}
+    if before:
+        outputs["before training"] = [(g.output, g.stopped) for g in before]
+    if after:
+        outputs["after training"] = [(g.output, g.stopped) for g in after]
+    return run_report_page(
+        "eosguard train report",
+        f"{summary['config']['model']} -> {summary['config']['output_dir']}",
+        summary=table([], rows),
+        figures=[figure],
+        findings={"doctor on this configuration": doctor.to_dict()["findings"]},
+        tokenizer_lines=summary["tokenizer_setup"],
+        prompts=[g.prompt for g in (after or before)],
+        outputs=outputs,
+        end_of_turn=end_of_turn,
+        config=summary["config"],
+    )

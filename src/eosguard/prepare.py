@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from eosguard.conversations import LoadReport, RecordRun, check_loaded, record_runs, validate_records
 from eosguard.errors import DataError
 from eosguard.examples import PrepStats, fit_examples
 from eosguard.files import atomic_folder
+from eosguard.loading import load_tokenizer
 from eosguard.progress import progress
+from eosguard.records import LoadReport, RecordRun, check_loaded, record_runs, validate_records
 from eosguard.render import ChatRenderer, Rendered, label_array
-from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
+from eosguard.tokenizer_setup import prepare_tokenizer
 
 MANIFEST = "eosguard_prepare.json"
 FORMAT_VERSION = 3  # 2: the manifest holds the tokenizer key and the counts; 3: per-reply examples, tools

@@ -15,7 +15,7 @@ supplies them), system, user and tool text, and what the template writes after t
 
 A conversation is usually one example. A reply the template renders differently once later turns follow (reasoning
 dropped from history, gpt-oss's `<|end|>`) is trained in an example of its own, as the model produces it at
-inference (`ChatTemplate.plan`; `train_on: each` asks for one example per reply).
+inference (`eosguard.placement`; `train_on: each` asks for one example per reply).
 
 How the ids are made: the template's text (control tokens as private markers, `eosguard.markers`) and the message
 contents are joined into one string per example and encoded in one batched call by a copy of the tokenizer that
@@ -33,7 +33,7 @@ its content's control-token text escaped. Trained spans are placed by the marker
 layout pins them, so the tokenizer's offset-free encoder serves; elsewhere by character offsets.
 
 Run as:
-    python -m eosguard.render   # prints a rendered example with its trained tokens, using the demo tokenizer
+    python -m eosguard.render TOKENIZER   # prints a rendered example with its trained tokens
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from eosguard.conversations import Conversation, Message
 from eosguard.errors import EosguardError
 from eosguard.layouts import Layout, anchor, compile_layouts, marker_count
 from eosguard.markers import ANCHOR, DROP
+from eosguard.placement import plan
 from eosguard.templates import ChatTemplate, TemplateError, Turn
 
 IGNORE_INDEX = -100
@@ -234,8 +235,8 @@ class ChatRenderer:
             return (text[:found] + text[found + 1 :], found) if found >= 0 else (text, -1)
 
         out = []
-        plan = t.plan(render, turns, self.supervised(messages), each=self.train_on == "each", anchored=anchored)
-        for ex in plan:
+        examples = plan(t, render, turns, self.supervised(messages), each=self.train_on == "each", anchored=anchored)
+        for ex in examples:
             text, moved = t.markers.unescape(ex.text, [p for span in ex.spans for p in span])
             spans = [tuple(moved[i : i + 3]) for i in range(0, len(moved), 3)]
             out.append(_Marked(text, spans, None, ex.own, ex.treated))  # type: ignore[arg-type]
@@ -477,10 +478,12 @@ def _cut_inside_turn(r: Rendered, max_length: int) -> Rendered | None:
 
 
 if __name__ == "__main__":
-    from eosguard.conversations import conversation
-    from eosguard.fixtures import demo_tokenizer
+    import sys
 
-    renderer = ChatRenderer(demo_tokenizer())
+    from eosguard.conversations import conversation
+    from eosguard.loading import load_tokenizer
+
+    renderer = ChatRenderer(load_tokenizer(sys.argv[1]))
     conv = conversation(("system", "Be brief."), ("user", "Say hi <|im_end|>"), ("assistant", "Hi!"))
     (out,) = renderer.render(conv)
     print(renderer.render_text(conv.messages))

@@ -13,20 +13,12 @@ GLM, DeepSeek-R1, Mistral, ... or ChatML when it has none) and its template argu
   (`<|user|>`, `<|observation|>`), which eosguard appends after a last reply;
 - the assistant header (for the collator guard) and the strings the template tests content against.
 
-`ChatTemplate.plan` places the trained replies of one conversation, given a function that renders its first k
-messages. Each reply is trained **as the model will produce it**: the conversation up to it with the generation
-prompt (exactly what inference renders), then the reply as the template renders a *last* reply, through its
-closing sequence. Replies whose text is the same inside the whole conversation are trained there, in one example;
-a reply the template renders differently once later turns follow (reasoning dropped from history, gpt-oss's
-`<|end|>` for `<|return|>`, Mistral's tools moved to the last user turn) gets an example of its own. A generation
-prompt that opens a reasoning block the reply does not fill (DeepSeek-R1's `<think>\\n`) is continued with an empty
-block closed by the tag the prompt opened (`\\n</think>\\n\\n`), and counted. The renderer (`eosguard.render`)
-feeds `plan` either real renderings (any conversation) or skeletons (plain text, compiled once per role sequence).
+Where each reply of a conversation is trained, from these, is `eosguard.placement`'s job.
 
 Anything a template does that cannot be followed raises `TemplateError` naming the behaviour; nothing is guessed.
 
-Why ~500 lines in one module: reading a template is one algorithm (probes, closers, placement) whose parts share
-the same renderings and positions; split up, each part would need the others' internals.
+Why ~450 lines in one module: reading a template is one algorithm (probes, closers, headers, capabilities) whose
+parts share the same skeleton renderings; split up, each part would need the others' internals.
 
 Run as:
     python -m eosguard.templates PATH_OR_HUB_ID [KEY=VALUE ...]   # what eosguard reads off that template
@@ -35,19 +27,19 @@ Run as:
 from __future__ import annotations
 
 import functools
-import json
+import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from eosguard.errors import EosguardError
 from eosguard.families import CHATML_TOKENS, chatml_template
-from eosguard.markers import SLOT, SPLIT, Markers, slot
+from eosguard.markers import SLOT, Markers, slot
+from eosguard.template_args import parse_template_args, template_arguments, with_arguments
 
 Kind = Literal["reply", "tool_call"]
-Anchored = Callable[[int, bool, int], tuple[str, int]]  # (n, gen, at) -> (rendering of n messages, end of message at)
 KINDS: tuple[Kind, ...] = ("reply", "tool_call")
 KIND_NAMES: dict[str, str] = {"reply": "final answers", "tool_call": "tool calls"}  # for reports, in the plural
 
@@ -77,39 +69,13 @@ class Closer(NamedTuple):
 
 @dataclass(frozen=True)
 class Turn:
-    """What `plan` needs of one message: its role, its kind of reply, and the text to put in an opened reasoning
-    block (the reasoning itself, or its slot in a skeleton; None when the message has none)."""
+    """What `eosguard.placement.plan` needs of one message: its role, its kind of reply, and the text to put in an
+    opened reasoning block (the reasoning itself, or its slot in a skeleton; None when the message has none)."""
 
     role: str
     kind: Kind = "reply"
     reasoning: str | None = None
     calls: int = 0
-
-
-@dataclass
-class Placed:
-    """One trained reply placed in an example's marked text: the example `text`, the reply from `start` (just past
-    its generation prompt) to `end` (just past its stop token), its closing sequence from `closing`; `treated`: the
-    prompt opened a reasoning block that eosguard closed."""
-
-    text: str
-    start: int
-    closing: int
-    end: int
-    treated: bool = False
-
-
-@dataclass
-class Example:
-    """One training example of a conversation: marked text with a SPLIT before each trained reply, and per trained
-    reply its (start, closing, stop) positions: its first trained character (just past the SPLIT), the first marker
-    of its closing sequence, its stop token's marker; `replies` are message indices."""
-
-    text: str
-    spans: list[tuple[int, int, int]]
-    replies: list[int]
-    own: bool = False  # a reply trained apart from its conversation (rewritten in history, or a treated prompt)
-    treated: int = 0  # replies whose opened reasoning block eosguard closed
 
 
 @dataclass
@@ -121,58 +87,6 @@ class Capabilities:
     parallel_calls: bool = False
     tools: bool = False
     tool_results: bool = False
-
-
-_RESERVED_ARGS = frozenset(
-    {"messages", "tools", "documents", "add_generation_prompt", "bos_token", "eos_token", "raise_exception"}
-)
-_ARGS_MARK = re.compile(
-    r"\{#- eosguard template arguments: (.*?) -#\}.*?\{#- end of eosguard template arguments -#\}", re.S
-)
-
-
-def with_arguments(source: str, args: Mapping[str, Any]) -> str:
-    """The template with `args` as the defaults of its variables (a caller may still pass others), so a saved
-    tokenizer renders as it was trained by every engine that reads its template. Defaults eosguard wrote before
-    are kept, and overridden by `args`.
-
-    >>> source = with_arguments("{{ enable_thinking }}", {"enable_thinking": False})
-    >>> source.split("%}")[1], template_arguments(source)
-    ('{%- set enable_thinking = false ', {'enable_thinking': False})
-    """
-    if not args:
-        return source
-    found = _ARGS_MARK.match(source)
-    merged = {**(json.loads(found.group(1)) if found else {}), **args}
-    body = source[found.end() :] if found else source
-    lines = []
-    for key, value in merged.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key in _RESERVED_ARGS:
-            raise TemplateError(
-                f"template argument {key!r} cannot be set",
-                hint=f"a name the template reads that is not one of {', '.join(sorted(_RESERVED_ARGS))}",
-            )
-        lines.append(f"{{%- if {key} is not defined %}}{{%- set {key} = {_jinja_literal(value)} %}}{{%- endif %}}")
-    head = f"{{#- eosguard template arguments: {json.dumps(merged)} -#}}"
-    return head + "".join(lines) + "{#- end of eosguard template arguments -#}" + body
-
-
-def template_arguments(source: str) -> dict[str, Any]:
-    """The defaults eosguard wrote into a template (empty when none)."""
-    found = _ARGS_MARK.match(source)
-    return json.loads(found.group(1)) if found else {}
-
-
-def _jinja_literal(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return {None: "none", True: "true", False: "false"}[value]
-    if isinstance(value, (int, float, str)):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_jinja_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))}: {_jinja_literal(v)}" for k, v in value.items()) + "}"
-    raise TemplateError(f"template argument value {value!r} is not a JSON value")
 
 
 # -- skeletons ------------------------------------------------------------------------------------------------
@@ -224,12 +138,9 @@ def _after_last_slot(text: str, slots: Sequence[int]) -> int:
     return max(ends, default=-1)
 
 
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def common_prefix(a: str, b: str) -> int:
+    """How many leading characters two strings share."""
+    return len(os.path.commonprefix([a, b]))  # noqa: RUF071 (character by character is what is meant)
 
 
 class ChatTemplate:
@@ -261,7 +172,7 @@ class ChatTemplate:
         self.args = template_arguments(self.source)
         self.markers = Markers(tokenizer)
         self.control_ids = self.markers.control_ids
-        self._pairs = _block_pairs(self.markers)
+        self.block_pairs = _block_pairs(self.markers)  # opening -> closing markers: <think> -> </think>
         self.content_tests = _content_tests(self.source, self.markers)
         self.supports = Capabilities()
         self.closers: dict[Kind, Closer] = {}
@@ -363,7 +274,7 @@ class ChatTemplate:
         if e1 < 0 or e2 < 0:
             raise TemplateError(f"the chat template drops the content of a {kind.replace('_', ' ')}")
         tail_last, tail_next = as_last[e1:], with_next[e2:]
-        common = tail_last[: _common_prefix(tail_last, tail_next)]
+        common = tail_last[: common_prefix(tail_last, tail_next)]
         structural = self._inside_replies(kind)
         in_common = [ch for ch in common if self.markers.is_control(ch) and ch not in structural]
         if in_common:  # written after the reply whether another message follows or not: the closer
@@ -406,7 +317,7 @@ class ChatTemplate:
                 continue
             body = [2] if kind == "reply" else [_TOOL_SLOT, _TOOL_SLOT + 1]
             end = _after_last_slot(text, body)
-            start = _common_prefix(prompt, text)
+            start = common_prefix(prompt, text)
             seen |= {ch for ch in text[start:end] if self.markers.is_control(ch)}
         self._inside[kind] = seen
         return seen
@@ -420,7 +331,7 @@ class ChatTemplate:
         history = self._try([_user(0), _reply(1, "reply"), _user(2), _reply(3, "reply")])
         if history is not None:
             after_user = history[_after_last_slot(history, [0]) :]
-            tail = tail[: _common_prefix(tail, after_user)]
+            tail = tail[: common_prefix(tail, after_user)]
         stops = {self.markers.marker_of[t] for t in self.stop_tokens}
         cut = max((i + 1 for i, ch in enumerate(tail) if ch in stops), default=0)
         return self._trimmed_ids(tail[cut:].lstrip())
@@ -468,106 +379,6 @@ class ChatTemplate:
             if t.role == "tool" and not self.supports.tool_results:
                 raise TemplateError(f"message {k} is a tool result: the chat template does not render them")
 
-    def plan(
-        self,
-        render: Callable[[int, bool], str],
-        turns: Sequence[Turn],
-        supervised: Sequence[int],
-        *,
-        each: bool = False,
-        anchored: Anchored | None = None,
-    ) -> list[Example]:
-        """The examples that train the `supervised` replies of one conversation; `render(k, gen)` is the marked
-        rendering of its first k messages (with the generation prompt when `gen`); `anchored(k, gen, i)` the same
-        with the end of message i's content found (the text, and the position just past that content; -1 when the
-        template dropped it), for templates that render history differently in a prompt and under its reply.
-        `each`: one example per reply."""
-        n = len(turns)
-        placed = {k: self._place(render(k, True), render(k + 1, False), turns[k], k, anchored) for k in supervised}
-        base = placed[n - 1].text if n - 1 in placed else render(n, False)
-        together = [
-            k for k in supervised if (k == n - 1 or not each) and base.startswith(placed[k].text[: placed[k].end])
-        ]
-        examples = [_example(placed[k].text, [placed[k]], [k], own=True) for k in supervised if k not in together]
-        if together:
-            examples.append(_example(base, [placed[k] for k in together], together, own=False))
-        return examples
-
-    def _place(self, prompt: str, rendered: str, turn: Turn, k: int, anchored: Anchored | None) -> Placed:
-        """Reply k as the template renders a last reply after its generation prompt, through its closer.
-
-        Where the prompt is not a prefix of that rendering: a reasoning block the prompt leaves open is closed (by the
-        reply's own rendering, or empty: DeepSeek-R1); history the prompt holds and the rendering drops (gpt-oss drops
-        a tool call's reasoning once a final answer follows) is kept, the reply taken from after the previous
-        message. Anything else is an error naming the message."""
-        if turn.role != "assistant":
-            raise TemplateError(f"message {k} is not an assistant reply")
-        treated = False
-        common = _common_prefix(prompt, rendered)
-        block = self._open_block(prompt)
-        if rendered.startswith(prompt):
-            text = rendered
-        elif block is not None and not prompt[common:].strip(" \n" + block[0]):
-            tail = rendered[common:]
-            if block[1] in tail:  # the reply's own rendering closes the block (Nemotron's `<think></think>`)
-                text = prompt + tail
-            else:  # it has none (DeepSeek-R1): close the opened block, with the reply's reasoning inside
-                text = prompt + (turn.reasoning or "") + "\n" + block[1] + "\n\n" + tail
-            treated = True
-        elif (reply := self._after_previous(anchored, k)) is not None:
-            text = prompt + reply
-        elif turn.reasoning is not None:
-            raise TemplateError(
-                f"message {k} has reasoning, but its generation prompt already closes the reasoning block "
-                f"(template arguments: {self.args or 'none'}): the model would never be asked to write it",
-                hint="drop the reasoning from the data, or the template argument that turns thinking off",
-            )
-        else:
-            raise TemplateError(
-                f"the generation prompt for message {k} is not a prefix of the conversation rendered up to "
-                "that reply: the template renders it differently once the reply is written",
-                hint="set the template argument that makes them agree, or use template: chatml",
-            )
-        if turn.reasoning is not None and not self.supports.reasoning and not treated:
-            raise TemplateError(
-                f"message {k} has reasoning, which the chat template does not render: it would not be trained",
-                hint="use a template with reasoning support (reasoning_content), or put the reasoning in the content",
-            )
-        closer = self.closers[turn.kind]
-        marker = self.markers.marker_of[closer.token]
-        start = len(prompt)
-        at = text.find(marker, start)
-        if at < 0 and closer.appended:
-            text, at = text + marker, len(text)
-        if at < 0:
-            raise TemplateError(f"the chat template writes no {closer.token} after message {k}", **_NO_EOS)
-        seq = "".join(self.markers.marker_of[t] for t in closer.sequence)
-        closing = at + 1 - len(seq) if text[at + 1 - len(seq) : at + 1] == seq and at + 1 - len(seq) >= start else at
-        return Placed(text, start, closing, at + 1, treated)
-
-    @staticmethod
-    def _after_previous(anchored: Anchored | None, k: int) -> str | None:
-        """Reply k's own text in its rendering as a last reply: what follows the previous message's content and the
-        text the generation prompt writes after that content (its closing, the reply's header); None when the two
-        renderings do not agree there."""
-        if anchored is None or k == 0:
-            return None
-        (prompt, p_end), (rendered, r_end) = anchored(k, True, k - 1), anchored(k + 1, False, k - 1)
-        if p_end < 0 or r_end < 0:
-            return None
-        between = prompt[p_end:]
-        return rendered[r_end + len(between) :] if rendered.startswith(between, r_end) else None
-
-    def _open_block(self, prompt: str) -> tuple[str, str] | None:
-        """(opener, closer) markers of a block the prompt opens and leaves open (`<think>` without `</think>`)."""
-        for i in range(len(prompt) - 1, -1, -1):
-            ch = prompt[i]
-            if ch in self._pairs.values():
-                return None
-            if ch in self._pairs:
-                return ch, self._pairs[ch]
-        return None
-
     def describe(self) -> list[str]:
         """What eosguard reads off this template, in words."""
         lines = []
@@ -594,19 +405,6 @@ class ChatTemplate:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
-
-
-def _example(text: str, replies: list[Placed], indices: list[int], *, own: bool) -> Example:
-    """The example text with a SPLIT before each reply, and the replies' positions shifted past them."""
-    starts = sorted(p.start for p in replies)
-    for s in reversed(starts):
-        text = text[:s] + SPLIT + text[s:]
-
-    def shift(p: int, strict: bool = False) -> int:
-        return p + sum(1 for s in starts if (s < p if strict else s <= p))
-
-    spans = [(shift(p.start), shift(p.closing), shift(p.end - 1)) for p in replies]
-    return Example(text, spans, indices, own=own, treated=sum(p.treated for p in replies))
 
 
 _NO_EOS: dict[str, str] = {
@@ -672,27 +470,11 @@ def template_for(tokenizer: Any, args: Mapping[str, Any] | None = None) -> ChatT
     return ChatTemplate(tokenizer)  # raises: no template
 
 
-def parse_template_args(items: Sequence[str]) -> dict[str, Any]:
-    """`KEY=VALUE` strings (VALUE read as YAML: false, 3, low, [a, b]) as template arguments."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise EosguardError(f"--template-arg {item!r}: expected KEY=VALUE (e.g. enable_thinking=false)")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise EosguardError(f"--template-arg {item!r}: the value is not YAML") from None
-    return out
-
-
-__all__ = ["KINDS", "ChatTemplate", "Closer", "Example", "TemplateError", "Turn", "template_for", "with_arguments"]
+__all__ = ["KINDS", "ChatTemplate", "Closer", "TemplateError", "Turn", "template_for", "with_arguments"]
 
 
 if __name__ == "__main__":
-    from eosguard.tokenizer_setup import load_tokenizer
+    from eosguard.loading import load_tokenizer
 
     for line in template_for(load_tokenizer(sys.argv[1]), parse_template_args(sys.argv[2:])).describe():
         print(line)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from eosguard.errors import EosguardError
 from eosguard.families import CHATML_TOKENS, RESERVED_PAD_CANDIDATES, chatml_template
-from eosguard.templates import ChatTemplate, require_fast, with_arguments
+from eosguard.template_args import with_arguments
+from eosguard.templates import ChatTemplate, require_fast
 
 PadKind = Literal["existing", "reserved", "unk", "new"]
 TemplateChoice = Literal["auto", "chatml"]
@@ -170,31 +169,8 @@ def prepare_tokenizer(
     return report
 
 
-# -- loading ---------------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
-    """Load a fast tokenizer from a folder or hub id; only tokenizer files are read. Errors become EosguardError."""
-    from transformers import AutoTokenizer
-
-    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
-        raise EosguardError(f"{name_or_path}: no such tokenizer folder")
-    try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
-        local = Path(name_or_path).exists()
-        raise EosguardError(
-            f"cannot load a tokenizer from {name_or_path!r}: {str(exc).splitlines()[0]}",
-            hint=None if local else "is it a folder with tokenizer files, or a hub id reachable from here?",
-        ) from None
-    if not getattr(tok, "is_fast", False):
-        raise EosguardError(f"{name_or_path!r} has no fast tokenizer (tokenizer.json); eosguard needs one")
-    return tok
-
-
 if __name__ == "__main__":
-    from eosguard.fixtures import openhermes_tokenizer
+    from eosguard.loading import load_tokenizer
 
-    t = load_tokenizer(sys.argv[1]) if len(sys.argv) > 1 else openhermes_tokenizer()
-    for line in prepare_tokenizer(t).lines():
+    for line in prepare_tokenizer(load_tokenizer(sys.argv[1])).lines():
         print(line)

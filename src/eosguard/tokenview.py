@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from eosguard.render import IGNORE_INDEX
+from eosguard.templates import common_prefix
 
 TokenKind = Literal["trained", "masked", "pad"]
 NEWLINE_MARK = "↵"
@@ -60,14 +61,9 @@ def readable_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
         start = max(0, i - _WINDOW)
         before = _decode(tokenizer, ids[start:i]) if i > start else ""
         after = _decode(tokenizer, ids[start : i + 1])
-        same = _common_prefix(before, after)
+        same = common_prefix(before, after)
         out.append(after[same:])  # what this token added (a character completed by it shows here whole)
     return out
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    return next((k for k in range(n) if a[k] != b[k]), n)
 
 
 def _decode(tokenizer: Any, ids: list[int]) -> str:

@@ -1,15 +1,10 @@
-"""Training on `transformers.Trainer` (accelerate underneath), with the stop token guaranteed to be trained.
+"""`eosguard train CONFIG.yaml`: the run in named phases, with the stop token guaranteed to be trained.
 
-The pieces, each usable on its own (examples come from `eosguard.examples.build_examples`):
-- `fit`: one Trainer run with a given collator (eosguard's own, or any other for comparison), returning the loss
-  curve, steps and wall time;
-- `save_model_folder`: a folder that works as-is with plain transformers: safetensors weights, the tokenizer with its
-  chat template and a pad distinct from the end-of-turn token, and a generation_config whose eos is the
-  end-of-turn id, so `generate()` stops by itself.
-
-`eosguard train CONFIG.yaml` (see `eosguard.config`) wires them together in named phases (`load_data`,
-`doctor_gate`, `build_model`, `rows_and_collator`, `fit`, `finish`). Why ~500 lines in one module: the phases and the
-Trainer pieces they call are read together when following a run; each is a short function.
+`train_from_config` wires the pieces together (see `eosguard.config` for every key): `load_data` (tokenizer set up,
+data read and rendered, counted), `doctor_gate` (the doctor on this configuration refuses errors), `build_model`
+(safetensors, embeddings grown for new tokens, LoRA with new stop-token rows trained), `rows_and_collator` (packed
+or padded rows, the guarded collator), `fit` (`eosguard.trainer`), `finish` (LoRA merged, held-out stop rate, a
+folder that stops by itself: `eosguard.saving`, `report.html`: `eosguard.pages`). Each phase is usable on its own.
 
 Run as:
     eosguard train examples/tiny.yaml
@@ -17,310 +12,27 @@ Run as:
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, Trainer, TrainerCallback, TrainingArguments
 
+from eosguard import pages
+from eosguard.checkpoints import last_checkpoint
 from eosguard.config import TrainConfig
 from eosguard.conversations import Conversation
-from eosguard.doctor import DoctorReport
 from eosguard.errors import EXIT_FINDINGS, EosguardError
 from eosguard.evaluate import Generation
 from eosguard.examples import PrepStats, build_examples
+from eosguard.findings import DoctorReport
 from eosguard.integrations.callbacks import StopRateCallback
-from eosguard.loss import release_workspace
+from eosguard.loading import load_model
 from eosguard.render import ChatRenderer
+from eosguard.saving import save_model_folder
 from eosguard.tokenizer_setup import SetupReport
-
-
-class LossRecorder(TrainerCallback):
-    """Keeps (step, loss) pairs from the Trainer's logs, for reports and figures."""
-
-    def __init__(self) -> None:
-        self.losses: list[tuple[int, float]] = []
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if logs and "loss" in logs:
-            self.losses.append((state.global_step, float(logs["loss"])))
-
-
-@dataclass
-class FitResult:
-    steps: int
-    seconds: float
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    final_loss: float | None = None
-    # Sharded runs (FSDP, DeepSpeed ZeRO-3): the full weights gathered on rank 0 after training, since no single
-    # process holds them; None otherwise (the model object itself is complete).
-    full_state_dict: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "seconds": self.seconds, "losses": self.losses, "final_loss": self.final_loss}
-
-
-class EosguardTrainer(Trainer):
-    """`transformers.Trainer` with two changes, both explicit:
-
-    - the loss is computed at labelled positions only (`eosguard.loss.causal_lm_loss`), so the vocabulary
-      projection costs what the trained tokens cost, not the padded sequence length;
-    - checkpoints are written atomically: into `output_dir/.staging/checkpoint-N`, then renamed into place. A
-      crash or SIGKILL while saving leaves the previous checkpoint intact, and `resume` picks the last complete one
-      (a `.staging` folder is never taken for a checkpoint).
-    """
-
-    def __init__(
-        self, *args: Any, selective_loss: bool = True, checkpoint_files: dict[str, str] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.selective_loss = selective_loss
-        self.checkpoint_files = checkpoint_files or {}  # written into every checkpoint (e.g. the resolved config)
-        if selective_loss:
-            from eosguard.loss import route_loss_through_forward
-
-            route_loss_through_forward(self.model)  # so DDP's wrapper sees the call that computes the loss
-
-    def compute_loss(
-        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
-    ) -> Any:
-        if not self.selective_loss or return_outputs or "labels" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # When divided by the token count of the whole accumulated batch, the loss is already scaled for
-        # gradient accumulation; otherwise the Trainer divides the per-batch mean by the accumulation steps.
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        # Through the (possibly DDP-wrapped) forward, into `causal_lm_loss` (`route_loss_through_forward`); under
-        # bf16 the decoder and projection run in autocast, the cross-entropy in fp32.
-        with self.accelerator.autocast():
-            loss = model(**inputs, eosguard_labels=labels, eosguard_num_items=num_items_in_batch)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes
-        return loss
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        import os
-        import shutil
-
-        run_dir = self._get_output_dir(trial=trial)
-        staging = os.path.join(run_dir, ".staging")
-        main = self.is_world_process_zero()
-        # Several processes write one checkpoint (rank 0 the weights and optimizer, each rank its RNG state): rank 0
-        # clears the staging folder before anyone writes and commits it after everyone has.
-        if main:
-            shutil.rmtree(staging, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        original = self.args.output_dir
-        self.args.output_dir = staging
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.output_dir = original
-        self.accelerator.wait_for_everyone()
-        if main:
-            name = f"checkpoint-{self.state.global_step}"
-            for filename, text in self.checkpoint_files.items():
-                Path(staging, name, filename).write_text(text)
-            CheckpointWriter.commit(Path(staging, name), Path(run_dir, name))
-            shutil.rmtree(staging, ignore_errors=True)
-            if self.args.save_total_limit:
-                from transformers.trainer_utils import rotate_checkpoints
-
-                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit)
-        self.accelerator.wait_for_everyone()
-
-
-class CheckpointWriter:
-    """Moves a completely written checkpoint from staging into place in one rename (tests wrap `commit` to widen
-    the window in which they kill a save)."""
-
-    @staticmethod
-    def commit(staging: Path, final: Path) -> None:
-        import shutil
-
-        if final.exists():
-            shutil.rmtree(final)
-        staging.replace(final)  # atomic on one filesystem
-
-
-class _ListDataset(torch.utils.data.Dataset):
-    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
-
-
-def training_arguments(
-    out_dir: str | Path,
-    *,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    grad_accum: int = 1,
-    seed: int = 0,
-    bf16: bool = False,
-    warmup_steps: int = 0,
-    scheduler: str = "constant_with_warmup",
-    weight_decay: float = 0.0,
-    logging_steps: int = 10,
-    save_steps: int | None = None,
-    tensorboard: bool = False,
-    progress: bool = True,
-) -> TrainingArguments:
-    """TrainingArguments with the choices eosguard makes explicit (columns kept, no hidden eval, seeded order)."""
-    return TrainingArguments(
-        output_dir=str(out_dir),
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        lr_scheduler_type=scheduler,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        seed=seed,
-        data_seed=seed,
-        bf16=bf16,
-        logging_steps=logging_steps,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        report_to=_report_to(tensorboard),
-        remove_unused_columns=False,  # our examples carry exactly what the collator needs
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,  # every trainable parameter takes part in the loss
-        log_level_replica="error",  # ranks other than 0 stay quiet: rank 0 prints each line once
-    )
-
-
-def _report_to(tensorboard: bool) -> list[str]:
-    """TensorBoard when asked for and installed; asked for but missing is a clear error, not a crash mid-setup."""
-    if not tensorboard:
-        return []
-    try:
-        import tensorboard as _  # noqa: F401
-    except ImportError:
-        raise EosguardError("tensorboard: true needs the tensorboard package", hint="pip install tensorboard") from None
-    return ["tensorboard"]
-
-
-def fit(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[dict[str, Any]],
-    collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
-    args: TrainingArguments,
-    *,
-    callbacks: Sequence[TrainerCallback] = (),
-    resume_from_checkpoint: str | bool | None = None,
-    selective_loss: bool = True,
-    checkpoint_files: dict[str, str] | None = None,
-) -> FitResult:
-    """One Trainer run; returns the loss curve, steps and wall time."""
-    recorder = LossRecorder()
-    model.config.use_cache = False  # a KV cache is for generation; in training it would also disable packing masks
-    trainer = EosguardTrainer(
-        selective_loss=selective_loss,
-        checkpoint_files=checkpoint_files,
-        model=model,
-        args=args,
-        train_dataset=_ListDataset(examples),
-        data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=[recorder, *callbacks],
-    )
-    if args.disable_tqdm:  # quiet mode (the demo): the losses are kept by LossRecorder, not printed as dicts
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    seconds = time.perf_counter() - start
-    model.config.use_cache = True
-    release_workspace(model)  # the loss's kept buffers (hundreds of MB) are not needed for generation
-    losses = recorder.losses
-    full = None
-    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:  # a collective: every rank takes part
-        full = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-    return FitResult(
-        steps=trainer.state.global_step,
-        seconds=seconds,
-        losses=losses,
-        final_loss=losses[-1][1] if losses else None,
-        full_state_dict=full,
-    )
-
-
-def stop_generation_config(model: Any, tokenizer: Any) -> GenerationConfig:
-    """A generation config that stops on every stop token of the chat template: the end-of-turn token first (the
-    tokenizer's eos after `prepare_tokenizer`), then the others the template closes replies with (a tool call's
-    `<|call|>`, `<|eom_id|>`, ...), keeping any other eos ids the model had."""
-    from eosguard.templates import ChatTemplate
-
-    stops = [tokenizer.eos_token_id, *ChatTemplate(tokenizer).stop_ids]
-    old = model.generation_config.eos_token_id if model.generation_config is not None else None
-    old_ids = [old] if isinstance(old, int) else list(old or [])
-    cfg = (
-        GenerationConfig.from_model_config(model.config) if model.generation_config is None else model.generation_config
-    )
-    cfg.eos_token_id = list(dict.fromkeys([*stops, *old_ids]))
-    cfg.pad_token_id = tokenizer.pad_token_id
-    cfg.bos_token_id = tokenizer.bos_token_id
-    return cfg
-
-
-def save_model_folder(model: Any, tokenizer: Any, out_dir: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Save a model folder that stops by itself with plain transformers (see the module doc).
-
-    Written next to its destination first and renamed into place, so an interrupted save never leaves a
-    half-written folder where a complete one is expected.
-    """
-    from eosguard.files import atomic_folder
-
-    out = Path(out_dir)
-    model.generation_config = stop_generation_config(model, tokenizer)
-    model.config.eos_token_id = model.generation_config.eos_token_id[0]
-    model.config.pad_token_id = tokenizer.pad_token_id
-    with atomic_folder(out) as staging:
-        model.save_pretrained(str(staging), safe_serialization=True)
-        tokenizer.save_pretrained(str(staging))
-        if extra is not None:
-            (staging / "eosguard.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
-    return out
-
-
-# -- `eosguard train CONFIG.yaml` -----------------------------------------------------------------------------
-
-
-def load_model(
-    name_or_path: str,
-    *,
-    trust_remote_code: bool = False,
-    dtype: torch.dtype | None = None,
-    attn_implementation: str | None = None,
-) -> Any:
-    """Load a causal LM from a folder or hub id: safetensors only, no remote code unless asked."""
-    from transformers import AutoModelForCausalLM
-
-    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype, **extra
-        )
-    except (OSError, ValueError) as exc:
-        raise EosguardError(
-            f"cannot load a model from {name_or_path!r}: {str(exc).splitlines()[0]}",
-            hint="eosguard loads safetensors weights only; convert .bin checkpoints first",
-        ) from None
+from eosguard.trainer import FitResult, fit, training_arguments
 
 
 def _apply_lora(model: Any, lora: Any, new_rows: bool, eot: str, log: Callable[[str], None]) -> Any:
@@ -363,8 +75,9 @@ class TrainData:
 
 def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     """Phase 1: prepare the tokenizer (each choice reported), read and validate data, render and fit examples."""
-    from eosguard.conversations import load_conversations, load_tools
-    from eosguard.tokenizer_setup import load_tokenizer, prepare_tokenizer
+    from eosguard.loading import load_tokenizer
+    from eosguard.records import load_conversations, load_tools
+    from eosguard.tokenizer_setup import prepare_tokenizer
 
     tok = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     setup = prepare_tokenizer(tok, template=cfg.template, template_args=cfg.chat_template_kwargs)
@@ -478,10 +191,8 @@ def rows_and_collator(
 def _resume_point(cfg: TrainConfig, log: Callable[[str], None]) -> str | None:
     if not cfg.resume:
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
     ckpt_dir = Path(cfg.output_dir) / "checkpoints"
-    resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    resume_from = last_checkpoint(ckpt_dir)
     log(
         f"resuming from {resume_from}"
         if resume_from
@@ -553,59 +264,19 @@ def finish(
     eot = data.setup.end_of_turn
     from eosguard.files import write_text
 
-    write_text(folder / "report.html", train_report_html(summary, doctor, before, after, stop_history, eot))
+    write_text(folder / "report.html", pages.train_report_html(summary, doctor, before, after, stop_history, eot))
     log(f"saved {folder} (loads with AutoModelForCausalLM / AutoTokenizer; generate() stops at {eot}); report.html")
     return summary
 
 
-def train_report_html(
-    summary: dict[str, Any],
-    doctor: DoctorReport,
-    before: Sequence[Generation],
-    after: Sequence[Generation],
-    stop_history: Sequence[tuple[int, float]],
-    end_of_turn: str,
-) -> str:
-    """report.html of `eosguard train`: loss and stop rate over training, samples before/after, findings, config."""
-    from eosguard import pages
-
-    train = summary["train"]
-    ev = summary.get("eval")
-    rows = [
-        ("model", summary["config"]["model"]),
-        ("data", summary["data"]),
-        ("examples", summary["examples"]),
-        ("steps", f"{train['steps']} in {train['seconds']:.1f} s"),
-        ("final training loss", "-" if train["final_loss"] is None else f"{train['final_loss']:.4f}"),
-        (
-            "held-out stop rate",
-            f"{ev['stop_rate']:.0%} of {ev['n']} prompts (runaway {ev['runaway_rate']:.0%}, role leaks "
-            f"{ev['role_leak_rate']:.0%})"
-            if ev
-            else "not measured: no held-out data",
-        ),
-        ("forced past doctor errors", "yes" if summary["forced"] else "no"),
-    ]
-    fig = pages.training_figure(train["losses"], stop_history, end_of_turn)
-    figure = pages.figure_svg(fig, "training loss by step; held-out stop rate by step (stop_eval_steps)")
-    pages.close(fig)
-    outputs = {}
-    if before:
-        outputs["before training"] = [(g.output, g.stopped) for g in before]
-    if after:
-        outputs["after training"] = [(g.output, g.stopped) for g in after]
-    return pages.run_report_page(
-        "eosguard train report",
-        f"{summary['config']['model']} -> {summary['config']['output_dir']}",
-        summary=pages.table([], rows),
-        figures=[figure],
-        findings={"doctor on this configuration": doctor.to_dict()["findings"]},
-        tokenizer_lines=summary["tokenizer_setup"],
-        prompts=[g.prompt for g in (after or before)],
-        outputs=outputs,
-        end_of_turn=end_of_turn,
-        config=summary["config"],
-    )
+def from_gathered(cfg: TrainConfig, data: TrainData, full_state_dict: dict[str, Any]) -> Any:
+    """After sharded training (FSDP, ZeRO-3) no process holds the model: rebuild the same one (LoRA included) on
+    rank 0 and load the gathered weights into it, so merging, evaluation and saving run as in a single process.
+    Strict: a key missing or left over means the gathered weights are not this model's. Under `Trainer` this runs
+    only where accelerate shards (GPUs); on CPU, tests/test_fsdp2.py shards with `fully_shard` and runs it."""
+    model = build_model(cfg, data, lambda _line: None)
+    model.load_state_dict(full_state_dict, strict=True)
+    return model
 
 
 def _data_and_doctor(cfg: TrainConfig, force: bool, log: Callable[[str], None]) -> tuple[TrainData, DoctorReport]:
@@ -663,10 +334,7 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
     )
     log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
     if result.full_state_dict is not None and distributed.is_main():
-        # Sharded training: rebuild the same model (LoRA included) on rank 0 and load the gathered weights, so
-        # merging, evaluation and saving run as in a single process. Not run here: accelerate runs DDP on CPU.
-        model = build_model(cfg, data, lambda _line: None)
-        model.load_state_dict(result.full_state_dict)
+        model = from_gathered(cfg, data, result.full_state_dict)
     history = stop_rates.history if stop_rates else []
     return finish(cfg, data, model, doctor, result, log, before=before, stop_history=history)
 

@@ -1,0 +1,201 @@
+"""`eosguard fix MODEL_DIR | FILE.gguf --out NEW`: repair what needs no training, then measure whether it was enough.
+
+For a model trained elsewhere. What metadata can repair is repaired in a copy (never in place):
+
+- a model folder: the tokenizer's eos becomes the end-of-turn token read off its chat template, its pad a token
+  that is no stop token (`prepare_tokenizer`), a missing chat template is taken from `--template` (`chatml`, or a
+  folder whose template to use), and `generation_config.json` stops on every stop token of the template;
+- a GGUF file: eos / eot / eom and the embedded template, as `eosguard export gguf` sets them.
+
+Then, with `--data`, the held-out prompts run before and after (transformers for a folder, llama.cpp for a GGUF) and
+the report says whether the weights themselves emit the end-of-turn token: a model trained with its stop token
+masked (the pad = eos bug) never writes it, and no metadata can fix that: the report gives the stop rate after the
+fix and says to retrain.
+
+Run as:
+    eosguard fix MODEL_DIR --out fixed/ --data heldout.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eosguard.errors import EosguardError
+
+ENOUGH = 0.9  # a stop rate after the fix at or above this: metadata was all the model lacked
+
+
+@dataclass
+class FixReport:
+    """What `fix` changed, and the stop rates measured before and after (None: no data given)."""
+
+    out: Path
+    changes: list[str] = field(default_factory=list)
+    before: float | None = None
+    after: float | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"wrote {self.out}"]
+        out += [f"changed: {c}" for c in self.changes] or ["nothing to change: the metadata was right"]
+        if self.after is not None:
+            out.append(f"stop rate on the held-out prompts: {self.before:.0%} before, {self.after:.0%} after")
+            if self.after < ENOUGH and self.after > (self.before or 0):
+                out.append(
+                    f"the rest ({1 - self.after:.0%} of replies ran to the token limit) is the weights': training with "
+                    "the stop token in the labels (`eosguard train`) is what makes them stop"
+                )
+            elif self.after < ENOUGH:
+                out.append(
+                    "the weights themselves rarely emit the stop token: metadata cannot fix a model trained with it "
+                    "masked; train again with `eosguard train` (labels by position, a pad that is no stop token)"
+                )
+        return out
+
+
+def fix(
+    target: str | Path,
+    out: str | Path,
+    *,
+    data: list[str] | None = None,
+    template: str | None = None,
+    max_new_tokens: int = 48,
+) -> FixReport:
+    """Repair a model folder or a GGUF file into `out` and measure it (see the module doc)."""
+    target, out = Path(target), Path(out)
+    if out.exists():
+        raise EosguardError(f"{out} exists: eosguard fix writes a new folder or file, never over one")
+    if not target.exists():
+        raise EosguardError(f"{target}: no such model folder or GGUF file")
+    convs = None
+    if data:
+        from eosguard.records import load_conversations
+
+        convs, _ = load_conversations(data)
+    if target.is_file():
+        return _fix_gguf(target, out, convs, template, max_new_tokens)
+    return _fix_folder(target, out, convs, template, max_new_tokens)
+
+
+def _take_template(tok: Any, where: Path, has_one: bool, template: str | None) -> bool:
+    """Give `tok` the chat template named by --template (`chatml`, or a folder to take one from); an error when the
+    model has none and none is named. True when a template was taken."""
+    if template is None and not has_one:
+        raise EosguardError(f"{where}: no chat template", hint="give --template chatml, or a folder to take one from")
+    if template is not None:
+        tok.chat_template = _template_source(template)
+    return template is not None
+
+
+def _template_source(name: str) -> str:
+    from eosguard.families import chatml_template
+    from eosguard.loading import load_tokenizer
+
+    if name == "chatml":
+        return chatml_template(None)
+    source = load_tokenizer(name).chat_template
+    if not source:
+        raise EosguardError(f"--template {name}: that tokenizer has no chat template either")
+    return source
+
+
+def _fix_folder(folder: Path, out: Path, convs: Any, template: str | None, max_new_tokens: int) -> FixReport:
+    from eosguard.loading import load_model, load_tokenizer
+    from eosguard.saving import stop_generation_config
+    from eosguard.tokenizer_setup import prepare_tokenizer
+
+    tok = load_tokenizer(str(folder))
+    report = FixReport(out)
+    if _take_template(tok, folder, bool(tok.chat_template), template):
+        report.changes.append(f"chat template: from {template}")
+    before_eos, before_pad = tok.eos_token, tok.pad_token
+    setup = prepare_tokenizer(tok)
+    needs_training = [t for t in setup.added_tokens if t != tok.pad_token]
+    if needs_training:
+        raise EosguardError(
+            f"the template needs tokens the model does not have ({', '.join(needs_training)}): that takes training",
+            hint="train with eosguard train, which adds and trains them",
+        )
+    if tok.eos_token != before_eos:
+        report.changes.append(f"tokenizer eos: {before_eos} -> {tok.eos_token} (the template's end of turn)")
+    if tok.pad_token != before_pad:
+        report.changes.append(f"tokenizer pad: {before_pad} -> {tok.pad_token} (no stop token)")
+    model = load_model(str(folder))
+    if convs is not None:
+        report.before = _transformers_rate(model, load_tokenizer(str(folder)), convs, max_new_tokens, template)
+    old = model.generation_config.eos_token_id
+    cfg = stop_generation_config(model, tok)
+    if cfg.eos_token_id != ([old] if isinstance(old, int) else old):
+        report.changes.append(f"generation_config eos_token_id: {old} -> {cfg.eos_token_id} (every stop token)")
+    shutil.copytree(folder, out)
+    if setup.added_tokens:  # only a new pad: a row no prediction or attention ever uses, so no training needed
+        model.resize_token_embeddings(len(tok))
+        model.save_pretrained(str(out))
+        report.changes.append(f"embeddings: a row for the new pad {tok.pad_token} (never predicted, never attended)")
+    tok.save_pretrained(str(out))
+    cfg.save_pretrained(str(out))
+    config = json.loads((out / "config.json").read_text())
+    config.update({"eos_token_id": cfg.eos_token_id[0], "pad_token_id": tok.pad_token_id})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if convs is not None:
+        report.after = _transformers_rate(load_model(str(out)), load_tokenizer(str(out)), convs, max_new_tokens, None)
+    return report
+
+
+def _transformers_rate(model: Any, tok: Any, convs: Any, max_new_tokens: int, template: str | None) -> float:
+    """Stop rate as the folder stands: generation stops where its own generation config says."""
+    from eosguard.evaluate import evaluate_stopping
+    from eosguard.render import ChatRenderer
+    from eosguard.templates import ChatTemplate
+
+    if not tok.chat_template:
+        tok.chat_template = _template_source(template or "chatml")
+    eos = model.generation_config.eos_token_id
+    stops = [eos] if isinstance(eos, int) else list(eos or [])  # as the folder would stop, not as eosguard would
+    renderer = ChatRenderer(tok, template=ChatTemplate(tok))
+    return evaluate_stopping(
+        model, tok, convs, max_new_tokens=max_new_tokens, renderer=renderer, stop_ids=stops or None
+    ).stop_rate
+
+
+def _fix_gguf(path: Path, out: Path, convs: Any, template: str | None, max_new_tokens: int) -> FixReport:
+    from eosguard.export import describe_change, fixes
+    from eosguard.gguf_doctor import problems
+    from eosguard.gguf_files import gguf_tokenizer, read_gguf, write_with_metadata
+    from eosguard.templates import ChatTemplate
+
+    info = read_gguf(path)
+    tok = gguf_tokenizer(path)
+    _take_template(tok, path, bool(info.template), template)
+    chat = ChatTemplate(tok)
+    wanted = fixes(info, chat, chat.source)
+    report = FixReport(out, [describe_change(info, k, v) for k, v in wanted.items()])
+    if convs is not None:
+        report.before = _llamacpp_rate(path, convs, max_new_tokens)
+    write_with_metadata(path, out, wanted)
+    left = problems(read_gguf(out), chat, chat.source)
+    if left:
+        out.unlink()
+        raise EosguardError("the repaired file would still not stop: " + "; ".join(m for _, m in left))
+    if convs is not None:
+        report.after = _llamacpp_rate(out, convs, max_new_tokens)
+    return report
+
+
+def _llamacpp_rate(path: Path, convs: Any, max_new_tokens: int) -> float:
+    from eosguard.engines import LlamaCpp, evaluate_served
+
+    engine = LlamaCpp(path)
+    try:
+        return evaluate_served(engine, convs, max_new_tokens=max_new_tokens).stop_rate
+    finally:
+        engine.close()
+
+
+if __name__ == "__main__":
+    for line in fix(sys.argv[1], sys.argv[2]).lines():
+        print(line)
