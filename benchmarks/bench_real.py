@@ -96,8 +96,8 @@ def _write_jsonl(convs: list, path: Path) -> Path:
     return path
 
 
-def heldout_loss(model: Any, source: str) -> float:
-    """Mean loss per trained token of a trained model on 16 held-out conversations, fp32, labels from eosguard's
+def heldout_loss(model: Any, source: str, n: int) -> float:
+    """Mean loss per trained token of a trained model on `n` held-out conversations, fp32, labels from eosguard's
     renderer for both sides: the like-for-like check that neither side trained less or differently."""
     import torch
 
@@ -109,13 +109,14 @@ def heldout_loss(model: Any, source: str) -> float:
 
     tok = load_tokenizer(source)
     prepare_tokenizer(tok)
-    rendered = ChatRenderer(tok).examples(synthetic_conversations(16, seed=1, max_words=120))
+    rendered = ChatRenderer(tok).examples(synthetic_conversations(n, seed=1, max_words=120))
     batch = PadCollator(tok.pad_token_id)([r.to_example() for r in rendered])
     model.eval()
     with torch.no_grad():
         return float(causal_lm_loss(model.float(), {k: v.to(model.device) for k, v in batch.items()}))
 
 
+HELDOUT = 16  # held-out chats for the loss after training (fewer when fewer are trained: the --smoke run)
 SIDES = {"trl": None, "eosguard": "rows", "eosguard-batch": "batch"}  # side -> eosguard's `packing`
 
 
@@ -159,7 +160,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         steps = trainer.state.global_step
-        after = heldout_loss(trainer.model, source)
+        after = heldout_loss(trainer.model, source, min(n, HELDOUT))
     else:
         import eosguard.train as train_module
         from eosguard.config import TrainConfig
@@ -194,7 +195,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         seconds = summary["train"]["seconds"]
         losses = [loss for _, loss in summary["train"]["losses"]]
         steps = summary["train"]["steps"]
-        after = heldout_loss(train_module.load_model(str(tmp / "out" / "model")), source)
+        after = heldout_loss(train_module.load_model(str(tmp / "out" / "model")), source, min(n, HELDOUT))
     return {
         "train_seconds": seconds,
         "process_seconds": time.perf_counter() - process_start,
