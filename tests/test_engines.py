@@ -103,3 +103,15 @@ def test_cli_eval_llamacpp_converts_a_folder_first(heldout, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "engine: llama.cpp (model.gguf)" in result.output and "stopping on 4 prompts" in result.output
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00" + b"\xff" * 40], ids=["empty", "damaged"])
+def test_eval_on_a_file_llama_cpp_cannot_read_exits_2_with_its_name(content, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(content)
+    data = tmp_path / "h.jsonl"
+    data.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+    )
+    result = runner.invoke(app, ["eval", "--engine", "llamacpp", "--model", str(bad), "--data", str(data)])
+    assert result.exit_code == 2 and str(bad) in result.output and "Traceback" not in result.output, result.output

@@ -117,6 +117,9 @@ def test_cli_doctor_gguf_exit_codes(shipped, tmp_path):
     cut.write_bytes(shipped.read_bytes()[:5000])  # a download that stopped in the vocabulary
     truncated = runner.invoke(app, ["doctor", "--gguf", str(cut)])
     assert truncated.exit_code == 2 and "not a readable GGUF file" in truncated.output, truncated.output
+    (tmp_path / "empty.gguf").write_bytes(b"")  # a download that never started
+    empty = runner.invoke(app, ["doctor", "--gguf", str(tmp_path / "empty.gguf")])
+    assert empty.exit_code == 2 and "not a readable GGUF file" in empty.output, empty.output
 
 
 def tiny_folder(tmp_path, tok, name):

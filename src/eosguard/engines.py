@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from eosguard.conversations import Conversation, Message
 from eosguard.errors import EosguardError
 from eosguard.evaluate import Generation, StopReport, figures, split_prompt
-from eosguard.gguf_files import SERVE_INSTALL
+from eosguard.gguf_files import SERVE_INSTALL, read_gguf
 
 
 class Engine(Protocol):
@@ -56,8 +56,7 @@ class LlamaCpp:
                 "--engine llamacpp needs llama.cpp's Python server (xllamacpp)", hint=SERVE_INSTALL
             ) from None
         p = Path(path)
-        if not p.is_file():
-            raise EosguardError(f"{p}: no such GGUF file")
+        read_gguf(p)  # a missing, empty or damaged file: named here, before llama.cpp fails without saying why
         params = xllamacpp.CommonParams()
         params.model.path = str(p)
         params.n_ctx = context * slots  # the context is shared by the slots
@@ -66,7 +65,10 @@ class LlamaCpp:
         params.verbosity = -1  # errors only: the server's per-request log lines are not this report's
         self.name = f"llama.cpp ({p.name})"
         self.slots = slots
-        self._server = xllamacpp.Server(params)
+        try:
+            self._server = xllamacpp.Server(params)
+        except RuntimeError as exc:  # an architecture this llama.cpp build cannot load, a context it cannot fit, ...
+            raise EosguardError(f"{p}: llama.cpp could not load it ({exc})") from None
 
     def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         out = self._server.handle_chat_completions(request)

@@ -162,13 +162,15 @@ def _walk_header(m: Any, wanted: tuple[str, ...]) -> _Header | None:
             pos += 4 + 8 * n_dims + 4 + 8
         if pos > len(m):
             return None
-    except (struct.error, ValueError, RecursionError):
+    except (struct.error, ValueError, OverflowError, RecursionError):  # a damaged header
         return None
     return _Header(spans, values, n_tensors, (infos_start, pos))
 
 
 def _header_values(path: Path, wanted: tuple[str, ...]) -> dict[str, Any] | None:
     """The wanted keys of a GGUF key-value header, others skipped without building them (None: see `_walk_header`)."""
+    if path.stat().st_size < 24:  # shorter than a GGUF header (mmap refuses an empty file): GGUFReader says why
+        return None
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         header = _walk_header(m, wanted)
         return None if header is None else header.values
@@ -197,6 +199,8 @@ def _rewrite_header(src: Path, tmp: Path, changes: dict[str, Any]) -> bool:
     """Write `src` with `changes` to `tmp` by rewriting the header alone: every other key-value pair, the tensor
     infos and the tensor data copied as bytes (the data realigned to the file's alignment). False when the file is
     not one `_walk_header` reads; then nothing is written."""
+    if src.stat().st_size < 24:
+        return False
     with open(src, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         header = _walk_header(m, ())
         if header is None:
