@@ -35,11 +35,18 @@ def gguf_with_unknown_end_of_turn(src, dst):
     return dst
 
 
+def launch_env() -> dict[str, str]:
+    """The environment of a launched training run: one torch thread a process (two processes share two cores),
+    output unbuffered so a killed run's last lines are there."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def run_together(*cmds: list[str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """Run commands side by side (a one-process reference beside a two-process run: the two cores are shared, the
     wall time is the longest run's), one thread a process for torch, output captured."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cmds]
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launch_env()) for c in cmds
+    ]
     done = []
     for cmd, proc in zip(cmds, procs, strict=True):
         out, err = proc.communicate(timeout=timeout)

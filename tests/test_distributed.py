@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import run_together
+from tests.helpers import launch_env, run_together
 
 YAML = Path(__file__).parent / "data" / "tiny.yaml"
 BAD = Path(__file__).parent / "data" / "bad" / "truncated_json.jsonl"
@@ -32,12 +32,8 @@ def command(nproc: int, model: Path, data: Path, out: Path, *sets: str) -> list[
     return [*prefix, "-m", "eosguard", "train", str(YAML), *(a for s in args for a in ("--set", s))]
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=launch_env())
 
 
 def weights(out: Path) -> dict:
@@ -131,7 +127,7 @@ def test_killing_one_rank_stops_the_run_with_a_clear_message(tiny_model_dir, tas
     cmd = command(2, tiny_model_dir, task_files["train"], tmp_path / "out", "batch_size=2", "save_steps=100000")
     cmd = [c if c != f"max_steps={STEPS}" else "max_steps=100000" for c in cmd]
     with log.open("w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env())
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=launch_env())
         try:
             deadline = time.time() + 120
             while "examples:" not in log.read_text() and time.time() < deadline:
