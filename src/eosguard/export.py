@@ -35,9 +35,9 @@ from eosguard.gguf_doctor import problems
 from eosguard.gguf_files import (
     ADD_EOS,
     EOM,
-    EOS,
     EOT,
     SERVE_INSTALL,
+    STOP_KEYS,
     TEMPLATE,
     GgufInfo,
     read_gguf,
@@ -77,7 +77,7 @@ def fixes(info: GgufInfo, template: ChatTemplate, trained_template: str) -> dict
     ids = dict(info.ids)
     reply = template.closers.get("reply")
     for token in template.stop_tokens:  # the end of turn first, then a tool call's
-        if token not in vocab or vocab[token] in {ids[k] for k in (EOS, EOT, EOM) if k in ids}:
+        if token not in vocab or vocab[token] in {ids[k] for k in STOP_KEYS if k in ids}:
             continue
         order = (EOT, EOM) if reply is not None and reply.token == token else (EOM, EOT)
         key = next((k for k in order if k not in ids), EOT)

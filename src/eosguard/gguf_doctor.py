@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from eosguard.findings import DoctorReport
-from eosguard.gguf_files import EOM, EOS, EOT, LLAMA_CPP_STOP_NAMES, GgufInfo, gguf_tokenizer, read_gguf
+from eosguard.gguf_files import LLAMA_CPP_STOP_NAMES, STOP_KEYS, GgufInfo, gguf_tokenizer, read_gguf
 from eosguard.templates import ChatTemplate, TemplateError
 
 
@@ -51,9 +51,7 @@ def problems(info: GgufInfo, template: ChatTemplate | None, trained_template: st
         if token not in vocab:
             out.append(("gguf-stop-not-in-vocab", f"the stop token {token} is not in the file's vocabulary"))
         elif vocab[token] not in stops:
-            named = ", ".join(
-                f"{k.split('.')[-1]} {info.token(info.ids[k])!r}" for k in (EOS, EOT, EOM) if k in info.ids
-            )
+            named = ", ".join(f"{k.split('.')[-1]} {info.token(info.ids[k])!r}" for k in STOP_KEYS if k in info.ids)
             where = f"{token} (id {vocab[token]}) is not among the ids the file stops on ({named or 'none set'})"
             if token in LLAMA_CPP_STOP_NAMES:
                 out.append(("gguf-stop-by-name", f"{where}: llama.cpp stops on it by its name alone"))
@@ -84,7 +82,7 @@ def diagnose_gguf(path: str | Path, tokenizer: Any = None) -> DoctorReport:
     for finding, message in found:
         report.add(finding, message)
     stops = ", ".join(
-        f"{k.split('.')[-1]} {info.ids[k]} ({info.token(info.ids[k])!r})" for k in (EOS, EOT, EOM) if k in info.ids
+        f"{k.split('.')[-1]} {info.ids[k]} ({info.token(info.ids[k])!r})" for k in STOP_KEYS if k in info.ids
     )
     report.step(
         "stop metadata",
