@@ -6,6 +6,7 @@ the same folder on the same prompts, so the stop decisions of the two engines ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 
@@ -41,11 +42,8 @@ def test_llama_cpp_in_process_stops_where_transformers_stops(exported, heldout):
     folder = str(smollm2_model_dir())
     tok = load_tokenizer(folder)
     ours = evaluate_stopping(load_model(folder), tok, heldout, max_new_tokens=16)
-    engine = LlamaCpp(exported, slots=4)
-    try:
+    with contextlib.closing(LlamaCpp(exported, slots=4)) as engine:
         served = evaluate_served(engine, heldout, max_new_tokens=16, leak_texts=leak_texts(tok))
-    finally:
-        engine.close()
     assert served.n == ours.n == 12
     agree = sum(a.stopped == b.stopped for a, b in zip(served.generations, ours.generations, strict=True))
     assert agree >= 11, [(a.output, b.output) for a, b in zip(served.generations, ours.generations, strict=True)]

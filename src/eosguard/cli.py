@@ -15,6 +15,7 @@ Run as:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -389,7 +390,7 @@ def _eval_served(
 
             path = export_gguf(path, Path(tempfile.mkdtemp(prefix="eosguard-eval-")) / "model.gguf").path
         engine, tok = LlamaCpp(path), gguf_tokenizer(path)
-    try:
+    with contextlib.closing(engine):
         result = evaluate_served(
             engine,
             convs,
@@ -399,8 +400,6 @@ def _eval_served(
             leak_texts=None if tok is None else leak_texts(tok),
             advance=advance,
         )
-    finally:
-        engine.close()
     return result, engine.name
 
 

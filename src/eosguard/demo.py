@@ -23,6 +23,7 @@ Run as:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -115,18 +116,17 @@ def _served(folder: Path, gguf: Path, convs: list[Conversation], max_new_tokens:
     from eosguard.loading import load_tokenizer
 
     exported = export_gguf(folder, gguf)
-    engine = LlamaCpp(exported.path)
-    try:
-        with progress(f"  {name}: generating in llama.cpp", total=len(convs)) as advance:
-            rep = evaluate_served(
-                engine,
-                convs,
-                max_new_tokens=max_new_tokens,
-                leak_texts=leak_texts(load_tokenizer(str(folder))),
-                advance=advance,
-            )
-    finally:
-        engine.close()
+    with (
+        contextlib.closing(LlamaCpp(exported.path)) as engine,
+        progress(f"  {name}: generating in llama.cpp", total=len(convs)) as advance,
+    ):
+        rep = evaluate_served(
+            engine,
+            convs,
+            max_new_tokens=max_new_tokens,
+            leak_texts=leak_texts(load_tokenizer(str(folder))),
+            advance=advance,
+        )
     return {
         "stop_rate": rep.stop_rate,
         "exact_match": rep.exact_match,

@@ -18,6 +18,7 @@ Run as:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -185,11 +186,8 @@ def _fix_gguf(path: Path, out: Path, convs: Any, template: str | None, max_new_t
 def _llamacpp_rate(path: Path, convs: Any, max_new_tokens: int) -> float:
     from eosguard.engines import LlamaCpp, evaluate_served
 
-    engine = LlamaCpp(path)
-    try:
+    with contextlib.closing(LlamaCpp(path)) as engine:
         return evaluate_served(engine, convs, max_new_tokens=max_new_tokens).stop_rate
-    finally:
-        engine.close()
 
 
 if __name__ == "__main__":
