@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from eosguard.conversations import Conversation, Message
 from eosguard.errors import EosguardError
-from eosguard.evaluate import Generation, StopReport, figures, split_prompt
+from eosguard.evaluate import Generation, StopReport, split_prompt
 from eosguard.gguf_files import SERVE_INSTALL, read_gguf
 
 
@@ -186,9 +186,7 @@ def evaluate_served(
             gens.append(gen)
             if advance is not None:
                 advance(1)
-    kinds = sorted({g.kind for g in gens})
-    by_kind = {k: figures([g for g in gens if g.kind == k]) for k in kinds} if len(kinds) > 1 else {}
-    report = StopReport(**figures(gens), seconds=time.perf_counter() - start, generations=gens, by_kind=by_kind)
+    report = StopReport.of(gens, time.perf_counter() - start)
     if leak_texts is None:  # not measured: no tokenizer to know the template's control tokens
         report.role_leak_rate = None  # type: ignore[assignment]
         for fig in report.by_kind.values():

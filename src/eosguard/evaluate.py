@@ -69,6 +69,13 @@ class StopReport:
     generations: list[Generation] = field(default_factory=list, repr=False)
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, gens: list[Generation], seconds: float) -> StopReport:
+        """The figures over all generations, and per kind of reply (final answers, tool calls) where there are two."""
+        kinds = sorted({g.kind for g in gens})
+        by_kind = {k: figures([g for g in gens if g.kind == k]) for k in kinds} if len(kinds) > 1 else {}
+        return cls(**figures(gens), seconds=seconds, generations=gens, by_kind=by_kind)
+
     def to_dict(self, with_generations: bool = False) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "generations"}
         if with_generations:
@@ -206,14 +213,7 @@ def evaluate_stopping(
     gens = [slots[i] for i in range(len(conversations))]
     if was_training:
         model.train()
-    report = figures(gens)
-    kinds = sorted({g.kind for g in gens})
-    return StopReport(
-        **report,
-        seconds=time.perf_counter() - start,
-        generations=gens,
-        by_kind={k: figures([g for g in gens if g.kind == k]) for k in kinds} if len(kinds) > 1 else {},
-    )
+    return StopReport.of(gens, time.perf_counter() - start)
 
 
 def _contains(ids: Sequence[int], part: Sequence[int]) -> bool:
