@@ -185,3 +185,119 @@ def test_trl_assistant_only_template_that_leaves_the_stop_token_out():
     assert "eos-masked" in report.ids and report.facts["collator"]["stop_masked"] == 4
     tok.chat_template = TEMPLATE_WITH_STOP_IN_MASK
     assert "eos-masked" not in diagnose(tok, collator="trl").ids
+
+
+# -- #28: the next turn's token closes a reply only where the model stops on it; a skipped step never passes --------
+
+CHATML_REPLIES_UNCLOSED = (  # system and user turns keep <|im_end|>; assistant turns end with a newline
+    "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content }}\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHATML_EOS_AT_THE_END = (  # no token after any turn, eos once after the whole conversation
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+def model_folder(path, tok, eos_ids):
+    """A model folder as the doctor reads it: config.json and generation_config.json (it never reads weights)."""
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"vocab_size": len(tok), "eos_token_id": eos_ids[0]}))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos_ids}))
+    return path
+
+
+@pytest.mark.parametrize("template", [CHATML_REPLIES_UNCLOSED, CHATML_EOS_AT_THE_END], ids=["newline", "eos-at-end"])
+def test_chatml_templates_that_leave_replies_unclosed_exit_1(template, tmp_path):
+    from eosguard.fixtures import smollm2_tokenizer
+
+    tok = smollm2_tokenizer()
+    tok.chat_template = template
+    if template is CHATML_EOS_AT_THE_END:
+        tok.add_special_tokens({"eos_token": "</s>"})
+    tok.save_pretrained(tmp_path / "tok")
+    code, ids = ids_of(["--tokenizer", tmp_path / "tok"])
+    assert code == 1 and "template-no-eos" in ids
+    # A model whose generation config stops on <|im_end|> alone: the replies' closing is still missing.
+    model = model_folder(tmp_path / "model", tok, [tok.convert_tokens_to_ids("<|im_end|>")])
+    code, out = doctor("--tokenizer", tmp_path / "tok", "--model", model)
+    assert code == 1 and "template-no-eos" in out and "trained and used" not in out
+
+
+def test_glm_next_turn_token_closes_a_reply_where_the_model_stops_on_it(tmp_path):
+    from eosguard.fixtures import trl_tokenizer
+
+    tok = trl_tokenizer("glm4moe")
+    tok.pad_token = "<|endoftext|>"  # distinct from every stop token, as GLM ships it
+    tok.save_pretrained(tmp_path / "tok")
+    # Without a model folder the stop on <|user|> is assumed (GLM closes no turn with a token of its own), and said.
+    code, out = doctor("--tokenizer", tmp_path / "tok")
+    out = " ".join(out.split())  # rich wraps long lines in a pipe
+    assert code == 0 and "assumed: the model stops on <|user|> and <|observation|>" in out and "--model" in out
+    stops = [tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|user|>", "<|observation|>")]
+    code, out = doctor("--tokenizer", tmp_path / "tok", "--model", model_folder(tmp_path / "glm", tok, stops))
+    assert code == 0 and "assumed" not in out  # GLM-4.5's generation config lists <|user|> and <|observation|>
+    code, ids = ids_of(["--tokenizer", tmp_path / "tok", "--model", model_folder(tmp_path / "eos", tok, stops[:1])])
+    assert code == 1 and "template-no-eos" in ids  # a generation config that stops on <|endoftext|> alone
+
+
+def make_empty_collator(tokenizer):
+    """A collator factory whose rows hold no assistant reply (it drops what it is given): nothing to check."""
+    import torch
+
+    def collate(features):
+        pad = tokenizer.pad_token_id
+        return {"input_ids": torch.full((len(features), 4), pad), "labels": torch.full((len(features), 4), -100)}
+
+    return collate
+
+
+SKIP_PATHS = {  # each way a doctor step is reported as skipped (a test below pins the count to doctor.py's)
+    "no template": lambda d: (["--tokenizer", d["mistral-base"]], 0),
+    "template unusable": lambda d: (["--tokenizer", d["no-eos"]], None),
+    "collator cannot render": lambda d: (["--tokenizer", d["unk"], "--data", d["tool-calls"]], None),
+    "no reply in the rows": lambda d: (
+        ["--tokenizer", d["unk"], "--collator", "tests.test_doctor:make_empty_collator"],
+        0,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def skip_inputs(tokenizer_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("skips")
+    tok = openhermes_tokenizer(pad="unk")
+    tok.chat_template = CHATML_REPLIES_UNCLOSED
+    tok.save_pretrained(root / "no-eos")
+    calls = [{"id": "call00001", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "", "tool_calls": calls}]}
+    (root / "tools.jsonl").write_text(json.dumps(row) + "\n")
+    return {**tokenizer_dirs, "no-eos": root / "no-eos", "tool-calls": root / "tools.jsonl"}
+
+
+@pytest.mark.parametrize("path", sorted(SKIP_PATHS))
+def test_no_output_says_the_stop_token_is_trained_when_a_step_was_skipped(path, skip_inputs, tmp_path):
+    args, expected_code = SKIP_PATHS[path](skip_inputs)
+    page = tmp_path / "labels.html"
+    code, out = doctor(*args, "--html", page)
+    _, js = doctor(*args, "--json")
+    report = json.loads(js)
+    assert report["skipped"] >= 1
+    for text in (out, js, page.read_text()):
+        assert "trained and used" not in text
+    if expected_code is not None:
+        assert code == expected_code and "not checked:" in out and "collator" in report["verdict"]
+    else:
+        assert code == 1 and report["findings"]
+
+
+def test_every_skip_path_of_the_doctor_is_in_the_test_above():
+    import inspect
+    import re
+
+    import eosguard.doctor
+
+    source = inspect.getsource(eosguard.doctor)
+    sites = len(re.findall(r"report\.step\([^)]*\bNone\b", source, flags=re.S))
+    assert sites == len(SKIP_PATHS), "a new skip path in doctor.py: add it to SKIP_PATHS"

@@ -29,7 +29,7 @@ from eosguard.fixtures import family_tokenizer, tiny_mistral
 from eosguard.guard import guard
 from eosguard.render import ChatRenderer
 from eosguard.saving import save_model_folder
-from eosguard.templates import ChatTemplate
+from eosguard.templates import ChatTemplate, TemplateError
 from eosguard.tokenizer_setup import prepare_tokenizer
 from eosguard.trainer import fit, training_arguments
 from tests.helpers import trained_runs
@@ -162,7 +162,10 @@ def test_doctor_flags_pad_equal_to_end_of_turn_and_passes_the_fixes(name):
         trained = 3 if collator == "eosguard" else closed
         assert "eos-masked" not in report.ids and report.facts["collator"]["stop_trained"] == trained
         assert not any(s.skipped for s in report.steps)
-        assert ("reply-rewritten" in report.ids) == (collator != "eosguard" and name in ("gpt-oss", "qwen3"))
+        # Rewritten in history: gpt-oss changes the closing token (<|return|> -> <|end|>: an error), Qwen3 keeps it.
+        rewritten = {"gpt-oss": ["stop-rewritten"], "qwen3": ["reply-rewritten"]}.get(name, [])
+        assert [i for i in report.ids if i.endswith("-rewritten")] == (rewritten if collator != "eosguard" else [])
+        assert report.has_errors == (collator != "eosguard" and name == "gpt-oss")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -212,18 +215,19 @@ def test_a_template_that_moves_the_system_message_trains_the_reply_after_its_rea
     assert tok.decode(example.input_ids[example.mask]) == "Yo</s>"
 
 
-def test_a_template_that_closes_only_the_last_reply_trains_each_reply_as_a_last_one():
+def test_a_template_that_closes_only_the_last_reply_is_refused():
+    # Earlier replies are closed by nothing but the next turn's <|im_start|> (user turns keep <|im_end|>): a model
+    # sees its past replies run straight into the next turn, so the template is missing its closer (#28).
     tok = family_tokenizer("chatml")
     tok.chat_template = (
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
         "{% if loop.last or m['role'] != 'assistant' %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
-    examples = ChatRenderer(tok).render(CONVS[1])
-    assert [e.own for e in examples] == [True, False]  # the first reply apart, closed as the template closes a last one
-    assert [tok.decode(e.input_ids[e.mask]) for e in examples] == ["Hello!<|im_end|>", "1, 2, 3.<|im_end|>"]
+    with pytest.raises(TemplateError, match="writes no control token of its own after earlier ones"):
+        ChatRenderer(tok)
     report = diagnose(tok, conversations=CONVS, collator="transformers")
-    assert "reply-rewritten" in report.ids and "template-no-eos" not in report.ids
+    assert "template-no-eos" in report.ids and report.has_errors
 
 
 @pytest.mark.parametrize(("name", "file"), [("mistral-v3", "240323.model.v3"), ("mistral-v7", "241114.model.v7")])

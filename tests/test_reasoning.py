@@ -145,14 +145,30 @@ def test_the_doctor_names_the_template_argument_that_closes_an_opened_block():
 
 
 def test_doctor_reports_replies_rewritten_in_history_for_whole_conversation_collators():
+    # Qwen3 drops earlier reasoning but keeps <|im_end|> after every reply: every stop token is still trained, so
+    # the rewriting is a warning (exit 0), not "the stop token is lost".
     tok = family_tokenizer("qwen3")
     prepare_tokenizer(tok)
     report = diagnose(tok, conversations=[THINKING], collator="transformers")
     found = next(f for f in report.findings if f.id == "reply-rewritten")
-    assert found.count == 1 and report.has_errors
+    assert found.count == 1 and found.severity == "warning" and not report.has_errors
+    assert "stop-rewritten" not in report.ids and report.facts["collator"]["stop_masked"] == 0
     ours = diagnose(tok, conversations=[THINKING], collator="eosguard")
     assert "reply-rewritten" not in ours.ids and not ours.has_errors
     assert "1 replies trained in examples of their own" in next(s.detail for s in ours.steps if s.title == "data")
+
+
+def test_a_rewriting_that_changes_the_closing_token_is_an_error():
+    # gpt-oss closes a last final answer with <|return|> and the same answer in history with <|end|>: a
+    # whole-conversation pipeline trains <|end|> after it, a token the model does not stop on.
+    tok = trl_tokenizer("gptoss")
+    prepare_tokenizer(tok)
+    conv = conversation(("user", "Hi"), ("assistant", "Hello"), ("user", "Bye"), ("assistant", "See you"))
+    assert ChatTemplate(tok).closers["reply"].in_history is False
+    report = diagnose(tok, conversations=[conv], collator="transformers")
+    found = next(f for f in report.findings if f.id == "stop-rewritten")
+    assert found.count == 1 and report.has_errors and "<|return|>" in found.message
+    assert not diagnose(tok, conversations=[conv], collator="eosguard").has_errors
 
 
 def test_command_r7b_closing_sequence_is_trained_whole_and_its_stop_token_masked_is_caught():
@@ -210,3 +226,43 @@ def test_cli_prepare_takes_template_arguments_and_tools(tmp_path):
     data.write_text(json.dumps({"messages": THINKING.as_dicts()}) + "\n")  # reasoning, but thinking turned off
     clash = CliRunner().invoke(app, [*args, "--template-arg", "enable_thinking=false"])
     assert clash.exit_code == 2 and f"{data}:1: message 1 has reasoning, but its generation prompt" in clash.output
+
+
+@pytest.mark.parametrize("name", ["deepseek_r1_distill", "deepseekv3", "nemotron_3_nano", "qwen3_5_think"])
+def test_reasoning_templates_train_alike_where_think_is_plain_text(name):
+    """R1-style reasoning distilled into a small model whose vocabulary has no <think> token (SmolLM2 as shipped,
+    whose BPE merges the newline after `<think>` with the next): the same replies are trained as with the tags as
+    tokens, and each generation prompt is a token prefix of its example."""
+    convs = [THINKING, conversation(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))]
+    texts = {}
+    for tags in (True, False):
+        tok = trl_tokenizer(name, tags=tags)
+        renderer = ChatRenderer(tok)
+        assert ("<think>" in tok.get_added_vocab()) == tags
+        texts[tags] = []
+        for conv in convs:
+            prompts = [
+                renderer.prompt_ids(conv.messages[:k]) for k, m in enumerate(conv.messages) if m.role == "assistant"
+            ]
+            for example in renderer.render(conv):
+                texts[tags] += trained(tok, [example])
+                for run in trained_runs(example.mask):  # what precedes each trained reply is a generation prompt
+                    assert example.input_ids[: run[0]].tolist() in prompts
+        assert len(texts[tags]) >= 3 and all(t.endswith(tuple(renderer.template.stop_tokens)) for t in texts[tags])
+    assert texts[True] == texts[False]
+
+
+def test_prepare_trains_deepseek_r1_on_smollm2s_own_tokenizer(tmp_path):
+    tok = trl_tokenizer("deepseek_r1_distill", tags=False)
+    tok.save_pretrained(tmp_path / "tok")
+    data = tmp_path / "d.jsonl"
+    one = conversation(("system", "Be brief."), ("user", "Add: 2 + 2"), ("assistant", "4"))
+    data.write_text(json.dumps({"messages": one.as_dicts()}) + "\n")
+    out = tmp_path / "p"
+    result = CliRunner().invoke(app, ["prepare", str(data), "--tokenizer", str(tmp_path / "tok"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    from datasets import load_from_disk
+
+    row = load_from_disk(str(out))[0]
+    trained_ids = [i for i, y in zip(row["input_ids"], row["labels"], strict=True) if y != -100]
+    assert tok.decode(trained_ids) == "\n</think>\n\n4<｜end▁of▁sentence｜>"

@@ -16,6 +16,7 @@ from transformers import DataCollatorForLanguageModeling
 from eosguard.conversations import Message, ToolCall, conversation
 from eosguard.doctor import diagnose
 from eosguard.errors import DataError, StopTokenLossError
+from eosguard.examples import build_examples
 from eosguard.families import FAMILIES
 from eosguard.fixtures import family_tokenizer
 from eosguard.guard import guard
@@ -150,15 +151,6 @@ def test_doctor_counts_tool_call_replies_in_the_collator_step():
     assert report.facts["stop_tokens"] == ["<|return|>", "<|call|>"]
 
 
-def test_two_calls_in_one_turn_on_a_one_call_template_are_refused_with_file_and_line(tmp_path):
-    data = tmp_path / "calls.jsonl"
-    conv = agent(["Paris", "Rome"], "Sunny.")
-    data.write_text(json.dumps({"messages": conv.as_dicts(), "tools": TOOLS}) + "\n")
-    (loaded,), _ = load_conversations(data)
-    with pytest.raises(TemplateError, match=rf"{data}:1: message 2 makes 2 tool calls: the chat template renders one"):
-        ChatRenderer(tokenizer("gpt-oss")).render(loaded)
-
-
 def test_tool_calls_on_a_template_without_tool_support_are_refused():
     tok = family_tokenizer("gemma")
     with pytest.raises(TemplateError, match="message 1 makes tool calls: the chat template does not render"):
@@ -211,3 +203,38 @@ def test_a_bad_tools_file_names_the_file():
 
     with pytest.raises(DataError, match="no such file"):
         load_tools("/nonexistent/tools.json")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not PARALLEL[n]])
+def test_a_turn_of_two_calls_is_split_into_one_message_per_call_where_the_template_renders_one(name):
+    tok = tokenizer(name)
+    conv = agent(["Paris", "Rome"], "15C and 16C.")
+    renderer = ChatRenderer(tok)
+    messages, split = renderer.split_calls(conv)
+    assert split == 1 and [len(m.tool_calls) for m in messages if m.role == "assistant"] == [1, 1, 0]
+    rows, stats = build_examples([conv], renderer, max_length=4096)
+    assert stats.split_turns == 1 and "1 turns of several tool calls split" in stats.summary()
+    trained = [
+        tok.decode([r["input_ids"][j] for j in run])
+        for r in rows
+        for run in trained_runs([y != IGNORE_INDEX for y in r["labels"]])
+    ]
+    stops = ChatRenderer(tok).template.closers["tool_call"].token
+    calls = [t for t in trained if "Paris" in t or "Rome" in t]
+    assert len(calls) == 2 and all(t.endswith(stops) for t in calls), trained  # each call through its own closer
+
+
+def test_prepare_splits_a_gpt_oss_turn_of_two_calls_and_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from eosguard.cli import app
+
+    tok = tokenizer("gpt-oss")
+    tok.save_pretrained(tmp_path / "tok")
+    conv = agent(["Paris", "Rome"], "15C and 16C.")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": conv.as_dicts(), "tools": TOOLS}) + "\n")
+    args = ["prepare", str(data), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "p")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 turns of several tool calls split into one message per call" in " ".join(result.output.split())

@@ -230,8 +230,9 @@ def _print_doctor(report) -> None:
     for n, example in enumerate(report.shown, start=1):
         console.print(f"example {n}:")
         console.print(Text.assemble(*((text, styles[kind]) for text, kind in marked_segments(example))), soft_wrap=True)
+    verdict = report.verdict()
     if not report.findings:
-        console.print(f"\n[green]{report.passed}[/]", highlight=False)
+        console.print(f"\n[{'yellow' if report.skipped else 'green'}]{escape(verdict)}[/]", highlight=False)
         return
     table = Table(title="findings", show_lines=True)
     for col in ("severity", "id", "count", "what", "fix"):
@@ -242,6 +243,8 @@ def _print_doctor(report) -> None:
             f"[{colors[f.severity]}]{f.severity}[/]", f.id, "" if f.count is None else str(f.count), f.message, f.fix
         )
     console.print(table)
+    if report.skipped:
+        console.print(f"[yellow]{escape(verdict)}[/]", highlight=False)
 
 
 @command

@@ -94,10 +94,13 @@ def report_html(report: dict[str, Any], fig: Any) -> str:
         "mean new tokens",
     ]
     findings = {
-        name: [
-            {"id": i, "severity": FINDINGS[i].severity, "message": FINDINGS[i].what, "fix": FINDINGS[i].fix}
-            for i in r["findings"]
-        ]
+        name: (
+            [
+                {"id": i, "severity": FINDINGS[i].severity, "message": FINDINGS[i].what, "fix": FINDINGS[i].fix}
+                for i in r["findings"]
+            ],
+            "no findings",
+        )
         for name, r in report["runs"].items()
     }
     ex = report["examples"]

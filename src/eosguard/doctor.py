@@ -50,8 +50,9 @@ PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
 # -- steps ---------------------------------------------------------------------------------------------------
 
 
-def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
-    """Read the stop tokens off the template; never assume them."""
+def _check_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> ChatTemplate | None:
+    """Read the stop tokens off the template; never assume them (stops: the model's generation config's eos ids,
+    when a model folder is given: what decides whether the next turn's token closes a reply)."""
     has_template = bool(getattr(tok, "chat_template", None))
     if not has_template:
         report.add(
@@ -59,7 +60,7 @@ def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
             "the tokenizer has no chat template: inference code cannot format prompts the way training did",
         )
     try:
-        chat = template_for(tok)
+        chat = template_for(tok, stops=stops)
     except TemplateError as exc:
         if has_template:
             report.add(exc.finding, f"the chat template cannot be split into messages: {exc.message}")
@@ -67,9 +68,15 @@ def _check_template(tok: Any, report: DoctorReport) -> ChatTemplate | None:
         return None
     if chat.problem is not None:
         report.add("template-no-eos", f"{chat.problem}, so no example can teach the model to stop")
-        report.step("chat template", False, "assistant turns are not closed by a control token")
+        report.step("chat template", False, "assistant turns are not closed by a token the model stops on")
         return None
     assumed = "" if has_template else " (no template: assuming ChatML, whose tokens it has)"
+    if chat.assumed:
+        tokens = " and ".join(dict.fromkeys(chat.assumed.values()))
+        assumed += (
+            f"; assumed: the model stops on {tokens}, the next turn's token (the template closes no turn with a token "
+            "of its own, as GLM's; --model checks the model's generation config)"
+        )
     kinds = "; ".join(
         f"{KIND_NAMES[kind]} end with {''.join(c.sequence)}" + (" (the next turn's token)" if c.appended else "")
         for kind, c in chat.closers.items()
@@ -167,15 +174,23 @@ def _as_ids(v: Any) -> list[int]:
     return [v] if isinstance(v, int) else [i for i in (v or []) if isinstance(i, int)]
 
 
-def _check_model(model_path: str, tok: Any, chat: ChatTemplate | None, lora: bool, report: DoctorReport) -> None:
-    """Reads config.json and generation_config.json only (never the weights)."""
-    folder = Path(model_path)
-    if not folder.is_dir() or not (folder / "config.json").exists():
-        raise EosguardError(f"{model_path}: not a model folder (no config.json)")
-    config = _read_json(folder / "config.json")
-    gen_path = folder / "generation_config.json"
-    gen = _read_json(gen_path) if gen_path.exists() else {}
-    eos_ids = _as_ids(gen.get("eos_token_id", config.get("eos_token_id")))
+class ModelFiles:
+    """A model folder's config.json and generation_config.json (never the weights), read once."""
+
+    def __init__(self, model_path: str) -> None:
+        folder = Path(model_path)
+        if not folder.is_dir() or not (folder / "config.json").exists():
+            raise EosguardError(f"{model_path}: not a model folder (no config.json)")
+        self.config = _read_json(folder / "config.json")
+        gen_path = folder / "generation_config.json"
+        self.generation = _read_json(gen_path) if gen_path.exists() else {}
+        self.eos_source = "generation_config.json" if "eos_token_id" in self.generation else "config.json"
+        self.eos_ids = _as_ids(self.generation.get("eos_token_id", self.config.get("eos_token_id")))
+
+
+def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: bool, report: DoctorReport) -> None:
+    """The model's own config against the template's stop tokens and the tokenizer."""
+    config, eos_ids = model.config, model.eos_ids
     vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
     report.facts.update({"model_eos_ids": eos_ids, "model_vocab_size": vocab})
     stops = list(zip(chat.stop_tokens, chat.stop_ids, strict=True)) if chat is not None else []
@@ -183,7 +198,7 @@ def _check_model(model_path: str, tok: Any, chat: ChatTemplate | None, lora: boo
     missing = [(t, i) for t, i in stops if i not in eos_ids]
     if missing:
         ok = False
-        src = "generation_config.json" if "eos_token_id" in gen else "config.json"
+        src = model.eos_source
         names = ", ".join(f"{t} (id {i})" for t, i in missing)
         report.add(
             "generation-eos-mismatch",
@@ -238,7 +253,7 @@ def _check_data(
         return
     examples = [r for rs in rendered for r in rs]
     detail = f"{len(convs)} conversations -> {len(examples)} examples"
-    ok = _check_replies(rendered, collator, report)
+    ok = _check_replies(rendered, chat, collator, report)
     rewritten = sum(r.own and not r.treated for r in examples)
     if rewritten and collator == "eosguard":
         detail += f" ({rewritten} replies trained in examples of their own: the template rewrites them in history)"
@@ -269,22 +284,36 @@ def _check_data(
     report.step("data", ok and not ((drops_eos and collator != "eosguard") or no_target), detail)
 
 
-def _check_replies(rendered: Sequence[Sequence[Any]], collator: CollatorSpec, report: DoctorReport) -> bool:
+def _check_replies(
+    rendered: Sequence[Sequence[Any]], chat: ChatTemplate, collator: CollatorSpec, report: DoctorReport
+) -> bool:
     """Replies a whole-conversation pipeline trains in a form the model never produces: rewritten in history
-    (every collator but eosguard's, which trains them apart), or after a reasoning block the prompt opens."""
+    (every collator but eosguard's, which trains them apart), or after a reasoning block the prompt opens. A
+    rewriting that changes the reply's closing token (gpt-oss: `<|return|>` becomes `<|end|>`) is an error: that
+    pipeline trains a token the model does not stop on; one that keeps it (Qwen3 drops reasoning) a warning."""
     examples = [r for rs in rendered for r in rs]
-    rewritten = sum(r.own and not r.treated for r in examples)
+    rewritten = [r for r in examples if r.own and not r.treated]
+    closes_apart = {c.id for c in chat.closers.values() if not c.in_history}
+    changed = [r for r in rewritten if r.closings and int(r.input_ids[r.closings[-1][1]]) in closes_apart]
     treated = sum(r.treated for r in examples)
-    ok = True
     if rewritten and collator != "eosguard":
-        ok = False
-        report.add(
-            "reply-rewritten",
-            f"the chat template renders {rewritten} replies differently once later turns follow (reasoning dropped, "
-            "another closing token, tools moved): trained inside the whole conversation, they teach text the model "
-            "never produces after its generation prompt",
-            count=rewritten,
-        )
+        if changed:
+            tokens = ", ".join(c.token for c in chat.closers.values() if not c.in_history)
+            report.add(
+                "stop-rewritten",
+                f"{len(changed)} replies end with {tokens} as a last reply, but the chat template closes them with "
+                "another token once later turns follow: trained inside the whole conversation, they teach a closing "
+                "the model does not stop on",
+                count=len(changed),
+            )
+        if len(rewritten) > len(changed):
+            report.add(
+                "reply-rewritten",
+                f"the chat template renders {len(rewritten) - len(changed)} replies differently once later turns "
+                "follow (reasoning dropped, tools moved), their closing token kept: trained inside the whole "
+                "conversation, they teach text the model never produces after its generation prompt",
+                count=len(rewritten) - len(changed),
+            )
     if treated:
         report.add(
             "open-reasoning-block",
@@ -292,7 +321,7 @@ def _check_replies(rendered: Sequence[Sequence[Any]], collator: CollatorSpec, re
             + (": eosguard trains them after the block closed empty" if collator == "eosguard" else ""),
             count=treated,
         )
-    return ok
+    return not (changed and collator != "eosguard")
 
 
 # -- collator -------------------------------------------------------------------------------------------------
@@ -394,7 +423,8 @@ def diagnose(
         tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
     report = DoctorReport()
     report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")
-    chat = _check_template(tokenizer, report)
+    model = ModelFiles(model_path) if model_path else None
+    chat = _check_template(tokenizer, model.eos_ids if model else None, report)
     report.facts.update(
         {
             "end_of_turn": chat.end_of_turn if chat else None,
@@ -407,8 +437,8 @@ def diagnose(
         }
     )
     _check_pad(tokenizer, chat, report)
-    if model_path:
-        _check_model(model_path, tokenizer, chat, lora, report)
+    if model is not None:
+        _check_model(model, tokenizer, chat, lora, report)
     convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
     if conversations:
         _check_data(convs, tokenizer, chat, max_length, collator, tools, report)
@@ -432,7 +462,7 @@ def _probe_replies(tok: Any, chat: ChatTemplate, collator: CollatorSpec, report:
         rendered = ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
     except TemplateError:
         return  # the template step reported it
-    _check_replies(rendered, collator, report)
+    _check_replies(rendered, chat, collator, report)
 
 
 _BUILTIN_VARIABLES = frozenset(

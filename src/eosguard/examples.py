@@ -25,7 +25,8 @@ class PrepStats:
 
     own_examples / own_tokens: replies trained in an example of their own (the template renders them differently
     once later turns follow, or `train_on: each`), and the tokens those examples hold; treated: replies trained
-    after a reasoning block the generation prompt opened and eosguard closed (see `eosguard.templates`).
+    after a reasoning block the generation prompt opened and eosguard closed (see `eosguard.templates`);
+    split_turns: turns of several tool calls split into one message per call (a template that renders one a turn).
     """
 
     conversations: int = 0
@@ -38,6 +39,7 @@ class PrepStats:
     own_examples: int = 0
     own_tokens: int = 0
     treated: int = 0
+    split_turns: int = 0
 
     def summary(self) -> str:
         text = (
@@ -53,6 +55,8 @@ class PrepStats:
             )
         if self.treated:
             text += f"; {self.treated} replies trained after a reasoning block the prompt opens, closed empty"
+        if self.split_turns:
+            text += f"; {self.split_turns} turns of several tool calls split into one message per call"
         return text
 
     def __iadd__(self, other: PrepStats) -> PrepStats:
@@ -78,6 +82,7 @@ def fit_examples(
     for b in range(0, len(conversations), batch_size):
         chunk = conversations[b : b + batch_size]
         for conv, examples in zip(chunk, renderer.render_batch(chunk), strict=True):
+            stats.split_turns += renderer.split_calls(conv)[1]
             for rendered in examples:
                 try:
                     fitted = fit_to_length(rendered, max_length, over_length)

@@ -130,10 +130,18 @@ FINDINGS: dict[str, FindingSpec] = {
             "save the tokenizer with a chat template (eosguard.prepare_tokenizer installs ChatML)",
         ),
         FindingSpec(
-            "reply-rewritten",
+            "stop-rewritten",
             "error",
-            "replies the template renders differently once later turns follow (reasoning dropped, another closing "
-            "token): a whole-conversation pipeline trains text the model never produces (count)",
+            "replies whose closing token the template changes once later turns follow (gpt-oss: `<|return|>` becomes "
+            "`<|end|>`): a whole-conversation pipeline trains a closing the model does not stop on (count)",
+            "train each such reply as the last message of its own example (eosguard does, counted), or use a "
+            "prefix-preserving template (TRL's `_training` twins)",
+        ),
+        FindingSpec(
+            "reply-rewritten",
+            "warning",
+            "replies the template renders differently once later turns follow (reasoning dropped, tools moved), "
+            "their closing token kept: a whole-conversation pipeline trains text the model never produces (count)",
             "train each such reply as the last message of its own example (eosguard does, counted), or use a "
             "prefix-preserving template (TRL's `_training` twins)",
         ),
@@ -236,7 +244,25 @@ class DoctorReport:
     findings: list[Finding] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     shown: list[list[TokenView]] = field(default_factory=list)  # collated examples, token by token
-    passed: str = "no findings: the stop token is trained and used"  # what a clean report says
+    passed: str = "no findings: the stop token is trained and used"  # what a clean report with every step run says
+
+    @property
+    def skipped(self) -> list[Step]:
+        return [s for s in self.steps if s.skipped]
+
+    def verdict(self) -> str:
+        """The report's last line: `passed` only when no finding was made and every step ran; a skipped step is
+        named as not checked, never summed up as passed."""
+        if self.has_errors:
+            return f"{sum(f.severity == 'error' for f in self.findings)} error finding(s) (above)"
+        unchecked = "; ".join(f"{s.title} ({s.detail.removeprefix('skipped: ')})" for s in self.skipped)
+        if unchecked:
+            return (
+                f"not checked: {unchecked}; no error in the steps that ran, which does not show the stop token trained"
+            )
+        if self.findings:
+            return "no error finding: warnings only (above)"
+        return self.passed
 
     @property
     def has_errors(self) -> bool:
@@ -266,6 +292,7 @@ class DoctorReport:
             "findings": [f.to_dict() for f in self.findings],
             "steps": [{"title": s.title, "ok": s.ok, "skipped": s.skipped, "detail": s.detail} for s in self.steps],
             "skipped": sum(s.skipped for s in self.steps),
+            "verdict": self.verdict(),
             "facts": self.facts,
         }
 

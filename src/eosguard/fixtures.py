@@ -254,13 +254,14 @@ _TOKEN_TEXT = re.compile(
 )
 
 
-def trl_tokenizer(name: str) -> Any:
+def trl_tokenizer(name: str, *, tags: bool = True) -> Any:
     """SmolLM2's real tokenizer with one of TRL's chat templates (`eosguard.families.TRL_TEMPLATES`): the control
-    tokens the template writes added, bos / eos as the model ships them, and a pad distinct from every one of them."""
+    tokens the template writes added, bos / eos as the model ships them, and a pad distinct from every one of them.
+    tags=False leaves the plain tags (`<think>`, `</think>`) as the text SmolLM2's vocabulary splits them into."""
     spec = TRL_TEMPLATES[name]
     source = trl_template(f"{name}.jinja")
     tok = smollm2_tokenizer()
-    wanted = [*dict.fromkeys(m.group(0) for m in _TOKEN_TEXT.finditer(source)), *spec.tags]
+    wanted = [*dict.fromkeys(m.group(0) for m in _TOKEN_TEXT.finditer(source)), *(spec.tags if tags else ())]
     wanted += [t for t in (spec.bos, spec.eos) if t]
     add_control_tokens(tok, [t for t in dict.fromkeys(wanted) if t not in tok.get_vocab()])
     tok.chat_template = source

@@ -84,7 +84,7 @@ def compile_layouts(
     for padded in (False, True):
         msgs = skeleton(turns, padded)
         marked = [
-            Turn(t.role, t.kind, None if t.reasoning is None else msgs[i]["reasoning_content"], t.calls)
+            Turn(t.role, t.kind, None if t.reasoning is None else msgs[i]["reasoning_content"])
             for i, t in enumerate(turns)
         ]
 

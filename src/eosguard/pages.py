@@ -81,10 +81,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = 
     return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
-def findings_table(findings: Sequence[dict[str, Any]]) -> str:
-    """Findings as `DoctorReport.to_dict()["findings"]` gives them: severity, id, count, what, fix."""
+def findings_table(findings: Sequence[dict[str, Any]], verdict: str = "no findings") -> str:
+    """Findings as `DoctorReport.to_dict()["findings"]` gives them: severity, id, count, what, fix; with none, the
+    report's verdict (`DoctorReport.verdict`: it names the steps that could not run)."""
     if not findings:
-        return '<p class="ok">no findings: the stop token is trained and used</p>'
+        return f'<p class="{"ok" if verdict.startswith("no findings") else "skip"}">{e(verdict)}</p>'
     rows = [
         (
             f'<span class="sev-{e(f["severity"])}">{e(f["severity"])}</span>',
@@ -216,7 +217,7 @@ def doctor_page(reports: Sequence[tuple[str, Any]], tokenizer_name: str) -> str:
             + steps_list(d["steps"])
             + (examples_html(report.shown) or "<p>no examples collated (see the steps above)</p>")
             + "<h3>findings</h3>"
-            + findings_table(d["findings"])
+            + findings_table(d["findings"], d["verdict"])
             + "</div>"
         )
     subtitle = f"tokenizer {tokenizer_name}; end-of-turn {eot or 'not found'}; hover a token for its id and label"
@@ -237,7 +238,7 @@ def run_report_page(
     *,
     summary: str,
     figures: Sequence[str],
-    findings: dict[str, Sequence[dict[str, Any]]],
+    findings: dict[str, tuple[Sequence[dict[str, Any]], str]],
     tokenizer_lines: Sequence[str],
     prompts: Sequence[str],
     outputs: dict[str, Sequence[tuple[str, bool]]],
@@ -245,7 +246,7 @@ def run_report_page(
     config: dict[str, Any],
 ) -> str:
     """The run report of `eosguard train` and `eosguard demo`: the same sections in the same order for both."""
-    findings_html = "".join(f"<h3>{e(name)}</h3>{findings_table(fs)}" for name, fs in findings.items())
+    findings_html = "".join(f"<h3>{e(name)}</h3>{findings_table(*fs)}" for name, fs in findings.items())
     samples = (
         generations_table(prompts, outputs, end_of_turn)
         if prompts
@@ -361,7 +362,7 @@ def train_report_html(
         f"{summary['config']['model']} -> {summary['config']['output_dir']}",
         summary=table([], rows),
         figures=[figure],
-        findings={"doctor on this configuration": doctor.to_dict()["findings"]},
+        findings={"doctor on this configuration": (doctor.to_dict()["findings"], doctor.verdict())},
         tokenizer_lines=summary["tokenizer_setup"],
         prompts=[g.prompt for g in (after or before)],
         outputs=outputs,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from eosguard.markers import SPLIT
-from eosguard.templates import _NO_EOS, ChatTemplate, TemplateError, Turn, common_prefix
+from eosguard.templates import _NO_EOS, ChatTemplate, TemplateError, Turn
 
 Anchored = Callable[[int, bool, int], tuple[str, int]]  # (n, gen, at) -> (rendering of n messages, end of message at)
 
@@ -89,15 +89,13 @@ def _place(t: ChatTemplate, prompt: str, rendered: str, turn: Turn, k: int, anch
     if turn.role != "assistant":
         raise TemplateError(f"message {k} is not an assistant reply")
     treated = False
-    common = common_prefix(prompt, rendered)
     block = _open_block(t, prompt)
     if rendered.startswith(prompt):
         text = rendered
-    elif block is not None and not prompt[common:].strip(" \n" + block[0]):
-        tail = rendered[common:]
+    elif block is not None and (tail := _after_opened(prompt, rendered, block)) is not None:
         # The reply's own rendering closes the block (Nemotron's `<think></think>`), or it has none (DeepSeek-R1):
         # then the opened block is closed here, with the reply's reasoning inside.
-        closure = "" if block[1] in tail else (turn.reasoning or "") + "\n" + block[1] + "\n\n"
+        closure = "" if block[2] in tail else (turn.reasoning or "") + "\n" + block[2] + "\n\n"
         text = prompt + closure + tail
         treated = True
     elif (reply := _after_previous(anchored, k)) is not None:
@@ -145,15 +143,23 @@ def _after_previous(anchored: Anchored | None, k: int) -> str | None:
     return rendered[r_end + len(between) :] if rendered.startswith(between, r_end) else None
 
 
-def _open_block(t: ChatTemplate, prompt: str) -> tuple[str, str] | None:
-    """(opener, closer) markers of a block the prompt opens and leaves open (`<think>` without `</think>`)."""
-    for i in range(len(prompt) - 1, -1, -1):
-        ch = prompt[i]
-        if ch in t.block_pairs.values():
-            return None
-        if ch in t.block_pairs:
-            return ch, t.block_pairs[ch]
-    return None
+def _open_block(t: ChatTemplate, prompt: str) -> tuple[int, str, str] | None:
+    """(position, opener, closer) of a block the prompt opens last and leaves open (`<think>` without `</think>`),
+    a control token's marker or, where the vocabulary has no such token, the tag as plain text."""
+    last = max(((prompt.rfind(o), o, c) for o, c in t.block_pairs.items()), key=lambda b: b[0], default=(-1, "", ""))
+    if last[0] < 0 or any(prompt.rfind(c) > last[0] for c in t.block_pairs.values()):
+        return None
+    return last
+
+
+def _after_opened(prompt: str, rendered: str, block: tuple[int, str, str]) -> str | None:
+    """The reply's rendering after the block the prompt opened: what follows the opener where the rendering writes
+    it too (Nemotron), else what follows the text before it (DeepSeek-R1); None when the prompt and the rendering
+    differ anywhere else (the prompt may only add the opener and whitespace)."""
+    at, opener, _ = block
+    if prompt[at + len(opener) :].strip(" \n") or not rendered.startswith(prompt[:at]):
+        return None
+    return rendered[at + len(opener) :] if rendered.startswith(opener, at) else rendered[at:]
 
 
 def _example(text: str, replies: list[Placed], indices: list[int], *, own: bool) -> Example:

@@ -39,7 +39,7 @@ Run as:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -111,7 +111,7 @@ def _messages(conv: Conversation | Sequence[Message]) -> tuple[Message, ...]:
 
 def turns_of(messages: Sequence[Message]) -> list[Turn]:
     """What the template reader needs of each message."""
-    return [Turn(m.role, "tool_call" if m.tool_calls else "reply", m.reasoning, len(m.tool_calls)) for m in messages]
+    return [Turn(m.role, "tool_call" if m.tool_calls else "reply", m.reasoning) for m in messages]
 
 
 class _Marked(NamedTuple):
@@ -192,9 +192,23 @@ class ChatRenderer:
         own = conv.tools if isinstance(conv, Conversation) else None
         return own or self.tools
 
+    def split_calls(self, conv: Conversation | Sequence[Message]) -> tuple[tuple[Message, ...], int]:
+        """The conversation's messages with each turn of several tool calls split into one assistant message per
+        call, where the template renders one call per turn (gpt-oss: harmony writes each call as its own message),
+        and how many turns were split; as they are elsewhere."""
+        messages = _messages(conv)
+        t = self.template
+        if t.supports.parallel_calls or "tool_call" not in t.closers or all(len(m.tool_calls) < 2 for m in messages):
+            return messages, 0
+        out: list[Message] = []
+        for m in messages:
+            out.append(replace(m, tool_calls=m.tool_calls[:1]) if len(m.tool_calls) > 1 else m)
+            out += [replace(m, content="", reasoning=None, tool_calls=(c,)) for c in m.tool_calls[1:]]
+        return tuple(out), sum(len(m.tool_calls) > 1 for m in messages)
+
     def marked(self, conv: Conversation | Sequence[Message]) -> list[_Marked]:
         """The examples of one conversation as marked text with their trained positions."""
-        messages = _messages(conv)
+        messages, _ = self.split_calls(conv)
         try:
             fast = self._compiled(conv, messages)
             if fast is None:
@@ -213,9 +227,7 @@ class ChatRenderer:
         msgs = [esc(m.as_dict()) for m in messages]
         tools = self._tools(conv)
         tools_in = esc(list(tools)) if tools else None
-        turns = [
-            Turn(u.role, u.kind, None if u.reasoning is None else esc(u.reasoning), u.calls) for u in turns_of(messages)
-        ]
+        turns = [Turn(u.role, u.kind, None if u.reasoning is None else esc(u.reasoning)) for u in turns_of(messages)]
         t.check_turns(turns, tools=bool(tools))
         rendered: dict[tuple[int, bool], str] = {}
 
@@ -349,7 +361,7 @@ class ChatRenderer:
         offered = tools or self._tools(messages)
         try:
             text = t.render_marked(
-                [t.markers.escape(m.as_dict()) for m in _messages(messages)],
+                [t.markers.escape(m.as_dict()) for m in self.split_calls(messages)[0]],
                 t.markers.escape(list(offered)) if offered else None,
                 gen=True,
             )

@@ -8,9 +8,14 @@ GLM, DeepSeek-R1, Mistral, ... or ChatML when it has none) and its template argu
 - the **end-of-turn token of each kind of reply** (a final answer, a tool call): the last control token the template
   writes after the reply whether the reply ends the conversation or another message follows, and never inside a
   reply (`Closer`). Command-R7B closes with `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`: the whole sequence is trained
-  and the second token is the stop token; gpt-oss closes a last final answer with `<|return|>` and a tool call with
-  `<|call|>`; a template that writes nothing after a reply (GLM-4.5) is closed by the token that opens the next turn
-  (`<|user|>`, `<|observation|>`), which eosguard appends after a last reply;
+  and the second token is the stop token; gpt-oss closes a last final answer with `<|return|>` (`<|end|>` once
+  later turns follow: `Closer.in_history` is False) and a tool call with `<|call|>`; a template that writes nothing
+  after a reply (GLM-4.5) is closed by the token that opens the next turn (`<|user|>`, `<|observation|>`), which
+  eosguard appends after a last reply, but only where the model is known to stop on that token (`stops`: its
+  generation config's eos ids) or, with none known, where the template closes no turn of any role with a token of
+  its own (GLM: then the token is kept in `ChatTemplate.assumed`, for the doctor to state). A ChatML
+  template that drops `<|im_end|>` after replies alone, or that writes an eos once at the end of a conversation, is
+  closed by nothing: `template-no-eos`;
 - the assistant header (for the collator guard) and the strings the template tests content against.
 
 Where each reply of a conversation is trained, from these, is `eosguard.placement`'s job.
@@ -30,7 +35,7 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -58,13 +63,15 @@ class TemplateError(EosguardError):
 
 class Closer(NamedTuple):
     """What ends one kind of reply: `token` (the stop token), the control tokens of its closing `sequence` (ending
-    with `token`, all trained), and whether the template writes it only as the next turn's opening (`appended`:
-    eosguard writes it after a last reply)."""
+    with `token`, all trained), whether the template writes it only as the next turn's opening (`appended`:
+    eosguard writes it after a last reply), and whether the same sequence still follows the reply once later turns
+    follow (`in_history`; gpt-oss writes `<|end|>` there instead of `<|return|>`)."""
 
     token: str
     id: int
     sequence: tuple[str, ...]
     appended: bool = False
+    in_history: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,6 @@ class Turn:
     role: str
     kind: Kind = "reply"
     reasoning: str | None = None
-    calls: int = 0
 
 
 @dataclass
@@ -151,6 +157,8 @@ class ChatTemplate:
         source: the Jinja template; default: the tokenizer's own. A tokenizer without one gets a clear error
             (`eosguard.tokenizer_setup.prepare_tokenizer` installs ChatML).
         args: template arguments (`enable_thinking`, `reasoning_effort`, ...), made the template's defaults.
+        stops: ids the model is known to stop on (its generation config's eos ids); None: unknown. Decides whether
+            a reply closed only by the next turn's token (GLM) is closed at all (see the module doc).
 
     Example:
         >>> from eosguard.fixtures import family_tokenizer
@@ -159,7 +167,13 @@ class ChatTemplate:
         ('<|eot_id|>', '<|start_header_id|>assistant<|end_header_id|>')
     """
 
-    def __init__(self, tokenizer: Any, source: str | None = None, args: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        source: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        stops: Collection[int] | None = None,
+    ) -> None:
         require_fast(tokenizer)
         self.tokenizer = tokenizer
         raw = source or getattr(tokenizer, "chat_template", None)
@@ -172,11 +186,15 @@ class ChatTemplate:
         self.args = template_arguments(self.source)
         self.markers = Markers(tokenizer)
         self.control_ids = self.markers.control_ids
-        self.block_pairs = _block_pairs(self.markers)  # opening -> closing markers: <think> -> </think>
+        # Opening -> closing of reasoning-style blocks: control-token markers (<think> as a token), and the same tags
+        # as plain text where the vocabulary has no such token (R1-style templates on SmolLM2's tokenizer).
+        self.block_pairs = {**_block_pairs(self.markers), **_text_blocks(self.source, self.markers)}
         self.content_tests = _content_tests(self.source, self.markers)
         self.supports = Capabilities()
         self.closers: dict[Kind, Closer] = {}
         self.problems: dict[Kind, str] = {}
+        self.known_stops = None if stops is None else frozenset(stops)
+        self.assumed: dict[Kind, str] = {}  # next-turn tokens the model is assumed to stop on (no stops known)
         self._inside: dict[Kind, set[str]] = {}
         self._read()
         reply = self.closers.get("reply")
@@ -281,17 +299,58 @@ class ChatTemplate:
             return self._make_closer(common, common.rindex(in_common[-1]), kind)
         rest = tail_last[len(common) :]
         first = next((ch for ch in rest if self.markers.is_control(ch) and ch not in structural), None)
-        if first is not None:  # a last reply is closed by its own token (gpt-oss <|return|>)
-            return self._make_closer(rest, rest.index(first), kind)
+        what = kind.replace("_", " ")
+        if first is not None:  # a last reply is closed by its own token (gpt-oss <|return|>) ...
+            closer = self._make_closer(rest, rest.index(first), kind)._replace(in_history=False)
+            opener = self._assistant_opener()
+            later = next((ch for ch in tail_next if self.markers.is_control(ch)), None)
+            if later is None or later == opener:  # ... and an earlier one by nothing but the next turn
+                raise TemplateError(
+                    f"the chat template closes a last {what} with {closer.token} but writes no control token of "
+                    "its own after earlier ones (the next turn follows them directly): trained on whole "
+                    "conversations, the model learns to run on into the next turn",
+                    **_NO_EOS,
+                )
+            return closer
         opener = next((ch for ch in tail_next[len(tail_last) :] if self.markers.is_control(ch)), None)
         if opener is not None and with_next[e2:].startswith(tail_last + opener):  # closed by the next turn (GLM)
             token = self.markers.token_of[opener]
-            return Closer(token, self._id(token), (token,), appended=True)
-        raise TemplateError(
-            f"the chat template writes no control token after a {kind.replace('_', ' ')}",
-            hint="use a template that closes every reply with a control token (e.g. template: chatml)",
-            finding="template-no-eos",
-        )
+            return self._next_turn_closer(Closer(token, self._id(token), (token,), appended=True), kind)
+        raise TemplateError(f"the chat template writes no control token after a {what}", **_NO_EOS)
+
+    def _next_turn_closer(self, closer: Closer, kind: Kind) -> Closer:
+        """A reply closed by nothing but the next turn's opening token closes only where the model stops on that
+        token: known from its generation config (`stops`), or assumed, with none known, where the template closes
+        no turn of any role with a token of its own (GLM); anything else is a template that dropped its closer."""
+        what = f"{kind.replace('_', ' ')}s are closed by nothing of their own (the next turn's {closer.token} follows)"
+        if self.known_stops is not None:
+            if closer.id in self.known_stops:
+                return closer
+            raise TemplateError(
+                f"{what}, and the model's generation config does not stop on {closer.token} (eos ids "
+                f"{sorted(self.known_stops)})",
+                **_NO_EOS,
+            )
+        own = self._user_closer()
+        if own is not None:
+            raise TemplateError(
+                f"{what}, while user turns are closed by {own}: the replies' closer is missing", **_NO_EOS
+            )
+        self.assumed[kind] = closer.token
+        return closer
+
+    def _assistant_opener(self) -> str | None:
+        """The first control token the generation prompt writes: what opens an assistant turn."""
+        plain = self.render_marked([_user(0)])
+        prompt = self.render_marked([_user(0)], gen=True)
+        return next((ch for ch in prompt[common_prefix(plain, prompt) :] if self.markers.is_control(ch)), None)
+
+    def _user_closer(self) -> str | None:
+        """The control token the template writes after a user's content when the conversation ends there (None when
+        it writes none: a template whose turns are closed by the next one's opening)."""
+        text = self.render_marked([_user(0)])
+        tail = text[_after_last_slot(text, [0]) :]
+        return next((self.markers.token_of[ch] for ch in tail if self.markers.is_control(ch)), None)
 
     def _make_closer(self, text: str, at: int, kind: Kind) -> Closer:
         """The closer at `at` of `text`, with the run of control tokens that ends at it as its sequence."""
@@ -371,11 +430,6 @@ class ChatTemplate:
         for k, t in enumerate(turns):
             if t.kind == "tool_call" and "tool_call" not in self.closers:
                 raise TemplateError(f"message {k} makes tool calls: {self.problems['tool_call']}", hint=_TOOLS_HINT)
-            if t.calls > 1 and not self.supports.parallel_calls:
-                raise TemplateError(
-                    f"message {k} makes {t.calls} tool calls: the chat template renders one per turn",
-                    hint="split the calls into one assistant turn each",
-                )
             if t.role == "tool" and not self.supports.tool_results:
                 raise TemplateError(f"message {k} is a tool result: the chat template does not render them")
 
@@ -424,6 +478,16 @@ def _block_pairs(markers: Markers) -> dict[str, str]:
     return out
 
 
+def _text_blocks(source: str, markers: Markers) -> dict[str, str]:
+    """Tag pairs the template writes as plain text (`<think>` / `</think>` where neither is a token)."""
+    tags = set(re.findall(r"<(/?[A-Za-z_][\w-]*)>", source))
+    return {
+        f"<{tag}>": f"</{tag}>"
+        for tag in sorted(tags)
+        if not tag.startswith("/") and f"/{tag}" in tags and f"<{tag}>" not in markers.marker_of
+    }
+
+
 @functools.lru_cache(maxsize=32)
 def _parsed_constants(source: str) -> frozenset[str]:
     """String constants a template compares content against (`'x' in content`, `.startswith('x')`, ...)."""
@@ -460,13 +524,16 @@ def require_fast(tokenizer: Any) -> None:
         raise EosguardError("eosguard needs a fast (Rust `tokenizers`) tokenizer", hint="load it with use_fast=True")
 
 
-def template_for(tokenizer: Any, args: Mapping[str, Any] | None = None) -> ChatTemplate:
-    """The tokenizer's template, or the ChatML eosguard would install when it has none and knows ChatML's tokens."""
+def template_for(
+    tokenizer: Any, args: Mapping[str, Any] | None = None, stops: Collection[int] | None = None
+) -> ChatTemplate:
+    """The tokenizer's template, or the ChatML eosguard would install when it has none and knows ChatML's tokens;
+    stops: the ids the model is known to stop on (see `ChatTemplate`)."""
     if getattr(tokenizer, "chat_template", None):
-        return ChatTemplate(tokenizer, args=args)
+        return ChatTemplate(tokenizer, args=args, stops=stops)
     vocab = tokenizer.get_vocab()
     if all(t in vocab for t in CHATML_TOKENS):
-        return ChatTemplate(tokenizer, chatml_template(None), args=args)
+        return ChatTemplate(tokenizer, chatml_template(None), args=args, stops=stops)
     return ChatTemplate(tokenizer)  # raises: no template
 
 
