@@ -37,13 +37,13 @@ def heldout():
 
 
 def test_llama_cpp_in_process_stops_where_transformers_stops(exported, heldout):
-    from eosguard.engines import LlamaCpp, evaluate_served, leak_texts
+    from eosguard.engines import LlamaCpp, evaluate_served, role_leaks
 
     folder = str(smollm2_model_dir())
     tok = load_tokenizer(folder)
     ours = evaluate_stopping(load_model(folder), tok, heldout, max_new_tokens=16)
     with contextlib.closing(LlamaCpp(exported, slots=4)) as engine:
-        served = evaluate_served(engine, heldout, max_new_tokens=16, leak_texts=leak_texts(tok))
+        served = evaluate_served(engine, heldout, max_new_tokens=16, leaks=role_leaks(tok))
     assert served.n == ours.n == 12
     agree = sum(a.stopped == b.stopped for a, b in zip(served.generations, ours.generations, strict=True))
     assert agree >= 11, [(a.output, b.output) for a, b in zip(served.generations, ours.generations, strict=True)]
@@ -113,3 +113,34 @@ def test_eval_on_a_file_llama_cpp_cannot_read_exits_2_with_its_name(content, tmp
     )
     result = runner.invoke(app, ["eval", "--engine", "llamacpp", "--model", str(bad), "--data", str(data)])
     assert result.exit_code == 2 and str(bad) in result.output and "Traceback" not in result.output, result.output
+
+
+def test_role_leaks_behind_a_server_that_strips_control_tokens_are_the_ones_transformers_sees(
+    exported, heldout, tmp_path
+):
+    """llama.cpp's server returns text without control tokens (vLLM too, by default): a runaway's next turns come
+    back as `\\nsystem\\n\\nuser\\n...`. The leaks are judged on the tokens the server lists (`logprobs`), so they are
+    the ones transformers counts on the same generations. The file's end of turn is one llama.cpp does not know, so
+    it runs on, as a folder whose eos is `<|endoftext|>` does in transformers."""
+    from eosguard.engines import Endpoint, evaluate_served, role_leaks
+    from eosguard.gguf_files import gguf_tokenizer
+    from tests.helpers import gguf_with_unknown_end_of_turn
+
+    runs_on = gguf_with_unknown_end_of_turn(exported, tmp_path / "runs-on.gguf")
+    folder = str(smollm2_model_dir())
+    ours = evaluate_stopping(load_model(folder), load_tokenizer(folder), heldout, max_new_tokens=24, stop_ids=[0])
+    params = xllamacpp.CommonParams()
+    params.model.path = str(runs_on)
+    params.n_ctx, params.n_parallel, params.verbosity = 2048, 2, -1
+    params.hostnames, params.port = ["127.0.0.1"], _free_port()
+    server = xllamacpp.Server(params)
+    leaks = role_leaks(gguf_tokenizer(runs_on))
+    served = evaluate_served(Endpoint(server.listening_address, slots=2), heldout, max_new_tokens=24, leaks=leaks)
+    assert not any("<|im_start|>" in g.output for g in served.generations)  # the text itself is stripped
+    pairs = list(zip(ours.generations, served.generations, strict=True))
+    assert sum(a.role_leak for a, _ in pairs) >= 6  # the runaways write the next turns
+    assert [a.role_leak for a, _ in pairs] == [b.role_leak for _, b in pairs]
+    assert served.role_leak_rate == ours.role_leak_rate
+    # The text alone, stripped, still shows a leaked user turn (a server that lists no tokens).
+    assert leaks.in_text("The answer is 73.\nsystem\n\nuser\nI am planning") is True
+    assert leaks.in_text("The answer is 73.") is False

@@ -50,6 +50,23 @@ def test_a_folder_whose_eos_is_not_its_end_of_turn(tmp_path, heldout):
     assert report.before <= 0.25 and report.after >= 0.75, (report.before, report.after)
     assert json.loads((tmp_path / "fixed" / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
     assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == 0  # the source untouched
+    # No tensor changes shape: a served model needs no pad, and adapters or quantized files made for the original
+    # must still fit (#28: fix used to add a <pad> row).
+    assert _shapes(tmp_path / "fixed") == _shapes(folder)
+    assert any(c.startswith("tokenizer pad: kept as <|im_end|>") for c in report.changes), report.changes
+    grown = fix(folder, tmp_path / "with-pad", add_pad=True)
+    assert (
+        _shapes(tmp_path / "with-pad")["model.embed_tokens.weight"][0]
+        == _shapes(folder)["model.embed_tokens.weight"][0] + 1
+    )
+    assert any(c.startswith("embeddings: a row for the new pad <pad>") for c in grown.changes)
+
+
+def _shapes(folder) -> dict[str, list[int]]:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
 
 
 def test_a_gguf_whose_end_of_turn_llama_cpp_does_not_know(tmp_path, heldout):

@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -294,6 +294,13 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     show: Annotated[int, typer.Option(min=0, help="Print N generations.")] = 3,
     seed: Annotated[int, typer.Option()] = 0,
+    stop_on: Annotated[
+        Literal["template", "model"],
+        typer.Option(
+            help="transformers: stop on the template's stop tokens (template: do the weights stop?) or on the "
+            "folder's own generation_config.json (model: what generate() and vLLM stop on)."
+        ),
+    ] = "template",
     template_arg: TemplateArgs = None,
     tools: ToolsFile = None,
 ) -> None:
@@ -313,9 +320,9 @@ def eval_(
                 raise EosguardError("give --model (a model folder or hub id)")
             result, where = (
                 _eval_transformers(
-                    model, convs, max_new_tokens, batch_size, sample, temperature, seed, args, offered, advance
+                    model, convs, max_new_tokens, batch_size, sample, temperature, seed, args, offered, advance, stop_on
                 ),
-                "transformers",
+                "transformers" + (" (stopping on the model's generation config)" if stop_on == "model" else ""),
             )
         else:
             raise EosguardError(f"--engine {engine!r}: expected transformers or llamacpp")
@@ -341,6 +348,7 @@ def _eval_transformers(
     args: dict[str, Any],
     offered: list[dict[str, Any]] | None,
     advance: Callable[[int], None],
+    stop_on: str = "template",
 ) -> Any:
     import torch
 
@@ -353,8 +361,11 @@ def _eval_transformers(
     if args:
         tok.chat_template = with_arguments(tok.chat_template or "", args)
     torch.manual_seed(seed)
+    loaded = load_model(model)
+    eos = loaded.generation_config.eos_token_id if loaded.generation_config is not None else None
+    stops = ([eos] if isinstance(eos, int) else list(eos or [])) if stop_on == "model" else None
     return evaluate_stopping(
-        load_model(model),
+        loaded,
         tok,
         convs,
         max_new_tokens=max_new_tokens,
@@ -363,6 +374,7 @@ def _eval_transformers(
         temperature=temperature,
         advance=advance,
         renderer=ChatRenderer(tok, tools=offered),
+        stop_ids=stops,
     )
 
 
@@ -378,7 +390,7 @@ def _eval_served(
 ) -> tuple[Any, str]:
     import tempfile
 
-    from eosguard.engines import Endpoint, LlamaCpp, evaluate_served, leak_texts
+    from eosguard.engines import Endpoint, LlamaCpp, evaluate_served, role_leaks
     from eosguard.gguf_files import gguf_tokenizer
     from eosguard.loading import load_tokenizer
 
@@ -400,7 +412,7 @@ def _eval_served(
             max_new_tokens=max_new_tokens,
             tools=offered,
             template_args=args,
-            leak_texts=None if tok is None else leak_texts(tok),
+            leaks=None if tok is None else role_leaks(tok),
             advance=advance,
         )
     return result, engine.name
@@ -438,12 +450,16 @@ def fix(
         str | None, typer.Option(help="A chat template for a model that has none: chatml, or a tokenizer folder.")
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    add_pad: Annotated[
+        bool,
+        typer.Option("--add-pad", help="Add a new pad token (one more embedding row) where no existing token can pad."),
+    ] = False,
 ) -> None:
     """Repair the stop metadata that needs no training (eos, pad, generation config, GGUF eos / eot), then measure
-    whether the weights themselves stop."""
+    whether the weights themselves stop. No tensor changes shape unless --add-pad."""
     from eosguard.fix import fix as run_fix
 
-    report = run_fix(target, out, data=data, template=template, max_new_tokens=max_new_tokens)
+    report = run_fix(target, out, data=data, template=template, max_new_tokens=max_new_tokens, add_pad=add_pad)
     for line in report.lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 

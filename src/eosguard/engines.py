@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from eosguard.conversations import Conversation, Message
 from eosguard.errors import EosguardError
-from eosguard.evaluate import Generation, StopReport, split_prompt
+from eosguard.evaluate import Generation, RoleLeaks, StopReport, split_prompt
 from eosguard.gguf_files import SERVE_INSTALL, read_gguf
 
 
@@ -113,6 +113,13 @@ def _request(messages: Sequence[Message], tools: Any, max_new_tokens: int, args:
         "messages": [m.as_dict() for m in messages],
         "max_tokens": max_new_tokens,
         "temperature": 0.0,  # greedy, as `eosguard eval` decodes with transformers
+        # The generated tokens themselves (llama.cpp's server: with their ids; vLLM: with their text, control tokens
+        # included), so role leaks are judged on what the model wrote, as in transformers, not on stripped text.
+        "logprobs": True,
+        "top_logprobs": 1,
+        # vLLM's field: the text keeps the control tokens a runaway writes (llama.cpp's server strips them whatever
+        # the request says)
+        "skip_special_tokens": False,
     }
     if tools:
         request["tools"] = list(tools)
@@ -121,12 +128,11 @@ def _request(messages: Sequence[Message], tools: Any, max_new_tokens: int, args:
     return request
 
 
-def leak_texts(tokenizer: Any) -> list[str]:
-    """The text of every control token no reply of the tokenizer's template contains (see `eosguard.evaluate`)."""
+def role_leaks(tokenizer: Any) -> RoleLeaks:
+    """The role-leak check of the tokenizer's template (see `eosguard.evaluate.RoleLeaks`)."""
     from eosguard.templates import template_for
 
-    template = template_for(tokenizer)
-    return [t for t in tokenizer.convert_ids_to_tokens(sorted(template.leak_ids)) if t]
+    return RoleLeaks(tokenizer, template_for(tokenizer))
 
 
 def _calls(calls: Any) -> str:
@@ -148,14 +154,14 @@ def evaluate_served(
     max_new_tokens: int = 64,
     tools: Sequence[dict[str, Any]] | None = None,
     template_args: dict[str, Any] | None = None,
-    leak_texts: Sequence[str] | None = None,
+    leaks: RoleLeaks | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> StopReport:
     """Send every held-out prompt to the engine and measure how its replies end (see the module doc).
 
-    tools: for conversations that bring none; template_args: sent as `chat_template_kwargs`; leak_texts:
-    control-token texts no reply contains (a reply that holds one is writing another turn: a role leak); None:
-    unknown, so role leaks are reported as not measured."""
+    tools: for conversations that bring none; template_args: sent as `chat_template_kwargs`; leaks: the template's
+    role-leak check (`role_leaks(tokenizer)`), judged on the returned text whether the engine kept its control
+    tokens or stripped them; None (no tokenizer given): role leaks are reported as not measured."""
     start = time.perf_counter()
     parts = [split_prompt(c) for c in conversations]
 
@@ -176,7 +182,7 @@ def evaluate_served(
             output=called if kind == "tool_call" else text,
             stopped=choice.get("finish_reason") in ("stop", "tool_calls"),
             new_tokens=int((answer.get("usage") or {}).get("completion_tokens", 0)),
-            role_leak=any(t in text for t in leak_texts or ()),
+            role_leak=None if leaks is None else leaks.in_answer(text, (choice.get("logprobs") or {}).get("content")),
             kind=kind,
         )
 
@@ -186,15 +192,10 @@ def evaluate_served(
             gens.append(gen)
             if advance is not None:
                 advance(1)
-    report = StopReport.of(gens, time.perf_counter() - start)
-    if leak_texts is None:  # not measured: no tokenizer to know the template's control tokens
-        report.role_leak_rate = None  # type: ignore[assignment]
-        for fig in report.by_kind.values():
-            fig["role_leak_rate"] = None
-    return report
+    return StopReport.of(gens, time.perf_counter() - start)
 
 
-__all__ = ["Endpoint", "Engine", "LlamaCpp", "evaluate_served"]
+__all__ = ["Endpoint", "Engine", "LlamaCpp", "evaluate_served", "role_leaks"]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ token, and stops at any stop token of the template (read off the template: `<|im
 - runaway rate: share that use the whole budget without one;
 - role-leak rate: share that write, themselves, a control token no reply of the template contains (a turn header
   such as `<|im_start|>`, a tool result's `<tool_response>`) or the header of a user turn: the model writing the
-  next turn;
+  next turn (`RoleLeaks`, the one check for ids and for text a server returned, with or without its control
+  tokens);
 - exact match: the tokens before the stop token decode to what the reference reply trains (its reasoning, text or
   tool call as the template writes it; whitespace-trimmed).
 
@@ -36,17 +37,65 @@ from eosguard.conversations import Conversation, Message
 from eosguard.render import ChatRenderer
 
 
+class RoleLeaks:
+    """Whether a model wrote another turn itself: a control token no reply of the template contains (a turn header's
+    `<|im_start|>`, a tool result's `<tool_response>`; the pad excepted) or the header of a user turn.
+
+    `in_ids` judges generated ids (transformers); `in_answer` what a server returned: the generated tokens where it
+    lists them (OpenAI's `logprobs`: llama.cpp's server gives their ids, vLLM their text, control tokens included),
+    the same check; else its text: with its control tokens (vLLM asked `skip_special_tokens: false`) tokenized and
+    judged as ids, without them (stripped) by the text the turn headers leave (`ChatTemplate.stripped_headers`:
+    ChatML's `\\nuser\\n`), None when that text cannot tell (a template whose roles are control tokens alone).
+
+    Example:
+        >>> from eosguard.fixtures import demo_tokenizer
+        >>> from eosguard.templates import ChatTemplate
+        >>> tok = demo_tokenizer()
+        >>> leaks = RoleLeaks(tok, ChatTemplate(tok))
+        >>> leaks.in_text("4<|im_end|>\\n<|im_start|>user\\nAnd 5?"), leaks.in_text("4\\nuser\\nAnd 5?")
+        (True, True)
+        >>> leaks.in_text("4")
+        False
+    """
+
+    def __init__(self, tokenizer: Any, template: Any) -> None:
+        self.tokenizer = tokenizer
+        self.leak_ids = template.leak_ids - {tokenizer.pad_token_id}
+        self.user_header = list(template.user_header_ids)
+        self.control_texts = tuple(template.markers.control_tokens)
+        self.stripped = template.stripped_headers
+
+    def in_ids(self, ids: Sequence[int]) -> bool:
+        return any(t in self.leak_ids for t in ids) or _contains(ids, self.user_header)
+
+    def in_answer(self, text: str, tokens: Sequence[dict[str, Any]] | None = None) -> bool | None:
+        """A chat completion's answer: its text, and its `logprobs.content` (one entry a generated token) if any."""
+        if tokens and all(isinstance(t.get("id"), int) for t in tokens):
+            return self.in_ids([t["id"] for t in tokens])
+        if tokens and all(isinstance(t.get("token"), str) for t in tokens):
+            text = "".join(t["token"] for t in tokens)
+        return self.in_text(text)
+
+    def in_text(self, text: str) -> bool | None:
+        if any(t in text for t in self.control_texts):  # the server kept the control tokens: judge the ids
+            return self.in_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not self.stripped:  # none in the text, and the headers leave nothing to recognise when stripped
+            return None
+        return any(h in "\n" + text for h in self.stripped)
+
+
 @dataclass
 class Generation:
     """One held-out prompt: its last user (or tool) message, the reference reply as the template trains it, what
-    the model wrote (without the stop token), and how it ended. kind: "reply" or "tool_call" (the reference's)."""
+    the model wrote (without the stop token), and how it ended. kind: "reply" or "tool_call" (the reference's);
+    role_leak None: not measurable (see `RoleLeaks`)."""
 
     prompt: str
     reference: str | None
     output: str
     stopped: bool
     new_tokens: int
-    role_leak: bool
+    role_leak: bool | None
     kind: str = "reply"
 
     @property
@@ -61,7 +110,7 @@ class StopReport:
     n: int
     stop_rate: float
     runaway_rate: float
-    role_leak_rate: float
+    role_leak_rate: float | None
     exact_match: float | None
     mean_new_tokens: float
     p95_new_tokens: float
@@ -170,8 +219,7 @@ def evaluate_stopping(
     renderer = renderer or ChatRenderer(tokenizer)
     stop_ids = list(stop_ids or renderer.stop_ids)
     stops = set(stop_ids)
-    leak_ids = renderer.template.leak_ids - {tokenizer.pad_token_id}
-    user_header = renderer.template.user_header_ids
+    leaks = RoleLeaks(tokenizer, renderer.template)
     pad_id = tokenizer.pad_token_id
     if pad_id is None or pad_id in stops:
         # A pad equal to a stop token would make padded prompts look like finished turns; use unk or 0 instead.
@@ -198,7 +246,7 @@ def evaluate_stopping(
             msgs, ref = split_prompt(conversations[i])
             stopped = bool(new) and new[-1] in stops
             body = new[:-1] if stopped else new
-            leak = any(t in leak_ids for t in body) or _contains(body, user_header)
+            leak = leaks.in_ids(body)
             slots[i] = Generation(
                 prompt=msgs[-1].content,
                 reference=reference_text(renderer, conversations[i]) if ref is not None else None,
@@ -229,11 +277,15 @@ def figures(gens: Sequence[Generation]) -> dict[str, Any]:
         "n": n,
         "stop_rate": sum(g.stopped for g in gens) / n if n else 0.0,
         "runaway_rate": sum(not g.stopped for g in gens) / n if n else 0.0,
-        "role_leak_rate": sum(g.role_leak for g in gens) / n if n else 0.0,
+        "role_leak_rate": None
+        if any(g.role_leak is None for g in gens)
+        else sum(g.role_leak for g in gens) / n
+        if n
+        else 0.0,
         "exact_match": (sum(g.exact for g in refs) / len(refs)) if refs else None,
         "mean_new_tokens": sum(lengths) / n if n else 0.0,
         "p95_new_tokens": _percentile(lengths, 0.95),
     }
 
 
-__all__ = ["Generation", "StopReport", "evaluate_stopping", "generate_batch", "split_prompt"]
+__all__ = ["Generation", "RoleLeaks", "StopReport", "evaluate_stopping", "generate_batch", "split_prompt"]

@@ -2,9 +2,11 @@
 
 For a model trained elsewhere. What metadata can repair is repaired in a copy (never in place):
 
-- a model folder: the tokenizer's eos becomes the end-of-turn token read off its chat template, its pad a token
-  that is no stop token (`prepare_tokenizer`), a missing chat template is taken from `--template` (`chatml`, or a
-  folder whose template to use), and `generation_config.json` stops on every stop token of the template;
+- a model folder: the tokenizer's eos becomes the end-of-turn token read off its chat template, its pad an existing
+  token that is no stop token (`prepare_tokenizer`; never a new one, so no tensor changes shape, unless `--add-pad`:
+  a served model needs no pad, and a vocabulary one row longer no longer matches adapters or quantized files made for
+  the original), a missing chat template is taken from `--template` (`chatml`, or a folder whose template to use),
+  and `generation_config.json` stops on every stop token of the template; the copy is written whole or not at all;
 - a GGUF file: eos / eot / eom and the embedded template, as `eosguard export gguf` sets them.
 
 Then, with `--data`, the held-out prompts run before and after (transformers for a folder, llama.cpp for a GGUF) and
@@ -65,8 +67,10 @@ def fix(
     data: list[str] | None = None,
     template: str | None = None,
     max_new_tokens: int = 48,
+    add_pad: bool = False,
 ) -> FixReport:
-    """Repair a model folder or a GGUF file into `out` and measure it (see the module doc)."""
+    """Repair a model folder or a GGUF file into `out` and measure it (see the module doc); add_pad: a folder may get a
+    new pad token (and its embedding row) where no existing token can pad."""
     target, out = Path(target), Path(out)
     if out.exists():
         raise EosguardError(f"{out} exists: eosguard fix writes a new folder or file, never over one")
@@ -79,7 +83,7 @@ def fix(
         convs, _ = load_conversations(data)
     if target.is_file():
         return _fix_gguf(target, out, convs, template, max_new_tokens)
-    return _fix_folder(target, out, convs, template, max_new_tokens)
+    return _fix_folder(target, out, convs, template, max_new_tokens, add_pad)
 
 
 def _take_template(tok: Any, where: Path, has_one: bool, template: str | None) -> bool:
@@ -104,7 +108,10 @@ def _template_source(name: str) -> str:
     return source
 
 
-def _fix_folder(folder: Path, out: Path, convs: Any, template: str | None, max_new_tokens: int) -> FixReport:
+def _fix_folder(
+    folder: Path, out: Path, convs: Any, template: str | None, max_new_tokens: int, add_pad: bool
+) -> FixReport:
+    from eosguard.files import atomic_folder
     from eosguard.loading import load_model, load_tokenizer
     from eosguard.saving import stop_generation_config
     from eosguard.tokenizer_setup import prepare_tokenizer
@@ -114,7 +121,7 @@ def _fix_folder(folder: Path, out: Path, convs: Any, template: str | None, max_n
     if _take_template(tok, folder, bool(tok.chat_template), template):
         report.changes.append(f"chat template: from {template}")
     before_eos, before_pad = tok.eos_token, tok.pad_token
-    setup = prepare_tokenizer(tok)
+    setup = prepare_tokenizer(tok, add_pad=add_pad)
     needs_training = [t for t in setup.added_tokens if t != tok.pad_token]
     if needs_training:
         raise EosguardError(
@@ -125,6 +132,11 @@ def _fix_folder(folder: Path, out: Path, convs: Any, template: str | None, max_n
         report.changes.append(f"tokenizer eos: {before_eos} -> {tok.eos_token} (the template's end of turn)")
     if tok.pad_token != before_pad:
         report.changes.append(f"tokenizer pad: {before_pad} -> {tok.pad_token} (no stop token)")
+    elif setup.pad_kind == "kept":
+        report.changes.append(
+            f"tokenizer pad: kept as {tok.pad_token}: only a new token could pad apart from the stop tokens, which "
+            "would change the embeddings' shape (a served model needs no pad; --add-pad adds one)"
+        )
     model = load_model(str(folder))
     if convs is not None:
         report.before = _transformers_rate(model, load_tokenizer(str(folder)), convs, max_new_tokens, template)
@@ -132,16 +144,19 @@ def _fix_folder(folder: Path, out: Path, convs: Any, template: str | None, max_n
     cfg = stop_generation_config(model, tok)
     if cfg.eos_token_id != ([old] if isinstance(old, int) else old):
         report.changes.append(f"generation_config eos_token_id: {old} -> {cfg.eos_token_id} (every stop token)")
-    shutil.copytree(folder, out)
-    if setup.added_tokens:  # only a new pad: a row no prediction or attention ever uses, so no training needed
-        model.resize_token_embeddings(len(tok))
-        model.save_pretrained(str(out))
-        report.changes.append(f"embeddings: a row for the new pad {tok.pad_token} (never predicted, never attended)")
-    tok.save_pretrained(str(out))
-    cfg.save_pretrained(str(out))
-    config = json.loads((out / "config.json").read_text())
-    config.update({"eos_token_id": cfg.eos_token_id[0], "pad_token_id": tok.pad_token_id})
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_folder(out) as staging:
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+        if setup.added_tokens:  # only a new pad (--add-pad): a row no prediction or attention ever uses
+            model.resize_token_embeddings(len(tok))
+            model.save_pretrained(str(staging))
+            report.changes.append(
+                f"embeddings: a row for the new pad {tok.pad_token} (never predicted, never attended)"
+            )
+        tok.save_pretrained(str(staging))
+        cfg.save_pretrained(str(staging))
+        config = json.loads((staging / "config.json").read_text())
+        config.update({"eos_token_id": cfg.eos_token_id[0], "pad_token_id": tok.pad_token_id})
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if convs is not None:
         report.after = _transformers_rate(load_model(str(out)), load_tokenizer(str(out)), convs, max_new_tokens, None)
     return report

@@ -408,6 +408,21 @@ class ChatTemplate:
             header = header[header.index(marker) + 1 :]
         return self._trimmed_ids(header.strip())
 
+    @functools.cached_property
+    def stripped_headers(self) -> tuple[str, ...]:
+        """What the template writes between a reply and the next user's content, and between a user's content and a
+        reply, with its control tokens removed: the text a server that strips them (vLLM by default, llama.cpp's
+        server) returns for a turn the model writes itself (ChatML: `\\nuser\\n`, `\\nassistant\\n`). Only
+        those with a letter and a line break (a bare `user` would match ordinary text)."""
+        found = []
+        history = self._try([_user(0), _reply(1, "reply"), _user(2)])
+        if history is not None:
+            found.append(history[_after_last_slot(history, [2]) : _after_last_slot(history, [4]) - len(slot(4))])
+        prompt = self.render_marked([_user(0)], gen=True)
+        found.append(prompt[_after_last_slot(prompt, [0]) :])
+        texts = ("".join(ch for ch in f if not self.markers.is_control(ch)) for f in found)
+        return tuple(dict.fromkeys(t for t in texts if re.search(r"[^\W\d_]", t) and "\n" in t))
+
     def _trimmed_ids(self, marked: str) -> list[int]:
         ids = self.encode_marked([marked])[0]
         while ids and ids[-1] not in self.control_ids and not self.tokenizer.decode([ids[-1]]).strip():

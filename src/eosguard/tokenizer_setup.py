@@ -29,7 +29,7 @@ from eosguard.families import CHATML_TOKENS, RESERVED_PAD_CANDIDATES, chatml_tem
 from eosguard.template_args import with_arguments
 from eosguard.templates import ChatTemplate, require_fast
 
-PadKind = Literal["existing", "reserved", "unk", "new"]
+PadKind = Literal["existing", "reserved", "unk", "new", "kept"]
 TemplateChoice = Literal["auto", "chatml"]
 
 
@@ -78,6 +78,8 @@ class SetupReport:
             "reserved": "an unused reserved token, so no embedding row is added",
             "unk": "the unk token, which chat training data never needs to predict",
             "new": "a new token: no distinct pad, reserved or unk token existed",
+            "kept": "kept as it was: no existing token can pad apart from the stop tokens, and a new one would change "
+            "the embeddings' shape (a served model needs no pad; training adds one)",
         }[self.pad_kind]
         out.append(f"pad token: {self.pad_token} (id {self.pad_token_id}) - {why}")
         return out
@@ -123,8 +125,10 @@ def prepare_tokenizer(
     template: TemplateChoice = "auto",
     template_args: dict[str, Any] | None = None,
     padding_side: str = "right",
+    add_pad: bool = True,
 ) -> SetupReport:
-    """Make `tokenizer` ready for SFT in place and report every change (see the module doc).
+    """Make `tokenizer` ready for SFT in place and report every change (see the module doc). add_pad=False never adds
+    a pad token (no new embedding row): where only a new one would do, the pad is kept as it was (`eosguard fix`).
 
     Example:
         >>> from eosguard.fixtures import family_tokenizer, openhermes_tokenizer
@@ -158,7 +162,9 @@ def prepare_tokenizer(
         tokenizer.eos_token = report.end_of_turn
     stop_ids = {i for i in (original_eos, report.end_of_turn_id) if i is not None}
     pad, kind = choose_pad(tokenizer, stop_ids)
-    if kind == "new":
+    if kind == "new" and not add_pad:
+        pad, kind = tokenizer.pad_token, "kept"
+    elif kind == "new":
         tokenizer.add_special_tokens({"pad_token": pad})
         report.added_tokens.append(pad)
     else:
