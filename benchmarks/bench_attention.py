@@ -43,8 +43,8 @@ def batches(kind: str, lengths: list[int]) -> list[dict[str, Any]]:
             mask = torch.tensor([[1] * n + [0] * (width - n) for n in group])
             out.append({"input_ids": ids, "attention_mask": mask})
         return out
-    from eosguard.collate import PackedCollator
-    from eosguard.packing import pack_examples
+    from eosguard.training.collate import PackedCollator
+    from eosguard.training.packing import pack_examples
 
     examples = []
     for n in lengths:
@@ -61,7 +61,7 @@ def measure(kind: str, repeats: int, lengths: list[int]) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from eosguard.fixtures import smollm2_model_dir
+    from eosguard.testing.fixtures import smollm2_model_dir
 
     impl = {"packed-eager": "eager", "packed-flex": "flex_attention"}.get(kind, "sdpa")
     model = AutoModelForCausalLM.from_pretrained(str(smollm2_model_dir()), attn_implementation=impl)

@@ -17,14 +17,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import best_of, write_result
 
-from eosguard.collate import PadCollator
-from eosguard.demo import DemoSettings
-from eosguard.evaluate import evaluate_stopping
-from eosguard.examples import build_examples
-from eosguard.fixtures import demo_tokenizer, tiny_mistral
-from eosguard.render import ChatRenderer
-from eosguard.tasks import split_tasks
-from eosguard.trainer import fit, training_arguments
+from eosguard.chat.examples import build_examples
+from eosguard.chat.render import ChatRenderer
+from eosguard.checks.evaluate import evaluate_stopping
+from eosguard.recipes.demo import DemoSettings
+from eosguard.recipes.tasks import split_tasks
+from eosguard.testing.fixtures import demo_tokenizer, tiny_mistral
+from eosguard.training.collate import PadCollator
+from eosguard.training.trainer import fit, training_arguments
 
 
 def main() -> None:

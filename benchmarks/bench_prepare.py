@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import CHATML_TRAINING_TEMPLATE, synthetic_conversations, write_result
 
-from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
-from eosguard.render import IGNORE_INDEX
+from eosguard.chat.render import IGNORE_INDEX
+from eosguard.testing.fixtures import openhermes_tokenizer, tiny_mistral
 
 HERE = Path(__file__).parent
 

@@ -66,7 +66,7 @@ class Profile:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         hooked = [("decoder forward", base.get_decoder())]
         if fused_loss:
-            from eosguard.loss import LinearCrossEntropy
+            from eosguard.training.loss import LinearCrossEntropy
 
             LinearCrossEntropy.apply = self._timed("projection", LinearCrossEntropy.apply)
         else:
@@ -101,11 +101,11 @@ def heldout_loss(model: Any, source: str, n: int) -> float:
     renderer for both sides: the like-for-like check that neither side trained less or differently."""
     import torch
 
-    from eosguard.collate import PadCollator
-    from eosguard.loading import load_tokenizer
-    from eosguard.loss import causal_lm_loss
-    from eosguard.render import ChatRenderer
-    from eosguard.tokenizer_setup import prepare_tokenizer
+    from eosguard.base.loading import load_tokenizer
+    from eosguard.chat.render import ChatRenderer
+    from eosguard.chat.tokenizer_setup import prepare_tokenizer
+    from eosguard.training.collate import PadCollator
+    from eosguard.training.loss import causal_lm_loss
 
     tok = load_tokenizer(source)
     prepare_tokenizer(tok)
@@ -123,7 +123,7 @@ SIDES = {"trl": None, "eosguard": "rows", "eosguard-batch": "batch"}  # side -> 
 def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
     import torch
 
-    from eosguard.fixtures import smollm2_model_dir
+    from eosguard.testing.fixtures import smollm2_model_dir
 
     process_start = time.perf_counter()
     source = str(smollm2_model_dir())
@@ -136,7 +136,7 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM
         from trl import SFTTrainer
 
-        from eosguard.loading import load_tokenizer
+        from eosguard.base.loading import load_tokenizer
 
         tok = load_tokenizer(source)
         tok.chat_template = CHATML_TRAINING_TEMPLATE
@@ -162,8 +162,8 @@ def run_side(side: str, precision: str, n: int) -> dict[str, Any]:
         steps = trainer.state.global_step
         after = heldout_loss(trainer.model, source, min(n, HELDOUT))
     else:
-        import eosguard.train as train_module
-        from eosguard.config import TrainConfig
+        import eosguard.recipes.train as train_module
+        from eosguard.recipes.config import TrainConfig
 
         tmp = Path(tempfile.mkdtemp())
         cfg = TrainConfig(

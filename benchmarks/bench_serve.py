@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import best_of, write_result
 
-from eosguard.demo import RealDemoSettings
-from eosguard.export import export_gguf
-from eosguard.fixtures import smollm2_model_dir
-from eosguard.tasks import split_tasks
+from eosguard.recipes.demo import RealDemoSettings
+from eosguard.recipes.tasks import split_tasks
+from eosguard.serve.export import export_gguf
+from eosguard.testing.fixtures import smollm2_model_dir
 
 
 def eval_command(*args: str) -> dict:

@@ -33,7 +33,7 @@ from common import CHATML_TRAINING_TEMPLATE, counting_collator, synthetic_conver
 
 def _model(tok):
     """The demo's tiny Mistral (hidden 128, 2 layers) on the full 32k Mistral vocabulary, seeded."""
-    from eosguard.fixtures import tiny_mistral
+    from eosguard.testing.fixtures import tiny_mistral
 
     return tiny_mistral(len(tok), bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
 
@@ -42,7 +42,7 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from eosguard.fixtures import demo_tokenizer
+    from eosguard.testing.fixtures import demo_tokenizer
 
     torch.set_num_threads(torch.get_num_threads())
     tok = demo_tokenizer()
@@ -56,9 +56,9 @@ def run_side(side: str, steps: int, batch: int, n: int) -> dict:
                 losses.append(float(logs["loss"]))
 
     if side == "eosguard":
-        from eosguard.collate import PackedCollator
-        from eosguard.render import ChatRenderer
-        from eosguard.trainer import EosguardTrainer, _ListDataset, training_arguments
+        from eosguard.chat.render import ChatRenderer
+        from eosguard.training.collate import PackedCollator
+        from eosguard.training.trainer import EosguardTrainer, _ListDataset, training_arguments
 
         examples = [r.to_example() for r in ChatRenderer(tok).examples(convs)]
         args = training_arguments(

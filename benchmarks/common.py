@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eosguard.conversations import Conversation, Message
+from eosguard.data.conversations import Conversation, Message
 
 _WORDS = [
     "the",

@@ -12,7 +12,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/eosguard-gpu}"
 mkdir -p "$out"
 python3 -c "import torch; assert torch.cuda.is_available(), 'no GPU visible'; print(torch.cuda.get_device_name(0))"
-python3 -c "from eosguard.packing import choose_attention; print('attention:', *choose_attention())"
+python3 -c "from eosguard.training.packing import choose_attention; print('attention:', *choose_attention())"
 python3 benchmarks/bench_real.py --precision bf16 --conversations 256 --out "$out"
 python3 benchmarks/bench_train.py --out "$out"
 python3 - "$out" <<'PY'

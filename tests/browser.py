@@ -6,7 +6,7 @@ page tests are skipped (reported as skipped, never as passed), unless `EOSGUARD_
 where a missing browser is a failure.
 
 Run as:
-    python -m pytest tests/test_pages.py -q
+    python -m pytest tests/recipes/test_pages.py -q
 """
 
 from __future__ import annotations

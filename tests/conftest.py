@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from eosguard.fixtures import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer, tiny_mistral
-from eosguard.tasks import make_conversations
+from eosguard.recipes.tasks import make_conversations
+from eosguard.testing.fixtures import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer, tiny_mistral
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "inputs"
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def train_run(tiny_model_dir, task_files, tmp_path_factory) -> tuple[Path, int, 
     """One `eosguard train` of the tiny model via the CLI (40 steps, stop rate every 20): (output_dir, exit, log)."""
     from typer.testing import CliRunner
 
-    from eosguard.cli import app
+    from eosguard.cli.app import app
 
     out = tmp_path_factory.mktemp("train") / "run"
     sets = {
@@ -96,7 +96,7 @@ def quick_demo(tmp_path_factory) -> tuple[Path, dict]:
     """`eosguard demo --quick` (the tiny model) run once: (its folder, its report)."""
     import torch
 
-    from eosguard.demo import DemoSettings, run_demo
+    from eosguard.recipes.demo import DemoSettings, run_demo
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("demo") / "demo"

@@ -1,4 +1,4 @@
-"""`eosguard train`'s pieces under FSDP2 on CPU: the launch tests/test_fsdp2.py runs with torchrun (gloo).
+"""`eosguard train`'s pieces under FSDP2 on CPU: the launch tests/training/test_fsdp2.py runs with torchrun (gloo).
 
 accelerate 1.15 turns an FSDP config into FSDP only for GPU-like devices (`AcceleratorState` sets
 `DistributedType.FSDP` for MULTI_GPU / MULTI_XPU / MULTI_NPU ..., never for MULTI_CPU), so `Trainer` on CPU trains
@@ -7,7 +7,7 @@ steps itself, with everything else from eosguard's own training path: the config
 (`load_data`), the model with its LoRA (`build_model`), the rows and guarded collator (`rows_and_collator`), the loss
 (`route_loss_through_forward`: labelled positions only). After the steps every rank takes part in gathering the full
 weights (`get_model_state_dict(full_state_dict=True, cpu_offload=True)`), and rank 0 goes down the path a sharded
-Trainer run takes (`eosguard.train.from_gathered`, then `finish`: merge, evaluate, save).
+Trainer run takes (`eosguard.recipes.train.from_gathered`, then `finish`: merge, evaluate, save).
 
 One process runs the same steps without sharding, on the whole global batch: the reference.
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from eosguard.config import load_config
-from eosguard.loss import route_loss_through_forward
-from eosguard.render import IGNORE_INDEX
-from eosguard.train import build_model, doctor_gate, finish, from_gathered, load_data, rows_and_collator
-from eosguard.trainer import FitResult
+from eosguard.chat.render import IGNORE_INDEX
+from eosguard.recipes.config import load_config
+from eosguard.recipes.train import build_model, doctor_gate, finish, from_gathered, load_data, rows_and_collator
+from eosguard.training.loss import route_loss_through_forward
+from eosguard.training.trainer import FitResult
 
 
 def _layers(model: torch.nn.Module) -> list[torch.nn.Module]:

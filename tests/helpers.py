@@ -25,7 +25,7 @@ def gguf_with_unknown_end_of_turn(src, dst):
     template, and eos set to `<|endoftext|>` (id 0): the weights still close replies with id 2, but its new name is
     none llama.cpp stops on by itself, and no eos / eot / eom id names it. The file a plain conversion of a model
     with a new end-of-turn token gives."""
-    from eosguard.gguf_files import EOS, TEMPLATE, TOKENS, read_gguf, write_with_metadata
+    from eosguard.serve.gguf_files import EOS, TEMPLATE, TOKENS, read_gguf, write_with_metadata
 
     info = read_gguf(src)
     tokens = list(info.tokens)

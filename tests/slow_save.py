@@ -6,8 +6,8 @@ Run as:
 
 import time
 
-from eosguard.checkpoints import CheckpointWriter
-from eosguard.cli import main
+from eosguard.cli.app import main
+from eosguard.training.checkpoints import CheckpointWriter
 
 _commit = CheckpointWriter.commit
 

@@ -16,22 +16,22 @@ from typing import Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "IGNORE_INDEX": "eosguard.render",
-    "ChatRenderer": "eosguard.render",
-    "ChatMLRenderer": "eosguard.render",
-    "labels_from_mask": "eosguard.render",
-    "ChatTemplate": "eosguard.templates",
-    "chatml_template": "eosguard.families",
-    "PackedCollator": "eosguard.collate",
-    "PadCollator": "eosguard.collate",
-    "Conversation": "eosguard.conversations",
-    "Message": "eosguard.conversations",
-    "conversation": "eosguard.conversations",
-    "load_conversations": "eosguard.records",
-    "diagnose": "eosguard.doctor",
-    "evaluate_stopping": "eosguard.evaluate",
-    "guard": "eosguard.guard",
-    "prepare_tokenizer": "eosguard.tokenizer_setup",
+    "IGNORE_INDEX": "eosguard.chat.render",
+    "ChatRenderer": "eosguard.chat.render",
+    "ChatMLRenderer": "eosguard.chat.render",
+    "labels_from_mask": "eosguard.chat.render",
+    "ChatTemplate": "eosguard.chat.templates",
+    "chatml_template": "eosguard.chat.families",
+    "PackedCollator": "eosguard.training.collate",
+    "PadCollator": "eosguard.training.collate",
+    "Conversation": "eosguard.data.conversations",
+    "Message": "eosguard.data.conversations",
+    "conversation": "eosguard.data.conversations",
+    "load_conversations": "eosguard.data.records",
+    "diagnose": "eosguard.checks.doctor",
+    "evaluate_stopping": "eosguard.checks.evaluate",
+    "guard": "eosguard.checks.guard",
+    "prepare_tokenizer": "eosguard.chat.tokenizer_setup",
 }
 
 __all__ = sorted(_EXPORTS)

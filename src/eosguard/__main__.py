@@ -1,5 +1,5 @@
 """Run as: python -m eosguard --help"""
 
-from eosguard.cli import main
+from eosguard.cli.app import main
 
 main()

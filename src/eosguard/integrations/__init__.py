@@ -1,14 +1,12 @@
 """Integrations: put eosguard's checks into trainers you already use.
 
-    from eosguard.integrations import guard_trainer, StopRateCallback
-    guard_trainer(trainer)                        # transformers.Trainer or TRL's SFTTrainer, in place
-    trainer.add_callback(StopRateCallback(heldout, every=200))
+from eosguard.integrations import guard_trainer, StopRateCallback
+guard_trainer(trainer)                        # transformers.Trainer or TRL's SFTTrainer, in place
+trainer.add_callback(StopRateCallback(heldout, every=200))
 
-Run as:
-    python -c "import eosguard.integrations"
 """
 
 from eosguard.integrations.callbacks import StopRateCallback
-from eosguard.integrations.trainer import guard_trainer
+from eosguard.integrations.trainer_guard import guard_trainer
 
 __all__ = ["StopRateCallback", "guard_trainer"]

@@ -1,9 +1,7 @@
 """Trainer callbacks: the stop rate measured while training.
 
-    trainer.add_callback(StopRateCallback(heldout, every=200))
+trainer.add_callback(StopRateCallback(heldout, every=200))
 
-Run as:
-    python -c "from eosguard.integrations import StopRateCallback"
 """
 
 from __future__ import annotations
@@ -13,8 +11,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from eosguard.conversations import Conversation
-from eosguard.render import ChatRenderer
+from eosguard.chat.render import ChatRenderer
+from eosguard.data.conversations import Conversation
 
 
 class StopRateCallback(TrainerCallback):
@@ -40,7 +38,7 @@ class StopRateCallback(TrainerCallback):
             return
         if not state.is_world_process_zero:  # measured once per run; the other ranks go on to the next step
             return
-        from eosguard.evaluate import evaluate_stopping
+        from eosguard.checks.evaluate import evaluate_stopping
 
         if self.renderer is None:
             self.renderer = ChatRenderer(processing_class)

@@ -1,0 +1,633 @@
+"""`eosguard doctor`: a pre-flight check that finds every way a setup loses the stop token, on any chat template.
+
+It inspects a tokenizer (only its config and tokenizer files), optionally a model folder (config.json and
+generation_config.json only; weights are never read), data, a max length and a collator, in numbered steps, and
+reports findings (declared in `eosguard.checks.findings`) with a fix each. The end-of-turn token is read off the chat
+template, never assumed; `eos-masked` is proven by running the collator on real examples, never guessed. A check
+that could not run is reported as skipped, never as passed.
+
+Exit codes: 0 no finding of severity "error"; 1 at least one; 2 bad usage or unreadable input.
+
+Why one module of ~500 lines: the steps are short functions that read top to bottom in the order they run, each
+adding findings by id to one report; splitting them across modules would scatter that order without sharing code.
+
+Run as:
+    eosguard doctor --tokenizer PATH [--model PATH] [--data FILE] [--max-length N]
+                    [--collator eosguard|transformers|trl|MODULE:FACTORY] [--lora] [--json] [--show N]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eosguard.base.errors import EosguardError
+from eosguard.chat.render import ChatRenderer
+from eosguard.chat.template_args import with_arguments
+from eosguard.chat.templates import KIND_NAMES, ChatTemplate, TemplateError, template_for
+from eosguard.chat.tokenizer_setup import prepare_tokenizer
+from eosguard.checks.findings import DoctorReport
+from eosguard.checks.guard import StopCheck, StopTokenChecker
+from eosguard.checks.pipelines import CollatorSpec, build_collator, features, offered_tools
+from eosguard.checks.tokenview import TokenView, token_views
+from eosguard.data.conversations import Conversation, conversation
+
+PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
+    conversation(("system", "You are helpful."), ("user", "Name a colour."), ("assistant", "Blue.")),
+    conversation(
+        ("user", "Hi"),
+        ("assistant", "Hello! How can I help?"),
+        ("user", "Count to three."),
+        ("assistant", "One, two, three."),
+    ),
+    conversation(("user", "What is 2 + 2?"), ("assistant", "4")),
+)
+
+
+# -- steps ---------------------------------------------------------------------------------------------------
+
+
+def _check_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> ChatTemplate | None:
+    """Read the stop tokens off the template; never assume them (stops: the model's generation config's eos ids,
+    when a model folder is given: what decides whether the next turn's token closes a reply)."""
+    has_template = bool(getattr(tok, "chat_template", None))
+    if not has_template:
+        report.add(
+            "missing-chat-template",
+            "the tokenizer has no chat template: inference code cannot format prompts the way training did",
+        )
+    try:
+        chat = template_for(tok, stops=stops)
+    except TemplateError as exc:
+        if has_template:
+            report.add(exc.finding, f"the chat template cannot be split into messages: {exc.message}")
+        report.step("chat template", False if has_template else None, exc.message)
+        return None
+    if chat.problem is not None:
+        report.add("template-no-eos", f"{chat.problem}, so no example can teach the model to stop")
+        report.step("chat template", False, "assistant turns are not closed by a token the model stops on")
+        return None
+    assumed = "" if has_template else " (no template: assuming ChatML, whose tokens it has)"
+    if chat.assumed:
+        tokens = " and ".join(dict.fromkeys(chat.assumed.values()))
+        assumed += (
+            f"; assumed: the model stops on {tokens}, the next turn's token (the template closes no turn with a token "
+            "of its own, as GLM's; --model checks the model's generation config)"
+        )
+    kinds = "; ".join(
+        f"{KIND_NAMES[kind]} end with {''.join(c.sequence)}" + (" (the next turn's token)" if c.appended else "")
+        for kind, c in chat.closers.items()
+    )
+    try:  # a multi-turn conversation must place every reply
+        ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
+    except TemplateError as exc:
+        report.add(exc.finding, exc.message)
+        report.step("chat template", False, f"{kinds}; but {exc.message}")
+        return chat
+    report.step("chat template", has_template, f"{kinds}{assumed}")
+    return chat
+
+
+def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], tools: Any, report: DoctorReport) -> None:
+    """The user's pipeline: the generation prompt must be a token prefix of the training sequence."""
+    if not getattr(tok, "chat_template", None):
+        return
+    bad = rejected = 0
+    for conv in convs[:64]:
+        msgs = conv.as_dicts()
+        offered = offered_tools(conv, tools)
+        try:
+            for k, m in enumerate(msgs):
+                if m["role"] != "assistant":
+                    continue
+                prompt = tok.apply_chat_template(msgs[:k], tools=offered, add_generation_prompt=True, return_dict=False)
+                full = tok.apply_chat_template(msgs[: k + 1], tools=offered, return_dict=False)
+                if full[: len(prompt)] != prompt:
+                    bad += 1
+                    break
+        except Exception:  # the template raised: counted and reported, never skipped silently
+            rejected += 1
+    checked = min(len(convs), 64)
+    if rejected:
+        report.add(
+            "template-unsupported",
+            f"the chat template raises an error on {rejected} of {checked} conversations",
+            count=rejected,
+        )
+    if bad:
+        report.add(
+            "prompt-not-prefix",
+            f"in {bad} of {checked} conversations the template's generation prompt is not a token prefix of the "
+            "training sequence: at inference the model sees tokens it was never trained to continue from",
+            count=bad,
+        )
+
+
+def _check_pad(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> None:
+    stop_ids = {i for i in (*(chat.stop_ids if chat else ()), tok.eos_token_id) if i is not None}
+    ok = True
+    if tok.pad_token is None:
+        ok = False
+        report.add(
+            "no-pad-token", "the tokenizer has no pad token; trainers then fall back to pad = eos (TRL silently)"
+        )
+    elif tok.pad_token_id in stop_ids:
+        ok = False
+        report.add(
+            "pad-is-eos",
+            f"the pad token {tok.pad_token!r} (id {tok.pad_token_id}) is the eos or a stop token of the template: any "
+            "collator that masks labels equal to the pad id erases every real stop-token label",
+        )
+    if tok.padding_side == "left":
+        report.add(
+            "padding-left",
+            "padding_side is 'left' (as Mistral/OpenHermes ship it): fine for generation, but it hides pad tokens at "
+            "the start of training rows, where a pad == eos masking bug is easy to miss",
+        )
+    report.step("pad token", ok, f"{tok.pad_token!r} (id {tok.pad_token_id}), padding_side={tok.padding_side}")
+
+
+def _check_double_bos(tok: Any, features: list[dict[str, Any]], report: DoctorReport) -> None:
+    """Proven on the features the pipeline really builds: rows that start with two BOS tokens."""
+    bos = tok.bos_token_id
+    n = sum(1 for f in features if bos is not None and list(f["input_ids"][:2]) == [bos, bos])
+    if n:
+        report.add(
+            "double-bos",
+            f"{n} of {len(features)} examples start with two {tok.bos_token!r} tokens: the chat template writes one "
+            "and tokenizing the rendered text with special tokens adds another",
+            count=n,
+        )
+
+
+def check_template_files(folder: str | Path, report: DoctorReport) -> None:
+    """A local tokenizer folder whose `chat_template.jinja` and `tokenizer_config.json` templates differ: one engine
+    reads one, another the other."""
+    folder = Path(folder)
+    jinja, config = folder / "chat_template.jinja", folder / "tokenizer_config.json"
+    if not (jinja.is_file() and config.is_file()):
+        return
+    other = _read_json(config).get("chat_template")
+    if isinstance(other, str) and other.strip() != jinja.read_text(encoding="utf-8").strip():
+        report.add(
+            "template-files-differ",
+            f"{jinja} and the `chat_template` of {config} differ: transformers and vLLM render with the first, "
+            "tools that read tokenizer_config.json alone with the second",
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EosguardError(f"{path}: cannot read: {exc}") from None
+
+
+def _as_ids(v: Any) -> list[int]:
+    return [v] if isinstance(v, int) else [i for i in (v or []) if isinstance(i, int)]
+
+
+class ModelFiles:
+    """A model folder's config.json and generation_config.json, read once; for a PEFT adapter folder, its base's
+    when the base is a local folder (`adapter`, `base`). The weights are not read here (`eosguard.checks.weights`
+    reads the stop tokens' rows alone)."""
+
+    def __init__(self, model_path: str) -> None:
+        folder = Path(model_path)
+        self.folder, self.adapter, self.base = folder, (folder / "adapter_config.json").exists(), None
+        if self.adapter:
+            base = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+            self.base = Path(base) if base and Path(base).is_dir() else None
+            folder = self.base if self.base is not None and not (folder / "config.json").exists() else folder
+        if not folder.is_dir() or not (folder / "config.json").exists():
+            if self.adapter:
+                raise EosguardError(
+                    f"{model_path}: an adapter whose base model is not a local folder (give --model the base)"
+                )
+            raise EosguardError(f"{model_path}: not a model folder (no config.json)")
+        self.config = _read_json(folder / "config.json")
+        gen_path = folder / "generation_config.json"
+        self.generation = _read_json(gen_path) if gen_path.exists() else {}
+        self.eos_source = "generation_config.json" if "eos_token_id" in self.generation else "config.json"
+        self.eos_ids = _as_ids(self.generation.get("eos_token_id", self.config.get("eos_token_id")))
+
+
+def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: bool, report: DoctorReport) -> None:
+    """The model's own config against the template's stop tokens and the tokenizer."""
+    config, eos_ids = model.config, model.eos_ids
+    vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
+    report.facts.update({"model_eos_ids": eos_ids, "model_vocab_size": vocab})
+    stops = list(zip(chat.stop_tokens, chat.stop_ids, strict=True)) if chat is not None else []
+    ok = True
+    missing = [(t, i) for t, i in stops if i not in eos_ids]
+    if missing:
+        ok = False
+        src = model.eos_source
+        names = ", ".join(f"{t} (id {i})" for t, i in missing)
+        report.add(
+            "generation-eos-mismatch",
+            f"{src} lists eos ids {eos_ids}, which do not include the template's stop token(s) {names}: "
+            "generate() and vLLM will not stop even when the model emits them",
+        )
+    if vocab is not None and len(tok) > vocab:
+        ok = False
+        report.add(
+            "vocab-mismatch",
+            f"the tokenizer has {len(tok)} tokens but the model's embeddings have {vocab} rows: ids beyond them crash "
+            "or read garbage",
+        )
+    original = int(config.get("eosguard_original_vocab_size", vocab)) if vocab is not None else None
+    new = [f"{t} (id {i})" for t, i in stops if original is not None and i >= original]
+    if new and lora:
+        ok = False
+        report.add(
+            "new-token-untrained",
+            f"the stop token(s) {', '.join(new)} were added after pre-training, and under LoRA their embedding "
+            "and lm_head rows stay at their initial values: the model cannot learn to emit them",
+        )
+    report.step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}")
+    if chat is not None:
+        _check_stop_rows(model, chat, report)
+
+
+def _check_stop_rows(model: ModelFiles, chat: ChatTemplate, report: DoctorReport) -> None:
+    """The stop tokens' own embedding and output rows, read alone: trained, or left where a new row starts."""
+    from eosguard.checks.weights import adapter_trains, stop_rows
+
+    trains, how = adapter_trains(model.folder, chat.stop_ids) if model.adapter else (False, "")
+    weights = model.base if model.adapter else model.folder
+    states = stop_rows(weights, chat.stop_tokens, chat.stop_ids) if weights is not None else None
+    if states is None:
+        where = "the adapter's base is not a local folder" if model.adapter else f"no safetensors weights in {weights}"
+        report.step(
+            "stop-token rows", None, f"skipped: {where}" + (f"; the adapter trains them: {how}" if trains else "")
+        )
+        return
+    shown = "; ".join(
+        f"{s.token} input {s.input:.3g}" + ("" if s.output is None else f", output {s.output:.3g}") for s in states
+    )
+    untrained = [s for s in states if s.untrained]
+    if untrained and not trains:
+        names = ", ".join(f"{s.token} (id {s.id})" for s in untrained)
+        report.add(
+            "stop-token-untrained",
+            f"the embedding or output rows of {names} sit at the vocabulary's mean or at zero (distance to the mean, "
+            f"as a share of a typical row's: {shown}): never trained, so the model cannot learn to emit the token"
+            + (f"; the adapter does not train them ({how})" if model.adapter else ""),
+        )
+    detail = f"distance to the vocabulary's mean, as a share of a typical row's: {shown}"
+    report.step(
+        "stop-token rows", not (untrained and not trains), detail + (f"; adapter: {how}" if model.adapter else "")
+    )
+
+
+def _check_data(
+    convs: Sequence[Conversation],
+    tok: Any,
+    chat: ChatTemplate | None,
+    max_length: int | None,
+    collator: CollatorSpec,
+    tools: Any,
+    report: DoctorReport,
+) -> None:
+    specials = sorted({t for t in tok.get_added_vocab() if t.strip()} | set(tok.all_special_tokens), key=len)
+    n_special = sum(any(s in m.content for m in c.messages for s in specials) for c in convs)
+    if n_special:
+        report.add(
+            "special-token-in-content",
+            f"{n_special} conversations contain special-token text in their content; a pipeline that tokenizes the "
+            "rendered text parses it as control tokens and forges turn boundaries",
+            count=n_special,
+        )
+    if chat is None:
+        report.step("data", True, f"{len(convs)} conversations")
+        return
+    try:
+        rendered = ChatRenderer(tok, template=chat, tools=tools).render_batch(convs)
+    except TemplateError as exc:
+        report.add(exc.finding, exc.message)
+        report.step("data", False, f"{len(convs)} conversations; the template cannot be split: {exc.message}")
+        return
+    examples = [r for rs in rendered for r in rs]
+    detail = f"{len(convs)} conversations -> {len(examples)} examples"
+    ok = _check_replies(rendered, chat, collator, report)
+    rewritten = sum(r.own and not r.treated for r in examples)
+    if rewritten and collator == "eosguard":
+        detail += f" ({rewritten} replies trained in examples of their own: the template rewrites them in history)"
+    if max_length is None:
+        report.step("data", ok, detail)
+        return
+    stops = set(chat.stop_ids)
+    too_long = [r for r in examples if len(r) > max_length]
+    drops_eos = sum(1 for r in too_long if stops & set(r.input_ids.tolist()[max_length:]))
+    if drops_eos and collator != "eosguard":
+        report.add(
+            "truncation-drops-eos",
+            f"{drops_eos} of {len(examples)} examples are longer than max_length={max_length}; cut there, their last "
+            "assistant turn loses its end-of-turn token",
+            count=drops_eos,
+        )
+    no_target = sum(1 for r in examples if not r.mask[:max_length].any())
+    if no_target:
+        report.add(
+            "no-trainable-tokens",
+            f"{no_target} examples have no trained token within max_length={max_length} (the prompt alone fills it): "
+            "they cost compute and teach nothing, and a batch of them gives a NaN loss",
+            count=no_target,
+        )
+    detail += f", {len(too_long)} longer than {max_length}"
+    if too_long and collator == "eosguard":
+        detail += " (eosguard's over-length policy keeps the stop token of each one it keeps)"
+    report.step("data", ok and not ((drops_eos and collator != "eosguard") or no_target), detail)
+
+
+def _check_replies(
+    rendered: Sequence[Sequence[Any]], chat: ChatTemplate, collator: CollatorSpec, report: DoctorReport
+) -> bool:
+    """Replies a whole-conversation pipeline trains in a form the model never produces: rewritten in history
+    (every collator but eosguard's, which trains them apart), or after a reasoning block the prompt opens. A
+    rewriting that changes the reply's closing token (gpt-oss: `<|return|>` becomes `<|end|>`) is an error: that
+    pipeline trains a token the model does not stop on; one that keeps it (Qwen3 drops reasoning) a warning."""
+    examples = [r for rs in rendered for r in rs]
+    rewritten = [r for r in examples if r.own and not r.treated]
+    closes_apart = {c.id for c in chat.closers.values() if not c.in_history}
+    changed = [r for r in rewritten if r.closings and int(r.input_ids[r.closings[-1][1]]) in closes_apart]
+    treated = sum(r.treated for r in examples)
+    if rewritten and collator != "eosguard":
+        if changed:
+            tokens = ", ".join(c.token for c in chat.closers.values() if not c.in_history)
+            report.add(
+                "stop-rewritten",
+                f"{len(changed)} replies end with {tokens} as a last reply, but the chat template closes them with "
+                "another token once later turns follow: trained inside the whole conversation, they teach a closing "
+                "the model does not stop on",
+                count=len(changed),
+            )
+        if len(rewritten) > len(changed):
+            report.add(
+                "reply-rewritten",
+                f"the chat template renders {len(rewritten) - len(changed)} replies differently once later turns "
+                "follow (reasoning dropped, tools moved), their closing token kept: trained inside the whole "
+                "conversation, they teach text the model never produces after its generation prompt",
+                count=len(rewritten) - len(changed),
+            )
+    if treated:
+        report.add(
+            "open-reasoning-block",
+            f"the generation prompt opens a reasoning block that {treated} replies do not fill"
+            + (": eosguard trains them after the block closed empty" if collator == "eosguard" else ""),
+            count=treated,
+        )
+    return not (changed and collator != "eosguard")
+
+
+# -- collator -------------------------------------------------------------------------------------------------
+
+
+def check_collator(
+    spec: CollatorSpec,
+    tok: Any,
+    convs: Sequence[Conversation],
+    report: DoctorReport,
+    batch_size: int = 8,
+    tools: Any = None,
+) -> tuple[StopCheck, str, list[dict[str, Any]]]:
+    """Collate real examples with the collator and count supervised turns whose stop token is masked."""
+    collator, run_tok, note = build_collator(spec, tok)
+    checker = StopTokenChecker(run_tok)
+    total = StopCheck()
+    batches = []
+    feats = features(spec, run_tok, convs, tools)
+    if spec != "eosguard":
+        _check_double_bos(run_tok, feats, report)
+    for b in range(0, len(feats), batch_size):
+        try:
+            batch = collator(feats[b : b + batch_size])
+        except Exception as exc:
+            raise EosguardError(f"the collator {spec!r} failed on real examples: {exc}") from None
+        total += checker.check_batch(batch)
+        batches.append(batch)
+    return total, note, batches
+
+
+def _collator_step(
+    collator: CollatorSpec, tok: Any, convs: list[Conversation], show: int, tools: Any, report: DoctorReport
+) -> None:
+    title = f"collator {collator!r}"
+    run_tok = tok
+    try:
+        if collator == "eosguard":  # eosguard trains with a prepared copy: pad chosen, its template kept
+            run_tok = copy.deepcopy(tok)
+            prepare_tokenizer(run_tok)
+        check, note, batches = check_collator(collator, run_tok, convs, report, tools=tools)
+    except TemplateError as exc:
+        report.step(title, None, f"skipped: {exc.message}")
+        return
+    report.facts["collator"] = {
+        "name": collator,
+        "assistant_turns": check.assistant_turns,
+        "supervised_turns": check.supervised_turns,
+        "stop_trained": check.stop_trained,
+        "stop_masked": check.stop_masked,
+    }
+    stops = "/".join(report.facts.get("stop_tokens") or [])
+    if check.assistant_turns == 0:
+        report.step(title, None, f"skipped: found no assistant reply in the collated rows{note}")
+        return
+    if check.stop_masked:
+        report.add(
+            "eos-masked",
+            f"collating {len(convs)} real examples with the {collator!r} collator{note} leaves "
+            f"{check.stop_masked} of {check.supervised_turns} assistant-closing {stops} tokens (or a token of their "
+            "closing sequence) at label -100: the model never learns to stop",
+            count=check.stop_masked,
+        )
+    report.step(
+        title, not check.stop_masked, f"{check.stop_trained}/{check.supervised_turns} stop tokens trained{note}"
+    )
+    report.shown = _shown(run_tok, batches, show)
+
+
+# -- entry point ----------------------------------------------------------------------------------------------
+
+
+def diagnose(
+    tokenizer: Any,
+    *,
+    model_path: str | None = None,
+    conversations: Sequence[Conversation] | None = None,
+    max_length: int | None = None,
+    collator: CollatorSpec = "eosguard",
+    lora: bool = False,
+    show: int = 0,
+    tools: Sequence[dict[str, Any]] | None = None,
+    template_args: dict[str, Any] | None = None,
+    prepared: str | Path | None = None,
+) -> DoctorReport:
+    """Run every check; returns a report (nothing printed). Finding ids: `eosguard.checks.findings.FINDINGS`.
+
+    tools: function schemas for conversations that bring none; template_args: the run's template arguments
+    (every pipeline checked renders with them, as `chat_template_kwargs` does); prepared: rows another tool wrote
+    (ids and labels, `eosguard.checks.rows`), audited instead of conversations (`collator` builds the labels of rows
+    written without any).
+
+    Example:
+        >>> from eosguard.testing.fixtures import family_tokenizer, openhermes_tokenizer
+        >>> diagnose(openhermes_tokenizer(pad="eos"), collator="transformers").ids
+        ['eos-masked', 'pad-is-eos', 'padding-left']
+        >>> diagnose(family_tokenizer("llama3", pad="eot"), collator="transformers").ids
+        ['eos-masked', 'pad-is-eos', 'double-bos']
+    """
+    if template_args and getattr(tokenizer, "chat_template", None):
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
+    report = DoctorReport()
+    report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")
+    model = ModelFiles(model_path) if model_path else None
+    chat = _check_template(tokenizer, model.eos_ids if model else None, report)
+    report.facts.update(
+        {
+            "end_of_turn": chat.end_of_turn if chat else None,
+            "end_of_turn_id": chat.end_of_turn_id if chat else None,
+            "stop_tokens": chat.stop_tokens if chat else [],
+            "pad_token": tokenizer.pad_token,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token": tokenizer.eos_token,
+            "padding_side": tokenizer.padding_side,
+        }
+    )
+    _check_pad(tokenizer, chat, report)
+    if model is not None:
+        _check_model(model, tokenizer, chat, lora, report)
+    if prepared is not None:
+        _check_prepared(prepared, tokenizer, chat, model, collator, show, report)
+        return _finished(tokenizer, chat, report)
+    convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
+    if conversations:
+        _check_data(convs, tokenizer, chat, max_length, collator, tools, report)
+    elif chat is not None:
+        _probe_replies(tokenizer, chat, collator, report)
+    if collator != "eosguard":  # eosguard renders prompts and examples with one renderer: a prefix by construction
+        _check_prompt_prefix(tokenizer, convs, tools, report)
+    if chat is None:
+        report.step(f"collator {collator!r}", None, "skipped: no end-of-turn token to check")
+    else:
+        _collator_step(collator, tokenizer, convs[:64], show, tools, report)
+    return _finished(tokenizer, chat, report)
+
+
+def _finished(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> DoctorReport:
+    _fixing_arguments(tok, chat, report)
+    report.sort()
+    return report
+
+
+def _check_prepared(
+    path: str | Path,
+    tok: Any,
+    chat: ChatTemplate | None,
+    model: ModelFiles | None,
+    collator: CollatorSpec,
+    show: int,
+    report: DoctorReport,
+) -> None:
+    """The rows another tool wrote, audited against the template; the model stops on its generation config's eos
+    ids where a model folder is given."""
+    from eosguard.checks.pipelines import collator_labels
+    from eosguard.checks.rows import audit_rows
+    from eosguard.data.tokenized import read_rows
+
+    if chat is None:
+        report.step("prepared rows", None, "skipped: no end-of-turn token to check them against")
+        return
+    stops = {*model.eos_ids, tok.eos_token_id} - {None} if model is not None else None
+    audit = audit_rows(
+        read_rows(path),
+        tok,
+        chat,
+        report,
+        stops=stops,
+        labeller=None if collator == "eosguard" else collator_labels(collator, tok),
+        title=f"rows of {path}",
+    )
+    checker = StopTokenChecker(tok, chat)
+    kept = [row for t in audit.tallies.values() for row in t.kept if t.rows][:show]
+    report.shown = [
+        token_views(tok, {k: [np.asarray(v)] for k, v in row.items()}, 0, set(checker.reply_stops(row["input_ids"])))
+        for row in kept
+    ]
+
+
+def _probe_replies(tok: Any, chat: ChatTemplate, collator: CollatorSpec, report: DoctorReport) -> None:
+    """Without data: the probe conversations tell whether the template rewrites replies or opens blocks."""
+    try:
+        rendered = ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
+    except TemplateError:
+        return  # the template step reported it
+    _check_replies(rendered, chat, collator, report)
+
+
+_BUILTIN_VARIABLES = frozenset(
+    {
+        "messages",
+        "tools",
+        "documents",
+        "add_generation_prompt",
+        "bos_token",
+        "eos_token",
+        "raise_exception",
+        "strftime_now",
+        "range",
+        "loop",
+        "namespace",
+        "dict",
+        "lipsum",
+        "cycler",
+        "joiner",
+    }
+)
+
+
+def _fixing_arguments(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> None:
+    """For an `open-reasoning-block` finding: the template argument (a boolean the template reads) whose value
+    makes the generation prompt close the block itself, found by trying each; said in the finding's message."""
+    found = next((f for f in report.findings if f.id == "open-reasoning-block"), None)
+    if found is None or chat is None:
+        return
+    import jinja2
+    from jinja2 import meta
+
+    try:
+        names = meta.find_undeclared_variables(
+            jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(chat.source)
+        )
+    except jinja2.TemplateSyntaxError:
+        return
+    fixes = []
+    for name in sorted(names - _BUILTIN_VARIABLES - set(chat.args)):
+        for value in (False, True):
+            try:
+                trial = ChatRenderer(tok, template=ChatTemplate(tok, args={**chat.args, name: value}))
+                if not any(r.treated for r in trial.examples(PROBE_CONVERSATIONS)):
+                    fixes.append(f"--template-arg {name}={str(value).lower()}")
+            except (TemplateError, EosguardError):
+                continue
+    found.message += (
+        f"; {' or '.join(fixes)} makes the prompt close it"
+        if fixes
+        else "; no template argument makes the prompt close it (train the replies with their reasoning)"
+    )
+
+
+def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[TokenView]]:
+    checker = StopTokenChecker(tok)
+    rows = [(batch, row) for batch in batches for row in range(len(batch["input_ids"]))]
+    return [token_views(tok, b, r, set(checker.reply_stops(b["input_ids"][r].tolist()))) for b, r in rows[:n]]
+
+
+__all__ = ["check_collator", "diagnose"]

@@ -1,0 +1,297 @@
+"""The doctor on rows another tool wrote: its ids and labels held against the tokenizer's own chat template.
+
+`audit_rows` reads the rows (`eosguard.data.tokenized`), each packed sequence apart, and finds every assistant reply
+by the template's assistant header (`ChatTemplate`, as the renderer reads it). A reply ends at the first of: a stop
+token of the template (its whole closing sequence must carry labels), the header of a user turn or of another reply,
+the end of its sequence. It counts, with the first rows of each:
+
+- `eos-masked`: trained replies whose closing tokens are at -100 (the seed's bug, written to disk);
+- `closer-not-a-stop`: trained replies that end, before the next turn, on a token the model does not stop on;
+- `truncation-drops-eos`: trained replies cut at the end of their sequence, with no stop token;
+- `template-mismatch`: rows with trained tokens and no header of the template at all (trained in one format, served
+  in another);
+- `reply-header-missing`: trained tokens in a sequence with no assistant header (a prompt cut away, LLaMA-Factory's
+  `cutoff_len` keeping the reply);
+- `no-trainable-tokens`: rows with nothing trained; `pad-trained`: padding positions trained;
+- `prompt-trained`: prompt tokens trained beside the replies (a warning: some train on prompts on purpose).
+
+Everything is computed on whole batches with numpy (header matches, the next event after each header, trained counts
+over ranges by cumulative sums), so 100,000 rows take seconds; only closing sequences of several tokens are checked
+one by one. With no label column, a collator builds the labels (`collator`), as training would.
+
+Run as:
+    eosguard doctor --prepared PATH --tokenizer TOKENIZER [--model MODEL_DIR]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eosguard.base.errors import EosguardError
+from eosguard.chat.templates import ChatTemplate
+from eosguard.checks.findings import DoctorReport
+from eosguard.data.tokenized import IGNORE, RowBatch
+
+SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
+
+
+@dataclass
+class Tally:
+    """How many of something were found, and where the first few are (`RowBatch.where`) with their rows."""
+
+    count: int = 0
+    rows: int = 0
+    first: list[str] = field(default_factory=list)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, batch: RowBatch, per_row: np.ndarray) -> None:
+        """per_row: how many were found in each row of the batch."""
+        self.count += int(per_row.sum())
+        hit = np.flatnonzero(per_row)
+        self.rows += len(hit)
+        for r in hit[: max(0, SHOWN - len(self.first))]:
+            self.first.append(batch.where(int(r)))
+            self.kept.append(batch.row(int(r)))
+
+    def where(self) -> str:
+        return "; first: " + ", ".join(self.first) if self.first else ""
+
+
+@dataclass
+class RowAudit:
+    """What `audit_rows` found (see the module doc)."""
+
+    rows: int = 0
+    sequences: int = 0
+    replies: int = 0
+    trained: int = 0
+    stop_trained: int = 0
+    label_source: str | None = None
+    tallies: dict[str, Tally] = field(default_factory=dict)
+
+    def tally(self, name: str) -> Tally:
+        return self.tallies.setdefault(name, Tally())
+
+
+def _match(ids: np.ndarray, seq_id: np.ndarray, pattern: list[int]) -> np.ndarray:
+    """Positions where `pattern` starts inside one sequence."""
+    k, n = len(pattern), len(ids)
+    if k == 0 or n < k:
+        return np.zeros(0, dtype=np.int64)
+    hit = ids[: n - k + 1] == pattern[0]
+    for j in range(1, k):
+        hit &= ids[j : n - k + 1 + j] == pattern[j]
+    hit &= seq_id[: n - k + 1] == seq_id[k - 1 :]
+    return np.flatnonzero(hit)
+
+
+def _next(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
+    """For each position, the first event at or after it (`none` where there is none)."""
+    at = np.searchsorted(events, positions)
+    return np.where(at < len(events), events[np.minimum(at, len(events) - 1)], none)
+
+
+class RowAuditor:
+    """Audits batches of rows against one template. stops: the ids the model stops on (default: the template's stop
+    tokens and the tokenizer's eos); control: the tokenizer's control-token ids (a reply that ends on one of them
+    that is no stop ends on a token the model does not stop on)."""
+
+    def __init__(self, tokenizer: Any, template: ChatTemplate, stops: Collection[int] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.template = template
+        template.require_end_of_turn()
+        self.header = list(template.assistant_header_ids)
+        self.user = list(template.user_header_ids)
+        self.stop_ids = np.array(sorted(set(template.stop_ids)), dtype=np.int64)
+        model_stops = set(stops) if stops is not None else {*template.stop_ids, tokenizer.eos_token_id}
+        self.model_stops = {i for i in model_stops if i is not None}
+        self.control = np.array(sorted(template.control_ids), dtype=np.int64)
+        self.closers: dict[int, list[list[int]]] = {}
+        for c in template.closers.values():
+            seq = [int(tokenizer.convert_tokens_to_ids(t)) for t in c.sequence]
+            if len(seq) > 1:
+                self.closers.setdefault(c.id, []).append(seq)
+        if not self.header:
+            raise EosguardError("the chat template's assistant header could not be read: nothing to find replies by")
+        self.audit = RowAudit()
+
+    def add(self, batch: RowBatch) -> None:
+        """Count one batch (its labels built already)."""
+        a = self.audit
+        if batch.labels is None:
+            raise EosguardError(f"{batch.source}: no labels, and no collator to build them")
+        a.label_source = a.label_source or batch.label_source
+        ids, labels, offsets = batch.ids, batch.labels, batch.offsets
+        n, rows = len(ids), len(batch)
+        a.rows += rows
+        if n == 0:
+            return
+        row_of = np.repeat(np.arange(rows), np.diff(offsets))
+        starts_of_rows = offsets[:-1][np.diff(offsets) > 0]
+        seq_start = np.zeros(n, dtype=bool)
+        seq_start[starts_of_rows] = True
+        if batch.positions is not None:
+            seq_start |= batch.positions == 0
+        att = batch.attention
+        if att is not None and att.max(initial=0) > 1:  # LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ...
+            seq_start[1:] |= (att[1:] != att[:-1]) & (att[1:] > 0)
+        seq_id = np.cumsum(seq_start) - 1
+        seq_first = np.flatnonzero(seq_start)
+        seq_end = np.append(seq_first[1:], n)  # exclusive
+        a.sequences += len(seq_first)
+        pad = (att == 0) if att is not None else np.zeros(n, dtype=bool)
+        trained = (labels != IGNORE) & ~pad
+        cum = np.concatenate([[0], np.cumsum(trained)])
+
+        heads = _match(ids, seq_id, self.header)
+        users = _match(ids, seq_id, self.user)
+        stops = np.flatnonzero(np.isin(ids, self.stop_ids))
+        begin = heads + len(self.header)
+        inside = begin < n
+        heads, begin = heads[inside], begin[inside]
+        end_of_seq = seq_end[seq_id[begin]]
+        nxt = np.minimum.reduce([_next(users, begin, n), _next(heads, begin, n), end_of_seq])
+        stop_at = _next(stops, begin, n)
+        closed = stop_at < nxt
+        end = np.where(closed, stop_at, nxt)  # the stop token, or where the reply stops without one (exclusive)
+        content = cum[end] - cum[begin]
+        is_trained = content > 0
+        a.replies += len(begin)
+        a.trained += int(is_trained.sum())
+
+        # The closing sequence of each closed, trained reply must carry its own ids as labels.
+        closing_ok = np.zeros(len(begin), dtype=bool)
+        closing_ok[closed] = labels[end[closed]] == ids[end[closed]]  # closed: end < n
+        for i in np.flatnonzero(closed & is_trained & closing_ok):
+            for seq in self.closers.get(int(ids[end[i]]), []):
+                k = len(seq)
+                lo = int(end[i]) - k + 1
+                if lo >= begin[i] and ids[lo : end[i] + 1].tolist() == seq:
+                    closing_ok[i] = bool((labels[lo : end[i] + 1] == ids[lo : end[i] + 1]).all())
+                    break
+        a.stop_trained += int((closed & is_trained & closing_ok).sum())
+        per_row = lambda mask: np.bincount(row_of[begin[mask]], minlength=rows)  # noqa: E731
+        a.tally("eos-masked").add(batch, per_row(closed & is_trained & ~closing_ok))
+        cut = ~closed & is_trained & (end == end_of_seq)
+        a.tally("truncation-drops-eos").add(batch, per_row(cut))
+        # Trained, not cut, not closed by a stop token: the last trained token is what the model learns to end on.
+        ended = ~closed & is_trained & ~cut
+        spans = zip(begin[ended], end[ended], strict=True)
+        last = np.array([self._last_trained(trained, int(b), int(e)) for b, e in spans], dtype=np.int64)
+        stops_known = np.array(sorted(self.model_stops), dtype=np.int64)
+        at_end = ids[np.minimum(end, n - 1)]  # the stop token where a reply is closed (`end` may be n otherwise)
+        wrong = closed & is_trained & closing_ok & ~np.isin(at_end, stops_known)  # a stop of the template only
+        wrong[ended] = ~np.isin(ids[last], stops_known)
+        a.tally("closer-not-a-stop").add(batch, per_row(wrong))
+
+        # Tokens trained outside every reply (each reply spans its header's end through its stop token).
+        cover = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(cover, begin, 1)
+        np.add.at(cover, np.where(closed, end + 1, end), -1)
+        in_reply = np.cumsum(cover)[:n] > 0
+        outside = trained & ~in_reply
+        seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_first)) > 0
+        row_has_head = np.bincount(row_of[np.concatenate([heads, users])], minlength=rows) > 0
+        orphan = outside & ~seq_has_head[seq_id]
+        mismatch_row = (np.bincount(row_of, weights=trained, minlength=rows) > 0) & ~row_has_head
+        a.tally("template-mismatch").add(batch, mismatch_row.astype(np.int64))
+        headless = np.bincount(row_of[orphan], minlength=rows) > 0
+        a.tally("reply-header-missing").add(batch, (headless & ~mismatch_row).astype(np.int64))
+        prompt = np.bincount(row_of[outside & ~orphan], minlength=rows) > 0
+        a.tally("prompt-trained").add(batch, prompt.astype(np.int64))
+        a.tally("no-trainable-tokens").add(
+            batch, (np.bincount(row_of, weights=trained, minlength=rows) == 0).astype(np.int64)
+        )
+        pad_trained = (labels != IGNORE) & pad
+        a.tally("pad-trained").add(batch, (np.bincount(row_of[pad_trained], minlength=rows) > 0).astype(np.int64))
+
+    @staticmethod
+    def _last_trained(trained: np.ndarray, begin: int, end: int) -> int:
+        return begin + int(np.flatnonzero(trained[begin:end])[-1])
+
+
+MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
+    "eos-masked": lambda a, t, stops: (
+        f"{t.count} of {a.trained} trained replies, in {t.rows} rows, leave their closing {stops} token(s) at label "
+        "-100: the model never learns to stop"
+    ),
+    "closer-not-a-stop": lambda a, t, stops: (
+        f"{t.count} trained replies, in {t.rows} rows, end on a token the model does not stop on (it stops on "
+        f"{stops}): it learns to write that token and go on"
+    ),
+    "truncation-drops-eos": lambda a, t, stops: (
+        f"{t.count} trained replies, in {t.rows} rows, are cut at the end of their sequence with no stop token"
+    ),
+    "template-mismatch": lambda a, t, stops: (
+        f"{t.rows} of {a.rows} rows hold trained tokens and none of the chat template's turn headers: they were "
+        "trained in another format than the one this tokenizer serves"
+    ),
+    "reply-header-missing": lambda a, t, stops: (
+        f"{t.rows} rows train tokens in a sequence with no assistant header: the prompt was cut (a cutoff that keeps "
+        "the reply) or the row is not a reply at all; the model learns to write them after a user turn"
+    ),
+    "no-trainable-tokens": lambda a, t, stops: f"{t.rows} of {a.rows} rows have nothing trained",
+    "pad-trained": lambda a, t, stops: f"{t.rows} rows train padding positions (attention mask 0)",
+    "prompt-trained": lambda a, t, stops: (
+        f"{t.rows} rows train prompt tokens beside their replies (system, user or header text)"
+    ),
+}
+
+
+def audit_rows(
+    batches: Iterable[RowBatch],
+    tokenizer: Any,
+    template: ChatTemplate,
+    report: DoctorReport,
+    *,
+    stops: Collection[int] | None = None,
+    labeller: Callable[[RowBatch], RowBatch] | None = None,
+    title: str = "prepared rows",
+) -> RowAudit:
+    """Audit every batch, add the findings and a step to `report`; `labeller` builds the labels of batches without
+    any (a collator's)."""
+    auditor = RowAuditor(tokenizer, template, stops)
+    for batch in batches:
+        if batch.labels is None:
+            if labeller is None:
+                raise EosguardError(
+                    f"{batch.source}: no `labels`, `assistant_masks` or `completion_mask` column",
+                    hint="the collator that builds them in training: --collator transformers | trl | MODULE:FACTORY",
+                )
+            batch = labeller(batch)
+        auditor.add(batch)
+    a = auditor.audit
+    names = ", ".join(tokenizer.convert_ids_to_tokens(sorted(auditor.model_stops)))
+    closing = "/".join(template.stop_tokens)
+    for finding, message in MESSAGES.items():
+        t = a.tallies.get(finding)
+        if t is None or not t.rows:
+            continue
+        stops_named = closing if finding == "eos-masked" else names
+        report.add(finding, message(a, t, stops_named) + t.where(), count=t.count if t.count else t.rows)
+    report.facts["prepared"] = {
+        "rows": a.rows,
+        "sequences": a.sequences,
+        "replies": a.replies,
+        "trained_replies": a.trained,
+        "stop_trained": a.stop_trained,
+        "labels_from": a.label_source,
+        **{k: {"count": t.count, "rows": t.rows, "first": t.first} for k, t in a.tallies.items() if t.rows},
+    }
+    errors = [f for f in report.findings if f.severity == "error" and f.id in MESSAGES]
+    detail = (
+        f"{a.rows} rows ({a.sequences} sequences), {a.replies} assistant replies, {a.stop_trained}/{a.trained} "
+        f"trained replies closed by a trained stop token; labels from {a.label_source}"
+    )
+    if a.replies == 0 and not errors:
+        report.step(title, None, f"skipped: found no assistant reply in {a.rows} rows")
+    else:
+        report.step(title, not errors, detail)
+    return a
+
+
+__all__ = ["RowAudit", "RowAuditor", "audit_rows"]
