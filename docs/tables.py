@@ -1,5 +1,5 @@
-"""Rewrite the generated tables of these docs pages from the code (tests/test_package.py and tests/chat/test_templates.py
-fail while a table differs from what the code gives):
+"""Rewrite the generated tables of these docs pages from the code (tests/test_package.py and
+tests/chat/test_templates.py fail while a table differs from what the code gives):
 
 - docs/doctor.md: the findings (`eosguard.checks.findings.markdown_table`);
 - docs/training.md: every config key (`eosguard.recipes.config.reference`);

@@ -25,7 +25,7 @@ def smoke(script: str, result_name: str, out: Path, *args: str) -> dict:
     return json.loads((out / f"{result_name}-smoke.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["prepare", "train", "eval"])
+@pytest.mark.parametrize("name", ["prepare", "train", "eval", "doctor"])
 def test_benchmark_smoke(name, tmp_path):
     result = smoke(name, name, tmp_path)
     assert result["ratios"] and all(v > 0 for v in result["ratios"].values())

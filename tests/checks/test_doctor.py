@@ -274,8 +274,21 @@ SKIP_PATHS = {  # each way a doctor step is reported as skipped: (arguments, exi
     ),
     "GGUF, template unusable": lambda d: (["--gguf", d["gguf"], "--tokenizer", d["no-eos"]], None, "stop metadata"),
     "Modelfile, no template to hold it to": lambda d: (["--modelfile", d["modelfile"]], 0, "chat template"),
+    "config, no local tokenizer": lambda d: (["--config", d["lf-config"]], 0, "stop tokens for the config"),
+    "config, no local prepared rows": lambda d: (
+        ["--config", d["axolotl-config"], "--tokenizer", d["gemma"]],
+        0,
+        "prepared rows",
+    ),
 }
-SKIP_SITES = ("checks/doctor.py", "checks/rows.py", "serve/gguf_doctor.py", "serve/modelfile.py")
+SKIP_SITES = (
+    "checks/doctor.py",
+    "checks/rows.py",
+    "checks/configs.py",
+    "serve/gguf_doctor.py",
+    "serve/modelfile.py",
+    "recipes/doctor.py",
+)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +308,14 @@ def skip_inputs(tokenizer_dirs, tiny_model_dir, tmp_path_factory):
     shutil.copy(tiny_model_dir / "config.json", root / "config-only" / "config.json")
     (root / "config-only" / "generation_config.json").write_text(json.dumps({"eos_token_id": [32000]}))  # <|im_end|>
     (root / "Modelfile").write_text('FROM llama3.2\nPARAMETER stop "<|eot_id|>"\n')
+    from eosguard.testing.fixtures import family_tokenizer
+
+    family_tokenizer("gemma").save_pretrained(root / "gemma")
+    examples = Path(__file__).parents[2] / "examples"
     return {
+        "lf-config": examples / "llamafactory" / "smollm2-qwen.yaml",
+        "axolotl-config": examples / "axolotl" / "gemma-fixed.yaml",
+        "gemma": root / "gemma",
         **tokenizer_dirs,
         "no-eos": root / "no-eos",
         "tool-calls": root / "tools.jsonl",
@@ -311,12 +331,11 @@ def skip_inputs(tokenizer_dirs, tiny_model_dir, tmp_path_factory):
 def test_no_output_says_the_stop_token_is_trained_when_a_step_was_skipped(path, skip_inputs, tmp_path):
     args, expected_code, step = SKIP_PATHS[path](skip_inputs)
     page = tmp_path / "labels.html"
-    html = [] if "--gguf" in args or "--modelfile" in args else ["--html", page]
-    code, out = doctor(*args, *html)
+    code, out = doctor(*args, "--html", page)
     _, js = doctor(*args, "--json")
     report = json.loads(js)
     assert report["skipped"] >= 1
-    for text in (out, js, page.read_text() if html else ""):
+    for text in (out, js, page.read_text()):
         assert "trained and used" not in text and "engines reading this file stop" not in text
     if expected_code is not None:
         assert code == expected_code and "not checked:" in out and step in report["verdict"]

@@ -128,7 +128,12 @@ def _check_prompt_prefix(tok: Any, convs: Sequence[Conversation], tools: Any, re
         )
 
 
-def _check_pad(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> None:
+def _check_pad(tok: Any, chat: ChatTemplate | None, report: DoctorReport, *, rows: bool = False) -> None:
+    """rows: prepared rows are audited, their labels read as written (or as the named collator builds them), so a
+    pad that equals a stop token is proven harmless or harmful there, not warned about here."""
+    if rows:
+        report.step("pad token", True, f"{tok.pad_token!r} (id {tok.pad_token_id}): the rows' labels are read directly")
+        return
     stop_ids = {i for i in (*(chat.stop_ids if chat else ()), tok.eos_token_id) if i is not None}
     ok = True
     if tok.pad_token is None:
@@ -467,7 +472,7 @@ def diagnose(
     show: int = 0,
     tools: Sequence[dict[str, Any]] | None = None,
     template_args: dict[str, Any] | None = None,
-    prepared: str | Path | None = None,
+    prepared: str | Path | Sequence[str | Path] | None = None,
 ) -> DoctorReport:
     """Run every check; returns a report (nothing printed). Finding ids: `eosguard.checks.findings.FINDINGS`.
 
@@ -501,7 +506,7 @@ def diagnose(
             "padding_side": tokenizer.padding_side,
         }
     )
-    _check_pad(tokenizer, chat, report)
+    _check_pad(tokenizer, chat, report, rows=prepared is not None)
     if model is not None:
         _check_model(model, tokenizer, chat, lora, report)
     if prepared is not None:
@@ -528,7 +533,7 @@ def _finished(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> Doct
 
 
 def _check_prepared(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     tok: Any,
     chat: ChatTemplate | None,
     model: ModelFiles | None,
@@ -538,22 +543,26 @@ def _check_prepared(
 ) -> None:
     """The rows another tool wrote, audited against the template; the model stops on its generation config's eos
     ids where a model folder is given."""
+    import itertools
+
     from eosguard.checks.pipelines import collator_labels
     from eosguard.checks.rows import audit_rows
     from eosguard.data.tokenized import read_rows
+
+    paths = [path] if isinstance(path, str | Path) else list(path)
 
     if chat is None:
         report.step("prepared rows", None, "skipped: no end-of-turn token to check them against")
         return
     stops = {*model.eos_ids, tok.eos_token_id} - {None} if model is not None else None
     audit = audit_rows(
-        read_rows(path),
+        itertools.chain.from_iterable(read_rows(p) for p in paths),
         tok,
         chat,
         report,
         stops=stops,
         labeller=None if collator == "eosguard" else collator_labels(collator, tok),
-        title=f"rows of {path}",
+        title=f"rows of {', '.join(map(str, paths))}",
     )
     checker = StopTokenChecker(tok, chat)
     kept = [row for t in audit.tallies.values() for row in t.kept if t.rows][:show]

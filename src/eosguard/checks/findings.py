@@ -242,6 +242,21 @@ FINDINGS: dict[str, FindingSpec] = {
             "`roles_to_train: [assistant]`)",
         ),
         FindingSpec(
+            "config-masks-stop",
+            "error",
+            "a training config (axolotl) that leaves replies' stop tokens untrained: `roles_to_train` without the "
+            "assistant, `train_on_eos: none | last`, `eot_tokens` without the template's end of turn",
+            "axolotl: `roles_to_train: [assistant]`, `train_on_eos: turn`, `eot_tokens` listing every stop token of "
+            "the template (the finding names them)",
+        ),
+        FindingSpec(
+            "config-stop-unnamed",
+            "warning",
+            "an axolotl config with no `eot_tokens` for a template whose turns end with a token other than the eos "
+            "(axolotl#3754: older versions masked it)",
+            "set `eot_tokens` to the template's stop tokens (the finding names them)",
+        ),
+        FindingSpec(
             "template-files-differ",
             "error",
             "the folder's `chat_template.jinja` and `tokenizer_config.json` hold different templates: transformers "

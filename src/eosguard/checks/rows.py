@@ -89,6 +89,14 @@ def _match(ids: np.ndarray, seq_id: np.ndarray, pattern: list[int]) -> np.ndarra
     return np.flatnonzero(hit)
 
 
+def _covered(n: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Positions inside any of the ranges [starts[i], ends[i])."""
+    edges = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, ends, -1)
+    return np.cumsum(edges)[:n] > 0
+
+
 def _next(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
     """For each position, the first event at or after it (`none` where there is none)."""
     at = np.searchsorted(events, positions)
@@ -117,6 +125,7 @@ class RowAuditor:
                 self.closers.setdefault(c.id, []).append(seq)
         if not self.header:
             raise EosguardError("the chat template's assistant header could not be read: nothing to find replies by")
+        self._blanks: dict[int, bool] = {}
         self.audit = RowAudit()
 
     def add(self, batch: RowBatch) -> None:
@@ -188,12 +197,12 @@ class RowAuditor:
         wrong[ended] = ~np.isin(ids[last], stops_known)
         a.tally("closer-not-a-stop").add(batch, per_row(wrong))
 
-        # Tokens trained outside every reply (each reply spans its header's end through its stop token).
-        cover = np.zeros(n + 1, dtype=np.int64)
-        np.add.at(cover, begin, 1)
-        np.add.at(cover, np.where(closed, end + 1, end), -1)
-        in_reply = np.cumsum(cover)[:n] > 0
+        # Tokens trained outside every reply (each reply spans its header's end through its stop token), except the
+        # whitespace a template writes after a stop token, before the next turn (LLaMA-Factory trains its "\n").
+        in_reply = _covered(n, begin, np.where(closed, end + 1, end))
+        after_stop = _covered(n, end[closed] + 1, nxt[closed])
         outside = trained & ~in_reply
+        outside[outside & after_stop] = ~self._blank(ids[outside & after_stop])
         seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_first)) > 0
         row_has_head = np.bincount(row_of[np.concatenate([heads, users])], minlength=rows) > 0
         orphan = outside & ~seq_has_head[seq_id]
@@ -208,6 +217,12 @@ class RowAuditor:
         )
         pad_trained = (labels != IGNORE) & pad
         a.tally("pad-trained").add(batch, (np.bincount(row_of[pad_trained], minlength=rows) > 0).astype(np.int64))
+
+    def _blank(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each token is whitespace alone (each id decoded once)."""
+        for i in set(ids.tolist()) - self._blanks.keys():
+            self._blanks[i] = not self.tokenizer.decode([i], skip_special_tokens=False).strip()
+        return np.array([self._blanks[i] for i in ids.tolist()], dtype=bool)
 
     @staticmethod
     def _last_trained(trained: np.ndarray, begin: int, end: int) -> int:
@@ -242,6 +257,13 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
 }
 
 
+def _beside(tokenizer: Any, template: ChatTemplate, ids: list[int], width: int = 160) -> str:
+    """A row's text beside what the template writes for a short chat: the two formats, side by side."""
+    row = tokenizer.decode(ids, skip_special_tokens=False)
+    chat = template.render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    return f"the row reads {row[:width]!r}, the template writes {chat[-width:]!r}"
+
+
 def audit_rows(
     batches: Iterable[RowBatch],
     tokenizer: Any,
@@ -272,7 +294,10 @@ def audit_rows(
         if t is None or not t.rows:
             continue
         stops_named = closing if finding == "eos-masked" else names
-        report.add(finding, message(a, t, stops_named) + t.where(), count=t.count if t.count else t.rows)
+        text = message(a, t, stops_named) + t.where()
+        if finding == "template-mismatch":
+            text += "; " + _beside(tokenizer, template, t.kept[0]["input_ids"])
+        report.add(finding, text, count=t.count if t.count else t.rows)
     report.facts["prepared"] = {
         "rows": a.rows,
         "sequences": a.sequences,

@@ -109,6 +109,10 @@ def doctor(
     gguf: Annotated[
         Path | None, typer.Option(help="A GGUF file: what llama.cpp / Ollama stop on (with --tokenizer: as trained).")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="An axolotl or LLaMA-Factory training config: its stop-token settings, its data."),
+    ] = None,
     modelfile: Annotated[
         Path | None,
         typer.Option(help="An Ollama Modelfile: its TEMPLATE and stop lines (with --tokenizer: as trained)."),
@@ -139,6 +143,7 @@ def doctor(
         template_args=_template_args(template_arg),
         gguf=gguf,
         modelfile=modelfile,
+        config=config,
         prepared=prepared,
         trust_remote_code=trust_remote_code,
     )
