@@ -285,6 +285,7 @@ SKIP_SITES = (
     "checks/doctor.py",
     "checks/rows.py",
     "checks/configs.py",
+    "checks/weights.py",
     "serve/gguf_doctor.py",
     "serve/modelfile.py",
     "recipes/doctor.py",

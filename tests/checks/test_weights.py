@@ -40,7 +40,7 @@ def test_a_new_stop_tokens_rows_untrained_then_trained(tmp_path, task_files):
     )
 
     out = tmp_path / "trained"
-    sets = {"model": folder, "data.train": f"[{task_files['train']}]", "output_dir": out, "max_steps": 20}
+    sets = {"model": folder, "data.train": f"[{task_files['train']}]", "output_dir": out, "max_steps": 5}
     args = ["train", str(DATA / "tiny.yaml")] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

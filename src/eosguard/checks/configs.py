@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from eosguard.base.errors import ConfigError
-from eosguard.checks.findings import DoctorReport
+from eosguard.checks.report import DoctorReport
 
 Framework = Literal["axolotl", "llamafactory"]
 LLAMAFACTORY_KEYS = {"model_name_or_path", "template", "cutoff_len", "finetuning_type", "stage", "tokenized_path"}

@@ -24,16 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from eosguard.base.errors import EosguardError
 from eosguard.chat.render import ChatRenderer
 from eosguard.chat.template_args import with_arguments
 from eosguard.chat.templates import KIND_NAMES, ChatTemplate, TemplateError, template_for
 from eosguard.chat.tokenizer_setup import prepare_tokenizer
-from eosguard.checks.findings import DoctorReport
 from eosguard.checks.guard import StopCheck, StopTokenChecker
 from eosguard.checks.pipelines import CollatorSpec, build_collator, features, offered_tools
+from eosguard.checks.report import DoctorReport
 from eosguard.checks.tokenview import TokenView, token_views
 from eosguard.data.conversations import Conversation, conversation
 
@@ -90,6 +88,19 @@ def _check_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> 
         report.step("chat template", False, f"{kinds}; but {exc.message}")
         return chat
     report.step("chat template", has_template, f"{kinds}{assumed}")
+    return chat
+
+
+def read_trained_template(tok: Any, whose: str, report: DoctorReport) -> ChatTemplate | None:
+    """The template a served file is held to, read; where it cannot close a reply, its finding and a failed step,
+    and None (the GGUF and Modelfile doctors)."""
+    try:
+        chat = ChatTemplate(tok)
+        chat.require_end_of_turn()
+    except TemplateError as exc:
+        report.add(exc.finding, f"{whose} chat template: {exc.message}")
+        report.step("chat template", False, exc.message)
+        return None
     return chat
 
 
@@ -170,22 +181,6 @@ def _check_double_bos(tok: Any, features: list[dict[str, Any]], report: DoctorRe
         )
 
 
-def check_template_files(folder: str | Path, report: DoctorReport) -> None:
-    """A local tokenizer folder whose `chat_template.jinja` and `tokenizer_config.json` templates differ: one engine
-    reads one, another the other."""
-    folder = Path(folder)
-    jinja, config = folder / "chat_template.jinja", folder / "tokenizer_config.json"
-    if not (jinja.is_file() and config.is_file()):
-        return
-    other = _read_json(config).get("chat_template")
-    if isinstance(other, str) and other.strip() != jinja.read_text(encoding="utf-8").strip():
-        report.add(
-            "template-files-differ",
-            f"{jinja} and the `chat_template` of {config} differ: transformers and vLLM render with the first, "
-            "tools that read tokenizer_config.json alone with the second",
-        )
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
@@ -257,38 +252,9 @@ def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: b
         )
     report.step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}")
     if chat is not None:
-        _check_stop_rows(model, chat, report)
+        from eosguard.checks.weights import check_stop_rows
 
-
-def _check_stop_rows(model: ModelFiles, chat: ChatTemplate, report: DoctorReport) -> None:
-    """The stop tokens' own embedding and output rows, read alone: trained, or left where a new row starts."""
-    from eosguard.checks.weights import adapter_trains, stop_rows
-
-    trains, how = adapter_trains(model.folder, chat.stop_ids) if model.adapter else (False, "")
-    weights = model.base if model.adapter else model.folder
-    states = stop_rows(weights, chat.stop_tokens, chat.stop_ids) if weights is not None else None
-    if states is None:
-        where = "the adapter's base is not a local folder" if model.adapter else f"no safetensors weights in {weights}"
-        report.step(
-            "stop-token rows", None, f"skipped: {where}" + (f"; the adapter trains them: {how}" if trains else "")
-        )
-        return
-    shown = "; ".join(
-        f"{s.token} input {s.input:.3g}" + ("" if s.output is None else f", output {s.output:.3g}") for s in states
-    )
-    untrained = [s for s in states if s.untrained]
-    if untrained and not trains:
-        names = ", ".join(f"{s.token} (id {s.id})" for s in untrained)
-        report.add(
-            "stop-token-untrained",
-            f"the embedding or output rows of {names} sit at the vocabulary's mean or at zero (distance to the mean, "
-            f"as a share of a typical row's: {shown}): never trained, so the model cannot learn to emit the token"
-            + (f"; the adapter does not train them ({how})" if model.adapter else ""),
-        )
-    detail = f"distance to the vocabulary's mean, as a share of a typical row's: {shown}"
-    report.step(
-        "stop-token rows", not (untrained and not trains), detail + (f"; adapter: {how}" if model.adapter else "")
-    )
+        check_stop_rows(model.folder, model.base, model.adapter, chat, report)
 
 
 def _check_data(
@@ -510,7 +476,10 @@ def diagnose(
     if model is not None:
         _check_model(model, tokenizer, chat, lora, report)
     if prepared is not None:
-        _check_prepared(prepared, tokenizer, chat, model, collator, show, report)
+        from eosguard.checks.rows import check_prepared
+
+        stops = {*model.eos_ids, tokenizer.eos_token_id} - {None} if model is not None else None
+        check_prepared(prepared, tokenizer, chat, stops, collator, show, report)
         return _finished(tokenizer, chat, report)
     convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
     if conversations:
@@ -530,46 +499,6 @@ def _finished(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> Doct
     _fixing_arguments(tok, chat, report)
     report.sort()
     return report
-
-
-def _check_prepared(
-    path: str | Path | Sequence[str | Path],
-    tok: Any,
-    chat: ChatTemplate | None,
-    model: ModelFiles | None,
-    collator: CollatorSpec,
-    show: int,
-    report: DoctorReport,
-) -> None:
-    """The rows another tool wrote, audited against the template; the model stops on its generation config's eos
-    ids where a model folder is given."""
-    import itertools
-
-    from eosguard.checks.pipelines import collator_labels
-    from eosguard.checks.rows import audit_rows
-    from eosguard.data.tokenized import read_rows
-
-    paths = [path] if isinstance(path, str | Path) else list(path)
-
-    if chat is None:
-        report.step("prepared rows", None, "skipped: no end-of-turn token to check them against")
-        return
-    stops = {*model.eos_ids, tok.eos_token_id} - {None} if model is not None else None
-    audit = audit_rows(
-        itertools.chain.from_iterable(read_rows(p) for p in paths),
-        tok,
-        chat,
-        report,
-        stops=stops,
-        labeller=None if collator == "eosguard" else collator_labels(collator, tok),
-        title=f"rows of {', '.join(map(str, paths))}",
-    )
-    checker = StopTokenChecker(tok, chat)
-    kept = [row for t in audit.tallies.values() for row in t.kept if t.rows][:show]
-    report.shown = [
-        token_views(tok, {k: [np.asarray(v)] for k, v in row.items()}, 0, set(checker.reply_stops(row["input_ids"])))
-        for row in kept
-    ]
 
 
 def _probe_replies(tok: Any, chat: ChatTemplate, collator: CollatorSpec, report: DoctorReport) -> None:

@@ -25,15 +25,16 @@ Run as:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eosguard.base.errors import EosguardError
 from eosguard.chat.templates import ChatTemplate
-from eosguard.checks.findings import DoctorReport
+from eosguard.checks.report import DoctorReport
 from eosguard.data.tokenized import IGNORE, RowBatch
 
 SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
@@ -319,4 +320,44 @@ def audit_rows(
     return a
 
 
-__all__ = ["RowAudit", "RowAuditor", "audit_rows"]
+def check_prepared(
+    path: str | Path | Sequence[str | Path],
+    tok: Any,
+    chat: ChatTemplate | None,
+    stops: Collection[int] | None,
+    collator: str,
+    show: int,
+    report: DoctorReport,
+) -> None:
+    """The doctor's step on rows another tool wrote: audited against the template (`audit_rows`), `stops` the ids
+    the model stops on (its generation config's, when a model folder is given), `show` of the rows found shown."""
+    import itertools
+
+    from eosguard.checks.guard import StopTokenChecker
+    from eosguard.checks.pipelines import collator_labels
+    from eosguard.checks.tokenview import token_views
+    from eosguard.data.tokenized import read_rows
+
+    paths = [path] if isinstance(path, str | Path) else list(path)
+
+    if chat is None:
+        report.step("prepared rows", None, "skipped: no end-of-turn token to check them against")
+        return
+    audit = audit_rows(
+        itertools.chain.from_iterable(read_rows(p) for p in paths),
+        tok,
+        chat,
+        report,
+        stops=stops,
+        labeller=None if collator == "eosguard" else collator_labels(collator, tok),
+        title=f"rows of {', '.join(map(str, paths))}",
+    )
+    checker = StopTokenChecker(tok, chat)
+    kept = [row for t in audit.tallies.values() for row in t.kept if t.rows][:show]
+    report.shown = [
+        token_views(tok, {k: [np.asarray(v)] for k, v in row.items()}, 0, set(checker.reply_stops(row["input_ids"])))
+        for row in kept
+    ]
+
+
+__all__ = ["RowAudit", "RowAuditor", "audit_rows", "check_prepared"]

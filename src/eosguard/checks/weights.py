@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from eosguard.base.errors import EosguardError
+from eosguard.chat.templates import ChatTemplate
+from eosguard.checks.report import DoctorReport
 
 UNTRAINED = 0.05  # a stop token's row nearer the vocabulary's mean than this share of a typical row's distance
 SAMPLE_BLOCKS, BLOCK_ROWS = 16, 128  # a typical row's distance: the median over 16 blocks of 128 rows
@@ -136,4 +138,32 @@ def adapter_trains(folder: str | Path, ids: list[int]) -> tuple[bool, str]:
     return False, "neither modules_to_save (embed_tokens, lm_head) nor trainable_token_indices holds them"
 
 
-__all__ = ["UNTRAINED", "RowState", "adapter_trains", "stop_rows"]
+def check_stop_rows(folder: Path, base: Path | None, adapter: bool, chat: ChatTemplate, report: DoctorReport) -> None:
+    """The doctor's step on the stop tokens' own embedding and output rows (`stop_rows`): trained, or left where a
+    new row starts; for an adapter folder, whether it trains them, and its base's rows where the base is local."""
+    trains, how = adapter_trains(folder, chat.stop_ids) if adapter else (False, "")
+    weights = base if adapter else folder
+    states = stop_rows(weights, chat.stop_tokens, chat.stop_ids) if weights is not None else None
+    if states is None:
+        where = "the adapter's base is not a local folder" if adapter else f"no safetensors weights in {weights}"
+        report.step(
+            "stop-token rows", None, f"skipped: {where}" + (f"; the adapter trains them: {how}" if trains else "")
+        )
+        return
+    shown = "; ".join(
+        f"{s.token} input {s.input:.3g}" + ("" if s.output is None else f", output {s.output:.3g}") for s in states
+    )
+    untrained = [s for s in states if s.untrained]
+    if untrained and not trains:
+        names = ", ".join(f"{s.token} (id {s.id})" for s in untrained)
+        report.add(
+            "stop-token-untrained",
+            f"the embedding or output rows of {names} sit at the vocabulary's mean or at zero (distance to the mean, "
+            f"as a share of a typical row's: {shown}): never trained, so the model cannot learn to emit the token"
+            + (f"; the adapter does not train them ({how})" if adapter else ""),
+        )
+    detail = f"distance to the vocabulary's mean, as a share of a typical row's: {shown}"
+    report.step("stop-token rows", not (untrained and not trains), detail + (f"; adapter: {how}" if adapter else ""))
+
+
+__all__ = ["UNTRAINED", "RowState", "adapter_trains", "check_stop_rows", "stop_rows"]

@@ -10,12 +10,13 @@ Run as:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from eosguard.base.errors import EosguardError
-from eosguard.checks.findings import DoctorReport
+from eosguard.checks.report import DoctorReport
 
 HTML_EXAMPLES = 4  # collated examples in the label viewer when `show` asks for fewer
 
@@ -90,7 +91,7 @@ def _setup(
 ) -> list[tuple[str, DoctorReport]]:
     """A training setup: a tokenizer with its data (or prepared rows), for each collator asked."""
     from eosguard.base.loading import load_tokenizer
-    from eosguard.checks.doctor import check_template_files, diagnose
+    from eosguard.checks.doctor import diagnose
     from eosguard.data.records import load_conversations
 
     tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
@@ -117,6 +118,25 @@ def _setup(
         check_template_files(tokenizer, report)
         reports.append((name, report.sort()))
     return reports
+
+
+def check_template_files(folder: str | Path, report: DoctorReport) -> None:
+    """A local tokenizer folder whose `chat_template.jinja` and `tokenizer_config.json` templates differ: one engine
+    reads one, another the other."""
+    folder = Path(folder)
+    jinja, config = folder / "chat_template.jinja", folder / "tokenizer_config.json"
+    if not (jinja.is_file() and config.is_file()):
+        return
+    try:
+        other = json.loads(config.read_text()).get("chat_template")
+    except (OSError, ValueError) as exc:
+        raise EosguardError(f"{config}: cannot read: {exc}") from None
+    if isinstance(other, str) and other.strip() != jinja.read_text(encoding="utf-8").strip():
+        report.add(
+            "template-files-differ",
+            f"{jinja} and the `chat_template` of {config} differ: transformers and vLLM render with the first, "
+            "tools that read tokenizer_config.json alone with the second",
+        )
 
 
 def _config(path: Path, tokenizer: str | None, model: str | None, show: int) -> DoctorReport:

@@ -26,7 +26,7 @@ from eosguard.chat.examples import PrepStats, build_examples
 from eosguard.chat.render import ChatRenderer
 from eosguard.chat.tokenizer_setup import SetupReport
 from eosguard.checks.evaluate import Generation
-from eosguard.checks.findings import DoctorReport
+from eosguard.checks.report import DoctorReport
 from eosguard.data.conversations import Conversation
 from eosguard.integrations.callbacks import StopRateCallback
 from eosguard.recipes import pages

@@ -19,8 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from eosguard.chat.templates import ChatTemplate, TemplateError
-from eosguard.checks.findings import DoctorReport
+from eosguard.chat.templates import ChatTemplate
+from eosguard.checks.doctor import read_trained_template
+from eosguard.checks.report import DoctorReport
 from eosguard.serve.gguf_files import LLAMA_CPP_STOP_NAMES, STOP_KEYS, GgufInfo, gguf_tokenizer, read_gguf
 
 
@@ -67,14 +68,8 @@ def diagnose_gguf(path: str | Path, tokenizer: Any = None) -> DoctorReport:
     report.step("GGUF file", True, "; ".join(info.describe()))
     own = tokenizer is None
     tok = gguf_tokenizer(path) if own else tokenizer
-    try:
-        template = ChatTemplate(tok)
-        template.require_end_of_turn()
-    except TemplateError as exc:
-        report.add(exc.finding, f"{'the file' if own else 'the training'}'s chat template: {exc.message}")
-        report.step("chat template", False, exc.message)
-        template = None
-    else:
+    template = read_trained_template(tok, "the file's" if own else "the training's", report)
+    if template is not None:
         source = "the file's own" if own else "the training folder's"
         report.step("chat template", True, f"{source}: replies end with {', '.join(template.stop_tokens)}")
     found = problems(info, template, None if own else tok.chat_template)

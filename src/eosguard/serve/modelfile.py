@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from eosguard.base.errors import DataError
-from eosguard.checks.findings import DoctorReport
+from eosguard.checks.report import DoctorReport
 
 _INSTRUCTION = re.compile(r"^\s*(FROM|TEMPLATE|PARAMETER|SYSTEM|ADAPTER|LICENSE|MESSAGE|REQUIRES)\b\s*(.*)$", re.I)
 
@@ -104,7 +104,7 @@ def read_modelfile(path: str | Path) -> Modelfile:
 
 def diagnose_modelfile(path: str | Path, tokenizer: Any = None) -> DoctorReport:
     """The Modelfile checks (see the module doc), then the GGUF checks on the file `FROM` names when it is local."""
-    from eosguard.chat.templates import ChatTemplate, TemplateError
+    from eosguard.checks.doctor import read_trained_template
     from eosguard.serve.gguf_doctor import diagnose_gguf
     from eosguard.serve.gguf_files import gguf_tokenizer
 
@@ -117,12 +117,8 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None) -> DoctorReport:
     if tok is None:
         report.step("chat template", None, "skipped: give --tokenizer (the training folder): FROM is no local GGUF")
         return report
-    try:
-        chat = ChatTemplate(tok)
-        chat.require_end_of_turn()
-    except TemplateError as exc:
-        report.add(exc.finding, f"the trained chat template: {exc.message}")
-        report.step("chat template", False, exc.message)
+    chat = read_trained_template(tok, "the trained", report)
+    if chat is None:
         return report
     header = tok.decode(chat.assistant_header_ids, skip_special_tokens=False)
     if mf.template is None:
