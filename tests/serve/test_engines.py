@@ -144,3 +144,45 @@ def test_role_leaks_behind_a_server_that_strips_control_tokens_are_the_ones_tran
     # The text alone, stripped, still shows a leaked user turn (a server that lists no tokens).
     assert leaks.in_text("The answer is 73.\nsystem\n\nuser\nI am planning") is True
     assert leaks.in_text("The answer is 73.") is False
+
+
+def test_a_server_that_refuses_the_optional_fields_is_asked_without_them():
+    """A strict OpenAI-compatible server answers 400 to fields it does not know (logprobs, skip_special_tokens):
+    eosguard asks again without them, once for all, and reads role leaks from the text alone."""
+    import http.server
+    import threading
+
+    from eosguard.data.conversations import conversation
+    from eosguard.serve.engines import Endpoint, evaluate_served, role_leaks
+    from eosguard.testing.fixtures import smollm2_tokenizer
+
+    seen = []
+
+    class Strict(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(sorted(body))
+            refused = {"logprobs", "top_logprobs", "skip_special_tokens"} & set(body)
+            answer = {"error": "unknown fields"} if refused else {
+                "choices": [{"finish_reason": "length", "message": {"content": "4\nuser\nAnd 5?"}}],
+                "usage": {"completion_tokens": 8},
+            }  # fmt: skip
+            data = json.dumps(answer).encode()
+            self.send_response(400 if refused else 200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Strict)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        convs = [conversation(("user", "2 + 2?"), ("assistant", "4")) for _ in range(3)]
+        engine = Endpoint(f"http://127.0.0.1:{server.server_port}", slots=1)
+        report = evaluate_served(engine, convs, max_new_tokens=8, leaks=role_leaks(smollm2_tokenizer()))
+    finally:
+        server.shutdown()
+    assert report.role_leak_rate == 1.0 and report.stop_rate == 0.0  # the stripped "\nuser\n" is a leak
+    assert len(seen) == 4 and "logprobs" in seen[0] and not any("logprobs" in s for s in seen[1:])

@@ -81,7 +81,11 @@ class LlamaCpp:
 
 
 class Endpoint:
-    """An OpenAI-compatible server at `url` (`.../v1` or the server root)."""
+    """An OpenAI-compatible server at `url` (`.../v1` or the server root). The fields eosguard adds to a request
+    (`OPTIONAL`: the generated tokens, the control tokens kept) are dropped for good when the server refuses a request
+    that holds them (400 / 422): role leaks are then read from the text alone."""
+
+    OPTIONAL = ("logprobs", "top_logprobs", "skip_special_tokens")
 
     def __init__(self, url: str, *, model: str | None = None, timeout: float = 300.0, slots: int = 8) -> None:
         base = url.rstrip("/")
@@ -90,19 +94,29 @@ class Endpoint:
         self.timeout = timeout
         self.slots = slots
         self.name = f"endpoint {self.url}"
+        self.optional = True  # False once the server refused the optional fields
 
     def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         body = {**request, **({"model": self.model} if self.model else {})}
+        if not self.optional:
+            body = {k: v for k, v in body.items() if k not in self.OPTIONAL}
+        try:
+            return self._post(body)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300]
+            if exc.code in (400, 422) and self.optional and any(k in body for k in self.OPTIONAL):
+                self.optional = False
+                return self.chat(request)
+            raise EosguardError(f"{self.url} answered {exc.code}: {detail!r}") from None
+        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
+            raise EosguardError(f"{self.url}: no usable answer ({exc})") from None
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         req = urllib.request.Request(
             self.url, json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
         )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise EosguardError(f"{self.url} answered {exc.code}: {exc.read()[:300]!r}") from None
-        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
-            raise EosguardError(f"{self.url}: no usable answer ({exc})") from None
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return json.loads(resp.read())
 
     def close(self) -> None:
         pass
