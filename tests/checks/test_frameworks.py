@@ -91,3 +91,14 @@ def test_llamafactory_config_and_its_tokenized_path(tmp_path):
         code, found, report = doctor("--config", config)
         assert code == expected and report["facts"]["prepared"]["rows"] == 8, found
     assert "reply-header-missing" in found
+
+
+def test_a_bad_config_exits_2_with_its_place(tmp_path):
+    cases = {
+        "bad.yaml": ("base_model: x\ndatasets:\n  - path: a\n   type: b\n", "bad.yaml:4: malformed YAML"),
+        "other.yaml": ("lr: 1\n", "neither an axolotl config"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        result = CliRunner().invoke(app, ["doctor", "--config", str(tmp_path / name)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

@@ -104,7 +104,9 @@ def read_training_config(path: str | Path) -> TrainingConfig:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{p}{f':{mark.line + 1}' if mark else ''}: malformed YAML: {exc}") from None
+        raise ConfigError(
+            f"{p}{f':{mark.line + 1}' if mark else ''}: malformed YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(f"{p}: a training config is a mapping of keys to values")
     settings: dict[str, Setting] = {}
