@@ -199,13 +199,15 @@ class ModelFiles:
 
     def __init__(self, model_path: str) -> None:
         folder = Path(model_path)
-        self.folder, self.adapter, self.base = folder, (folder / "adapter_config.json").exists(), None
-        if self.adapter:
-            base = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+        adapter = folder / "adapter_config.json"
+        self.folder, self.base = folder, None
+        self.adapter: dict[str, Any] | None = _read_json(adapter) if adapter.exists() else None  # PEFT's config
+        if self.adapter is not None:
+            base = self.adapter.get("base_model_name_or_path")
             self.base = Path(base) if base and Path(base).is_dir() else None
             folder = self.base if self.base is not None and not (folder / "config.json").exists() else folder
         if not folder.is_dir() or not (folder / "config.json").exists():
-            if self.adapter:
+            if self.adapter is not None:
                 raise EosguardError(
                     f"{model_path}: an adapter whose base model is not a local folder (give --model the base)"
                 )

@@ -106,8 +106,7 @@ def _next(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
 
 class RowAuditor:
     """Audits batches of rows against one template. stops: the ids the model stops on (default: the template's stop
-    tokens and the tokenizer's eos); control: the tokenizer's control-token ids (a reply that ends on one of them
-    that is no stop ends on a token the model does not stop on)."""
+    tokens and the tokenizer's eos)."""
 
     def __init__(self, tokenizer: Any, template: ChatTemplate, stops: Collection[int] | None = None) -> None:
         self.tokenizer = tokenizer
@@ -118,7 +117,7 @@ class RowAuditor:
         self.stop_ids = np.array(sorted(set(template.stop_ids)), dtype=np.int64)
         model_stops = set(stops) if stops is not None else {*template.stop_ids, tokenizer.eos_token_id}
         self.model_stops = {i for i in model_stops if i is not None}
-        self.control = np.array(sorted(template.control_ids), dtype=np.int64)
+        self._model_stops = np.array(sorted(self.model_stops), dtype=np.int64)
         self.closers: dict[int, list[list[int]]] = {}
         for c in template.closers.values():
             seq = [int(tokenizer.convert_tokens_to_ids(t)) for t in c.sequence]
@@ -192,7 +191,7 @@ class RowAuditor:
         ended = ~closed & is_trained & ~cut
         spans = zip(begin[ended], end[ended], strict=True)
         last = np.array([self._last_trained(trained, int(b), int(e)) for b, e in spans], dtype=np.int64)
-        stops_known = np.array(sorted(self.model_stops), dtype=np.int64)
+        stops_known = self._model_stops
         at_end = ids[np.minimum(end, n - 1)]  # the stop token where a reply is closed (`end` may be n otherwise)
         wrong = closed & is_trained & closing_ok & ~np.isin(at_end, stops_known)  # a stop of the template only
         wrong[ended] = ~np.isin(ids[last], stops_known)
@@ -207,15 +206,14 @@ class RowAuditor:
         seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_first)) > 0
         row_has_head = np.bincount(row_of[np.concatenate([heads, users])], minlength=rows) > 0
         orphan = outside & ~seq_has_head[seq_id]
-        mismatch_row = (np.bincount(row_of, weights=trained, minlength=rows) > 0) & ~row_has_head
+        trained_per_row = np.bincount(row_of, weights=trained, minlength=rows)
+        mismatch_row = (trained_per_row > 0) & ~row_has_head
         a.tally("template-mismatch").add(batch, mismatch_row.astype(np.int64))
         headless = np.bincount(row_of[orphan], minlength=rows) > 0
         a.tally("reply-header-missing").add(batch, (headless & ~mismatch_row).astype(np.int64))
         prompt = np.bincount(row_of[outside & ~orphan], minlength=rows) > 0
         a.tally("prompt-trained").add(batch, prompt.astype(np.int64))
-        a.tally("no-trainable-tokens").add(
-            batch, (np.bincount(row_of, weights=trained, minlength=rows) == 0).astype(np.int64)
-        )
+        a.tally("no-trainable-tokens").add(batch, (trained_per_row == 0).astype(np.int64))
         pad_trained = (labels != IGNORE) & pad
         a.tally("pad-trained").add(batch, (np.bincount(row_of[pad_trained], minlength=rows) > 0).astype(np.int64))
 

@@ -121,13 +121,8 @@ def stop_rows(folder: str | Path, tokens: list[str], ids: list[int]) -> list[Row
     ]
 
 
-def adapter_trains(folder: str | Path, ids: list[int]) -> tuple[bool, str]:
-    """Whether a PEFT adapter trains the stop tokens' rows, and how (its adapter_config.json)."""
-    path = Path(folder) / "adapter_config.json"
-    try:
-        config: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EosguardError(f"{path}: cannot read ({exc})") from None
+def adapter_trains(config: dict[str, Any], ids: list[int]) -> tuple[bool, str]:
+    """Whether a PEFT adapter trains the stop tokens' rows, and how (`config`: its adapter_config.json, parsed)."""
     saved = [m for m in config.get("modules_to_save") or [] if m]
     if any(m.endswith(("embed_tokens", "wte", "word_embeddings", "lm_head", "embed_out")) for m in saved):
         return True, f"modules_to_save {saved}"
@@ -138,14 +133,19 @@ def adapter_trains(folder: str | Path, ids: list[int]) -> tuple[bool, str]:
     return False, "neither modules_to_save (embed_tokens, lm_head) nor trainable_token_indices holds them"
 
 
-def check_stop_rows(folder: Path, base: Path | None, adapter: bool, chat: ChatTemplate, report: DoctorReport) -> None:
+def check_stop_rows(
+    folder: Path, base: Path | None, adapter: dict[str, Any] | None, chat: ChatTemplate, report: DoctorReport
+) -> None:
     """The doctor's step on the stop tokens' own embedding and output rows (`stop_rows`): trained, or left where a
-    new row starts; for an adapter folder, whether it trains them, and its base's rows where the base is local."""
-    trains, how = adapter_trains(folder, chat.stop_ids) if adapter else (False, "")
-    weights = base if adapter else folder
+    new row starts; for an adapter folder (`adapter`: its parsed adapter_config.json), whether it trains them, and
+    its base's rows where the base is local."""
+    trains, how = adapter_trains(adapter, chat.stop_ids) if adapter is not None else (False, "")
+    weights = base if adapter is not None else folder
     states = stop_rows(weights, chat.stop_tokens, chat.stop_ids) if weights is not None else None
     if states is None:
-        where = "the adapter's base is not a local folder" if adapter else f"no safetensors weights in {weights}"
+        where = f"no safetensors weights in {weights}"
+        if adapter is not None:
+            where = "the adapter's base is not a local folder"
         report.step(
             "stop-token rows", None, f"skipped: {where}" + (f"; the adapter trains them: {how}" if trains else "")
         )
