@@ -81,8 +81,9 @@ class TrainingConfig:
         root = self.get("dataset_prepared_path")
         if not root or not Path(root).is_dir():
             return []
-        marks = ("dataset_info.json", "state.json", "dataset_dict.json")
-        return sorted(d for d in Path(root).iterdir() if d.is_dir() and any((d / m).exists() for m in marks))
+        from eosguard.data.tokenized import is_datasets_folder
+
+        return sorted(d for d in Path(root).iterdir() if is_datasets_folder(d))
 
 
 def _flatten(node: yaml.Node, prefix: str, out: dict[str, Setting]) -> None:

@@ -76,7 +76,7 @@ def sources(path: str | Path) -> list[Path]:
     p = Path(path)
     if not p.exists():
         raise DataError("no such file or folder", path=str(p))
-    if p.is_file() or _is_datasets_folder(p):
+    if p.is_file() or is_datasets_folder(p):
         return [p]
     files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
     if not files:
@@ -86,7 +86,8 @@ def sources(path: str | Path) -> list[Path]:
     return files
 
 
-def _is_datasets_folder(p: Path) -> bool:
+def is_datasets_folder(p: Path) -> bool:
+    """A folder `save_to_disk` wrote (one dataset, or a DatasetDict)."""
     return p.is_dir() and any((p / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
@@ -239,4 +240,4 @@ def _batch(
     )
 
 
-__all__ = ["IGNORE", "RowBatch", "read_rows", "sources"]
+__all__ = ["IGNORE", "RowBatch", "is_datasets_folder", "read_rows", "sources"]
