@@ -65,9 +65,12 @@ def build(folder: Path, rows: int) -> tuple[Path, int]:
                 masked += 1
             yield {"input_ids": ex["input_ids"], "labels": labels}
 
-    ds = datasets.Dataset.from_generator(gen, features=datasets.Features(
+    # A cache of its own: from the user's cache, `datasets` would hand back an earlier run's rows without calling
+    # `gen`, and `masked` would stay 0.
+    features = datasets.Features(
         {"input_ids": datasets.Sequence(datasets.Value("int32")), "labels": datasets.Sequence(datasets.Value("int32"))}
-    ))  # fmt: skip
+    )
+    ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=str(folder / "cache"))
     ds.save_to_disk(str(folder / "rows"))
     return folder / "tokenizer", masked
 
