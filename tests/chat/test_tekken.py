@@ -1,7 +1,7 @@
 """The renderer on a second tokenizer family: Mistral's Tekken (byte-level BPE, 131k tokens, from mistral-common)."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eosguard.chat.render import ChatRenderer
@@ -49,6 +49,7 @@ def test_ids_equal_apply_chat_template(tekken, contents):
         lambda c: len(c) % 2 == 0
     )
 )
+@example(contents=["0", "0", "0", "\n0", "0", "0"])  # an earlier reply opening with "\n": split as in training
 def test_prompt_is_a_prefix_and_labels_are_replies_with_their_stop(tekken, contents):
     """Holds for any content, leading whitespace and special-token text included."""
     tok, _, r = tekken

@@ -46,7 +46,7 @@ import numpy as np
 
 from eosguard.base.errors import EosguardError
 from eosguard.chat.layouts import Layout, anchor, compile_layouts, marker_count
-from eosguard.chat.markers import ANCHOR, DROP
+from eosguard.chat.markers import ANCHOR, DROP, SPLIT
 from eosguard.chat.placement import plan
 from eosguard.chat.settings import OverLength, TrainOn
 from eosguard.chat.templates import ChatTemplate, TemplateError, Turn
@@ -354,18 +354,41 @@ class ChatRenderer:
         return Rendered(input_ids=ids, mask=mask, closings=closings, own=m.own, treated=m.treated)
 
     def _prompt_text(self, messages: Sequence[Message] | Conversation, tools: Sequence[Any] | None = None) -> str:
-        """Marked text of the generation prompt after `messages`: the template's own, content escaped."""
+        """Marked text of the generation prompt after `messages`: the template's own, content escaped, split before
+        each earlier reply where training splits it (see `_as_trained`)."""
         t = self.template
         offered = tools or self._tools(messages)
+        history = self.split_calls(messages)[0]
         try:
             text = t.render_marked(
-                [t.markers.escape(m.as_dict()) for m in self.split_calls(messages)[0]],
+                [t.markers.escape(m.as_dict()) for m in history],
                 t.markers.escape(list(offered)) if offered else None,
                 gen=True,
             )
         except TemplateError as exc:
             raise _located(exc, messages) from None
-        return t.markers.unescape(text)[0]
+        return self._as_trained(history, t.markers.unescape(text)[0], offered)
+
+    def _as_trained(self, history: Sequence[Message], prompt: str, tools: Sequence[Any] | None) -> str:
+        """`prompt` as training writes the text before a reply that follows `history`: with a SPLIT before each
+        earlier reply trained in the same example (so a reply that opens with whitespace is not merged into its
+        header in the prompt when it was not in training), where that text is the prompt's; else `prompt`.
+
+        Training splits each trained reply from its header, as the model sees the header alone when it generates;
+        without the same splits, the ids of a multi-turn prompt would not be the ids training put before its reply.
+        """
+        if not any(m.role == "assistant" for m in history):
+            return prompt
+        following = Conversation((*history, Message("assistant", "x")), tools=tuple(tools) if tools else None)
+        try:
+            examples = self.marked(following)
+        except TemplateError:
+            return prompt
+        if not examples or not examples[-1].spans:
+            return prompt
+        text, spans = examples[-1].text, examples[-1].spans  # the example of the last reply comes last
+        before = text[: spans[-1][0]].rstrip(SPLIT)
+        return before if before.replace(SPLIT, "") == prompt.replace(SPLIT, "") else prompt
 
     def prompt_ids(
         self, messages: Sequence[Message] | Conversation, *, tools: Sequence[dict[str, Any]] | None = None
