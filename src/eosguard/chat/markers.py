@@ -154,7 +154,26 @@ def _plain_tokenizer(backend: Tokenizer, tokens: list[str]) -> tuple[Tokenizer, 
     exactly as the real tokenizer absorbs it. Returns the copy and a map marker id -> index into `tokens`. Built
     once per distinct tokenizer (the copy is only ever used to encode, so it is shared).
     """
-    return _plain_from_spec(backend.to_str(), tuple(tokens))
+    return _plain_of(backend, _fingerprint(backend), tuple(tokens))
+
+
+def _fingerprint(backend: Tokenizer) -> tuple[Any, ...]:
+    """What the plain copy reads off `backend` that can change in place, in a few milliseconds (serializing a
+    150k-token tokenizer takes ~0.15 s, and the doctor builds a template several times per tokenizer): the model's
+    kind and size, every added token with its flags, the normalizer and the pre-tokenizer."""
+    added = tuple(
+        (i, t.content, t.lstrip, t.rstrip, t.normalized, t.single_word, t.special)
+        for i, t in sorted(backend.get_added_tokens_decoder().items())
+    )
+    parts = (backend.normalizer, backend.pre_tokenizer)
+    states = tuple(p.__getstate__() if p is not None else None for p in parts)
+    return type(backend.model).__name__, backend.get_vocab_size(with_added_tokens=False), added, states
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_of(backend: Tokenizer, fingerprint: tuple[Any, ...], tokens: tuple[str, ...]) -> tuple[Tokenizer, dict]:
+    """The plain copy of one tokenizer object (held here, so its identity stays its own) as `fingerprint` found it."""
+    return _plain_from_spec(backend.to_str(), tokens)
 
 
 @functools.lru_cache(maxsize=8)

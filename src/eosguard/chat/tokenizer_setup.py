@@ -86,6 +86,9 @@ class SetupReport:
 
 def _token_id(tokenizer: Any, token: str) -> int | None:
     """The id of `token` if the tokenizer has it as a single token, else None (never the unk id)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # one lookup, where get_vocab() copies the whole vocabulary
+        return backend.token_to_id(token)
     return tokenizer.get_vocab().get(token)
 
 

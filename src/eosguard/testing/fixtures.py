@@ -79,7 +79,8 @@ def family_tokenizer(name: str, pad: FamilyPad = "shipped", *, base: bool = Fals
     else:
         tok = tekken_tokenizer() if family.vocab == "tekken" else sentencepiece_tokenizer(family.vocab)
         if family.tokens:
-            add_control_tokens(tok, [t for t in family.tokens if t not in tok.get_vocab()])
+            vocab = tok.get_vocab()  # a dict copy of the whole vocabulary per call: taken once
+            add_control_tokens(tok, [t for t in family.tokens if t not in vocab])
         tok.chat_template = _template_source(family)
         _set_bos(tok, family.bos, adds_bos=family.bos is not None and name not in ("phi3",))
         tok.eos_token = family.eos
@@ -119,7 +120,8 @@ def trl_tokenizer(name: str, *, tags: bool = True) -> Any:
     tok = smollm2_tokenizer()
     wanted = [*dict.fromkeys(m.group(0) for m in _TOKEN_TEXT.finditer(source)), *(spec.tags if tags else ())]
     wanted += [t for t in (spec.bos, spec.eos) if t]
-    add_control_tokens(tok, [t for t in dict.fromkeys(wanted) if t not in tok.get_vocab()])
+    vocab = tok.get_vocab()
+    add_control_tokens(tok, [t for t in dict.fromkeys(wanted) if t not in vocab])
     tok.chat_template = source
     tok.bos_token = spec.bos
     tok.eos_token = spec.eos
