@@ -1,8 +1,14 @@
-"""Shared fixtures: real Mistral tokenizers from mistral-common, tiny seeded models saved as local folders."""
+"""Shared fixtures: real Mistral tokenizers from mistral-common, tiny seeded models saved as local folders.
+
+The suite runs on two pytest-xdist workers (`-n 2 --dist loadfile` in pyproject.toml: a file's tests share one
+worker, so its module fixtures are built once), each on cores of its own, and the files holding slow tests first.
+`-n 0` runs it in one process.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,18 @@ from eosguard.recipes.tasks import make_conversations
 from eosguard.testing.fixtures import demo_tokenizer, mistral_base_tokenizer, openhermes_tokenizer, tiny_mistral
 
 DATA = Path(__file__).parent / "inputs"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this xdist worker its share of the cores before a test module imports torch: torch, llama.cpp and
+    `prepare` size their threads by the cores they may use, and two workers each spinning two threads on two cores
+    ran the torch-bound tests ~3x slower (measured 2026-12-05) than one worker per core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and count.isdigit() and hasattr(os, "sched_setaffinity")):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    workers = max(int(count), 1)
+    os.sched_setaffinity(0, cores[int(worker[2:]) % len(cores) :: workers])
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +119,12 @@ def quick_demo(tmp_path_factory) -> tuple[Path, dict]:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("demo") / "demo"
     return out, run_demo(out, DemoSettings.quick(), log=lambda _: None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test run first, so that the last files two workers take are short ones."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order
 
 
 collect_ignore = ["slow_save.py"]  # a helper script run as a subprocess, not a test module

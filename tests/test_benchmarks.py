@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # whole processes or real models: see tests/conftest.py
+
 BENCH = Path(__file__).parent.parent / "benchmarks"
 
 

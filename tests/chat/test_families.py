@@ -149,6 +149,7 @@ CONVS = [
 CLOSED_IN_HISTORY = {name: 3 for name in NAMES} | {"gpt-oss": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_doctor_flags_pad_equal_to_end_of_turn_and_passes_the_fixes(name):
     closed = CLOSED_IN_HISTORY[name]
@@ -178,6 +179,7 @@ def test_guard_raises_on_the_pad_equals_end_of_turn_batch(name):
         guard(DataCollatorForLanguageModeling(tok, mlm=False), tok)(features)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_train_save_and_eval_follow_the_template(name, tmp_path):
     tok = family_tokenizer(name, pad="eot")

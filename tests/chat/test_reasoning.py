@@ -208,6 +208,7 @@ def test_content_the_template_tests_goes_through_the_template_itself():
         assert example.input_ids[:-1].tolist() == expected  # and the appended <|user|> that closes the reply
 
 
+@pytest.mark.slow
 def test_cli_prepare_takes_template_arguments_and_tools(tmp_path):
     tok = family_tokenizer("qwen3")
     prepare_tokenizer(tok)

@@ -166,6 +166,7 @@ def test_image_templates_are_refused_by_name():
         ChatRenderer(tok)
 
 
+@pytest.mark.slow
 def test_the_docs_table_is_what_the_reader_reads():
     from pathlib import Path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from eosguard.chat.tokenizer_setup import prepare_tokenizer
@@ -20,6 +21,7 @@ def doctor(*args):
     return result.exit_code, json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_a_new_stop_tokens_rows_untrained_then_trained(tmp_path, task_files):
     tok = mistral_base_tokenizer()
     model = tiny_mistral(len(tok), hidden=64, layers=2, bos_id=1, eos_id=2, pad_id=None)

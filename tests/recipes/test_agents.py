@@ -19,6 +19,8 @@ from eosguard.recipes.tasks import ADD_TOOL, agent_conversations
 from eosguard.testing.fixtures import family_tokenizer, tiny_mistral
 from tests.conftest import DATA
 
+pytestmark = pytest.mark.slow  # whole processes or real models: see tests/conftest.py
+
 runner = CliRunner()
 
 

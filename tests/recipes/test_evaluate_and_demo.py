@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from eosguard.checks.evaluate import evaluate_stopping
@@ -22,6 +23,7 @@ def test_batched_generation_equals_one_at_a_time(tok, task_files):
     assert batched.n == 6 and batched.runaway_rate == 1 - batched.stop_rate
 
 
+@pytest.mark.slow
 def test_quick_demo_and_eval_cli(quick_demo):
     out, report = quick_demo
     on_disk = json.loads((out / "report.json").read_text())

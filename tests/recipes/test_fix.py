@@ -31,6 +31,7 @@ def heldout(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_folder_whose_eos_is_not_its_end_of_turn(tmp_path, heldout):
     """SmolLM2 with eos set to `<|endoftext|>` in tokenizer, config and generation config (a common export
     mistake): generation runs past `<|im_end|>`. The fix makes `<|im_end|>` the eos and the stop id again."""
@@ -69,6 +70,7 @@ def _shapes(folder) -> dict[str, list[int]]:
         return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
 
 
+@pytest.mark.slow
 def test_a_gguf_whose_end_of_turn_llama_cpp_does_not_know(tmp_path, heldout):
     pytest.importorskip("xllamacpp", reason="llama.cpp's server: pip install 'eosguard[serve]'")
     broken = gguf_with_unknown_end_of_turn(smollm2_gguf_path(), tmp_path / "renamed.gguf")

@@ -17,6 +17,8 @@ from eosguard.cli.app import app
 from eosguard.recipes.tasks import make_conversations
 from eosguard.testing.fixtures import smollm2_model_dir
 
+pytestmark = pytest.mark.slow  # whole processes or real models: see tests/conftest.py
+
 runner = CliRunner()
 
 

@@ -100,6 +100,7 @@ def test_resuming_on_prepared_data_continues_the_same_order(prepared, tiny_model
     assert losses[0][4:] == losses[1][-len(losses[0][4:]) :]  # steps 5-8 logged the same losses
 
 
+@pytest.mark.slow
 def test_packing_batch_keeps_the_steps_of_padded_training(tiny_model_dir, task_files, tmp_path):
     """`packing: batch` packs each step's own examples: the same steps, examples and losses as padded batches, on
     fewer positions; `packing: true` still means rows."""

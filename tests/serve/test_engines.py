@@ -56,6 +56,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_an_openai_endpoint_on_loopback_gives_the_same_report(exported, heldout, tmp_path):
     from eosguard.serve.engines import Endpoint, LlamaCpp, evaluate_served
 
@@ -82,6 +83,7 @@ def test_an_openai_endpoint_on_loopback_gives_the_same_report(exported, heldout,
     assert down.exit_code == 2 and "no usable answer" in down.output and "Traceback" not in down.output
 
 
+@pytest.mark.slow
 def test_cli_eval_llamacpp_converts_a_folder_first(heldout, tmp_path):
     data = tmp_path / "heldout.jsonl"
     data.write_text("".join(json.dumps({"messages": c.as_dicts()}) + "\n" for c in heldout[:4]))
@@ -115,6 +117,7 @@ def test_eval_on_a_file_llama_cpp_cannot_read_exits_2_with_its_name(content, tmp
     assert result.exit_code == 2 and str(bad) in result.output and "Traceback" not in result.output, result.output
 
 
+@pytest.mark.slow
 def test_role_leaks_behind_a_server_that_strips_control_tokens_are_the_ones_transformers_sees(
     exported, heldout, tmp_path
 ):

@@ -57,6 +57,7 @@ def test_metadata_read_back_and_rewritten(shipped, tmp_path):
     assert changed.stop_ids == [ENDOFTEXT, IM_END]
 
 
+@pytest.mark.slow
 def test_the_header_rewrite_writes_what_ggufs_writer_writes(shipped, tmp_path, monkeypatch):
     """`write_with_metadata` rewrites the header and copies the rest as bytes; gguf's own reader and writer (its
     path for files the header walk does not read) must give the same keys, values and tensors."""
@@ -188,6 +189,7 @@ def family_exports(tmp_path_factory):
     return {name: (toks[name], reports[name]) for name in EXPORTED_FAMILIES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPORTED_FAMILIES)
 def test_every_family_exports_with_stop_metadata_the_doctor_passes(name, family_exports):
     tok, report = family_exports[name]

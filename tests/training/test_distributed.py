@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 from tests.helpers import launch_env, run_together
 
+pytestmark = pytest.mark.slow  # whole processes or real models: see tests/conftest.py
+
 YAML = Path(__file__).parents[1] / "inputs" / "tiny.yaml"
 BAD = Path(__file__).parents[1] / "inputs" / "bad" / "truncated_json.jsonl"
 STEPS = 6

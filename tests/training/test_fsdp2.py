@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from tests.helpers import run_together
 
+pytestmark = pytest.mark.slow  # whole processes or real models: see tests/conftest.py
+
 LAUNCH = Path(__file__).parents[1] / "fsdp2_train.py"
 YAML = Path(__file__).parents[1] / "inputs" / "tiny.yaml"
 STEPS = 4

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # whole processes or real models: see tests/conftest.py
+
 YAML = Path(__file__).parents[1] / "inputs" / "tiny.yaml"
 STEPS, EVERY = 12, 4
 
