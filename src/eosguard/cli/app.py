@@ -273,7 +273,7 @@ def gguf(
     out: a.Out,
     outtype: Annotated[a.OutType, typer.Option(help="The weights' type in the file.")] = "f16",
     ollama: Annotated[
-        bool, typer.Option("--ollama", help="Also write an Ollama Modelfile with its stop lines.")
+        bool, typer.Option("--ollama", help="Also write an Ollama Modelfile: its TEMPLATE and stop lines.")
     ] = False,
 ) -> None:
     """Convert with llama.cpp's converter, then prove (and where needed correct) the stop metadata an engine reads.

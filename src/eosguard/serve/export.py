@@ -11,8 +11,9 @@ against the model folder's chat template, read by the same `ChatTemplate` traini
 - `add_eos_token` must be off (an eos appended to every prompt ends the turn before it starts).
 
 What the converter wrote differently is corrected in a copy of the file (tensors as they are) and each change is
-reported; a file that would still not stop is never left behind. `--ollama` writes a `Modelfile` beside it with a
-`PARAMETER stop` line per stop token. The check is `eosguard.serve.gguf_doctor.problems`, the one
+reported; a file that would still not stop is never left behind. `--ollama` writes a `Modelfile` beside it: the
+trained template as its `TEMPLATE` where a Go template can write it (`eosguard.serve.modelfile.write_modelfile`), and
+a `PARAMETER stop` line per stop token. The check is `eosguard.serve.gguf_doctor.problems`, the one
 `eosguard doctor --gguf` runs.
 
 Run as:
@@ -44,6 +45,7 @@ from eosguard.serve.gguf_files import (
     read_gguf,
     write_with_metadata,
 )
+from eosguard.serve.modelfile import write_modelfile
 
 OUTTYPES = ("f16", "bf16", "q8_0", "f32")
 
@@ -56,6 +58,7 @@ class ExportReport:
     stop_tokens: list[str]
     changes: list[str] = field(default_factory=list)
     modelfile: Path | None = None
+    modelfile_without_template: str = ""  # why the Modelfile has no TEMPLATE ("" when it has one)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -64,6 +67,11 @@ class ExportReport:
         out.append(f"stops on: {', '.join(self.stop_tokens)} (eos / eot / eom, proven by reading the file back)")
         if self.modelfile is not None:
             out.append(f"wrote {self.modelfile} (ollama create NAME -f {self.modelfile})")
+            if self.modelfile_without_template:
+                out.append(
+                    f"  with no TEMPLATE: {self.modelfile_without_template}; Ollama then picks its own: check it "
+                    "with `ollama show NAME --template`"
+                )
         return out
 
 
@@ -158,14 +166,5 @@ def export_gguf(
     prove_stops(out, template, "the exported file")
     report = ExportReport(out, template.stop_tokens, changes, seconds=time.perf_counter() - start)
     if ollama:
-        report.modelfile = write_modelfile(out, template.stop_tokens)
+        report.modelfile, report.modelfile_without_template = write_modelfile(out, template)
     return report
-
-
-def write_modelfile(gguf: Path, stop_tokens: list[str]) -> Path:
-    """An Ollama `Modelfile` beside the GGUF: the file, and a `PARAMETER stop` line per stop token (Ollama stops on
-    these whatever template it picks)."""
-    path = gguf.with_name("Modelfile")
-    lines = [f"FROM ./{gguf.name}", *(f'PARAMETER stop "{t}"' for t in stop_tokens)]
-    path.write_text("\n".join(lines) + "\n")
-    return path

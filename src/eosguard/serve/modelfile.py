@@ -12,6 +12,11 @@ GGUF's template as one of its own (ollama#8982): the model never sees its chat f
 
 The trained template comes from `--tokenizer` (the training folder), else from the GGUF that `FROM` names.
 
+`write_modelfile` (used by `eosguard export gguf --ollama`) writes a `TEMPLATE` read off the trained template
+(`ollama_template`: each role's text before and after its content, proven to give the template's own text on probe
+conversations; a default system message becomes `SYSTEM`), or none, with the reason, where no such Go template
+writes what the template writes; and a `PARAMETER stop` line per stop token either way.
+
 Run as:
     eosguard doctor --modelfile Modelfile --tokenizer runs/x/model
 """
@@ -20,11 +25,14 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eosguard.base.errors import DataError
+from eosguard.chat.templates import ChatTemplate, TemplateError, common_prefix
+from eosguard.chat.tokenizer_setup import tokenizer_adds_bos
 from eosguard.checks.report import DoctorReport
 
 _INSTRUCTION = re.compile(r"^\s*(FROM|TEMPLATE|PARAMETER|SYSTEM|ADAPTER|LICENSE|MESSAGE|REQUIRES)\b\s*(.*)$", re.I)
@@ -155,4 +163,146 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None) -> DoctorReport:
     return report
 
 
-__all__ = ["Modelfile", "diagnose_modelfile", "read_modelfile"]
+# -- writing ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OllamaTemplate:
+    """A chat template as Ollama runs one: the Go `TEMPLATE`, and the default system message as `SYSTEM` (Ollama
+    puts it first when a request brings no system message)."""
+
+    text: str
+    system: str | None = None
+
+
+_ROLES = ("system", "user", "assistant")
+_PROBES = (  # role sequences Ollama prompts with: the generation prompt follows a user turn
+    ("user",),
+    ("system", "user"),
+    ("user", "assistant", "user"),
+    ("system", "user", "assistant", "user", "assistant", "user"),
+)
+
+
+def _probe(roles: Sequence[str], salt: str, pad: str = "") -> list[dict[str, str]]:
+    return [{"role": r, "content": f"{pad}{r} {salt}{i} says\nthis.{pad}"} for i, r in enumerate(roles)]
+
+
+def _split_join(join: str, control: Sequence[str]) -> tuple[str, str] | None:
+    """The text between two contents cut into the first one's footer and the next one's header: the footer ends
+    after the first control token and the whitespace after it (`<|im_end|>\n` + `<|im_start|>user\n`)."""
+    found = [(join.find(t), t) for t in control if t and t in join]
+    if not found:
+        return None
+    at, token = min(found)
+    end = at + len(token)
+    while end < len(join) and join[end] in " \n":
+        end += 1
+    return join[:end], join[end:]
+
+
+def ollama_template(chat: ChatTemplate) -> tuple[OllamaTemplate | None, str]:
+    """The Go TEMPLATE that writes what `chat` writes for conversations of text (system, user and assistant turns,
+    then the generation prompt), or None and why not; none for a template that writes reasoning or tool calls.
+
+    Read off one rendering: the text around each content, cut at the control token that ends a turn; kept only if
+    it then writes every probe conversation exactly as the template does, contents with whitespace around included
+    (a template that trims content, branches on a turn's place or drops history is refused). The BOS the tokenizer
+    adds when it encodes is left to the engine, which adds it too."""
+    tok = chat.tokenizer
+    control = chat.markers.control_tokens
+    kept = [n for n, on in (("reasoning", chat.supports.reasoning), ("tool calls", chat.supports.tool_calls)) if on]
+    if kept:  # Ollama's own template for such a family (found from the GGUF's) may keep them: not overridden
+        return None, f"the template writes {' and '.join(kept)}, which a TEMPLATE of text turns would drop"
+    try:
+        full = chat.render(_probe(_PROBES[-1], "a"), gen=True)
+    except TemplateError as exc:
+        return None, exc.message
+    contents = [m["content"] for m in _probe(_PROBES[-1], "a")]
+    pieces, at = [], 0
+    for c in contents:
+        found = full.find(c, at)
+        if found < 0:
+            return None, "the template does not write every message's content as it is"
+        pieces.append(full[at:found])
+        at = found + len(c)
+    gen_tail = full[at:]
+    heads: dict[str, str] = {}
+    feet: dict[str, str] = {}
+    for i, role in enumerate(_PROBES[-1][:-1]):
+        cut = _split_join(pieces[i + 1], control)
+        if cut is None:
+            return None, f"no control token ends a {role} turn"
+        feet.setdefault(role, cut[0])
+        heads.setdefault(_PROBES[-1][i + 1], cut[1])
+    cut = _split_join(gen_tail, control)
+    if cut is None:
+        return None, "no control token ends the last user turn"
+    feet.setdefault("user", cut[0])
+    generation = cut[1]
+    start = pieces[0]
+    bos = tok.bos_token or ""  # a BOS opens the text, and no turn writes it (SmolLM2's BOS is its <|im_start|>)
+    bos = bos if bos and start.startswith(bos) and not any(bos in p for p in pieces[1:]) else ""
+    heads["system"] = start[len(bos) :]
+    written = "" if tokenizer_adds_bos(tok) else bos  # a BOS the engine adds when it encodes is not written twice
+    missing = [r for r in _ROLES if r not in heads or r not in feet]
+    if missing:
+        return None, f"no text read for the {', '.join(missing)} turn"
+    try:
+        system = _default_system(chat, bos, heads, feet)
+    except TemplateError as exc:
+        return None, exc.message
+    text = "".join(
+        f'{{{{ {"if" if k == 0 else "else if"} eq .Role "{r}" }}}}{heads[r]}{{{{ .Content }}}}{feet[r]}'
+        for k, r in enumerate(_ROLES)
+    )
+    fixed = [bos, generation, system or "", *heads.values(), *feet.values()]
+    if any("{{" in p or "}}" in p or '"""' in p for p in fixed):
+        return None, 'the template\'s text holds Go template delimiters or a """ that ends a Modelfile string'
+    result = OllamaTemplate(f"{written}{{{{ range .Messages }}}}{text}{{{{ end }}}}{{{{ end }}}}{generation}", system)
+    for roles in _PROBES:
+        messages = _probe(roles, "b", pad=" ")
+        try:
+            want = chat.render(messages, gen=True)
+        except TemplateError as exc:
+            return None, exc.message
+        if roles[0] != "system" and system:  # Ollama puts SYSTEM first when it is not empty
+            messages = [{"role": "system", "content": system}, *messages]
+        got = bos + "".join(heads[m["role"]] + m["content"] + feet[m["role"]] for m in messages) + generation
+        if got != want:
+            at = common_prefix(got, want)
+            return None, (
+                f"a Go template of fixed text around each turn does not write what it writes for [{', '.join(roles)}]"
+                f": at character {at} it writes {want[at : at + 30]!r}, the Go template {got[at : at + 30]!r}"
+            )
+    return result, ""
+
+
+def _default_system(chat: ChatTemplate, bos: str, heads: dict[str, str], feet: dict[str, str]) -> str | None:
+    """The system message the template writes when a conversation brings none (SmolLM2's), or None."""
+    probe = _probe(("user",), "c")
+    text = chat.render(probe, gen=True)
+    head, foot = bos + heads["system"], feet["system"]
+    if not text.startswith(head):
+        return None
+    end = text.find(foot + heads["user"] + probe[0]["content"], len(head))
+    return text[len(head) : end] if end >= 0 else None
+
+
+def write_modelfile(gguf: Path, chat: ChatTemplate) -> tuple[Path, str]:
+    """An Ollama `Modelfile` beside the GGUF: the file, the trained template as `TEMPLATE` (and `SYSTEM`) where
+    `ollama_template` reads one, and a `PARAMETER stop` line per stop token (Ollama stops on these whatever template
+    it runs). Returns the path and why no TEMPLATE was written ("" when one was)."""
+    path = gguf.with_name("Modelfile")
+    template, why = ollama_template(chat)
+    lines = [f"FROM ./{gguf.name}"]
+    if template is not None:
+        lines.append(f'TEMPLATE """{template.text}"""')
+        if template.system:
+            lines.append(f'SYSTEM """{template.system}"""')
+    lines += [f'PARAMETER stop "{t}"' for t in chat.stop_tokens]
+    path.write_text("\n".join(lines) + "\n")
+    return path, why
+
+
+__all__ = ["Modelfile", "OllamaTemplate", "diagnose_modelfile", "ollama_template", "read_modelfile", "write_modelfile"]
