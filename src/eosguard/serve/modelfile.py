@@ -214,13 +214,13 @@ def ollama_template(chat: ChatTemplate) -> tuple[OllamaTemplate | None, str]:
     kept = [n for n, on in (("reasoning", chat.supports.reasoning), ("tool calls", chat.supports.tool_calls)) if on]
     if kept:  # Ollama's own template for such a family (found from the GGUF's) may keep them: not overridden
         return None, f"the template writes {' and '.join(kept)}, which a TEMPLATE of text turns would drop"
+    probe = _probe(_PROBES[-1], "a")  # every role, each turn after every other: one reading gives all the text
     try:
-        full = chat.render(_probe(_PROBES[-1], "a"), gen=True)
+        full = chat.render(probe, gen=True)
     except TemplateError as exc:
         return None, exc.message
-    contents = [m["content"] for m in _probe(_PROBES[-1], "a")]
     pieces, at = [], 0
-    for c in contents:
+    for c in (m["content"] for m in probe):
         found = full.find(c, at)
         if found < 0:
             return None, "the template does not write every message's content as it is"
@@ -245,9 +245,6 @@ def ollama_template(chat: ChatTemplate) -> tuple[OllamaTemplate | None, str]:
     bos = bos if bos and start.startswith(bos) and not any(bos in p for p in pieces[1:]) else ""
     heads["system"] = start[len(bos) :]
     written = "" if tokenizer_adds_bos(tok) else bos  # a BOS the engine adds when it encodes is not written twice
-    missing = [r for r in _ROLES if r not in heads or r not in feet]
-    if missing:
-        return None, f"no text read for the {', '.join(missing)} turn"
     try:
         system = _default_system(chat, bos, heads, feet)
     except TemplateError as exc:
