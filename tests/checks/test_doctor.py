@@ -275,6 +275,11 @@ SKIP_PATHS = {  # each way a doctor step is reported as skipped: (arguments, exi
     "GGUF, template unusable": lambda d: (["--gguf", d["gguf"], "--tokenizer", d["no-eos"]], None, "stop metadata"),
     "Modelfile, no template to hold it to": lambda d: (["--modelfile", d["modelfile"]], 0, "chat template"),
     "config, no local tokenizer": lambda d: (["--config", d["lf-config"]], 0, "stop tokens for the config"),
+    "config, its named template unknown here": lambda d: (
+        ["--config", d["axolotl-llama3"], "--tokenizer", d["mistral-base"]],
+        0,
+        "chat template",
+    ),
     "config, no local prepared rows": lambda d: (
         ["--config", d["axolotl-config"], "--tokenizer", d["gemma"]],
         0,
@@ -309,6 +314,7 @@ def skip_inputs(tokenizer_dirs, tiny_model_dir, tmp_path_factory):
     shutil.copy(tiny_model_dir / "config.json", root / "config-only" / "config.json")
     (root / "config-only" / "generation_config.json").write_text(json.dumps({"eos_token_id": [32000]}))  # <|im_end|>
     (root / "Modelfile").write_text('FROM llama3.2\nPARAMETER stop "<|eot_id|>"\n')
+    (root / "llama3.yaml").write_text("base_model: meta-llama/Llama-3.1-8B\nchat_template: llama3\n")
     from eosguard.testing.fixtures import family_tokenizer
 
     family_tokenizer("gemma").save_pretrained(root / "gemma")
@@ -316,6 +322,7 @@ def skip_inputs(tokenizer_dirs, tiny_model_dir, tmp_path_factory):
     return {
         "lf-config": examples / "llamafactory" / "smollm2-qwen.yaml",
         "axolotl-config": examples / "axolotl" / "gemma-fixed.yaml",
+        "axolotl-llama3": root / "llama3.yaml",
         "gemma": root / "gemma",
         **tokenizer_dirs,
         "no-eos": root / "no-eos",
@@ -352,3 +359,63 @@ def test_every_skip_path_of_the_doctor_is_in_the_test_above():
         len(re.findall(r"report\.step\([^)]*\bNone\b", (package / f).read_text(), flags=re.S)) for f in SKIP_SITES
     )
     assert sites == len(SKIP_PATHS), "a new skip path: add it to SKIP_PATHS"
+
+
+GEMMA_FIRST = (  # Gemma's first template (gemma-7b-it): no system turn, strict alternation, content trimmed
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+MISTRAL_STRICT = (  # Mistral-7B-Instruct-v0.1's: user / assistant only, strict alternation
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("family, template", [("gemma", GEMMA_FIRST), ("mistral-v3", MISTRAL_STRICT)])
+def test_a_template_without_a_system_turn_is_probed_without_one(family, template, tmp_path):
+    """`--prepared` with a template that rejects system turns exited 1 (`template-unsupported`): the doctor's probes
+    held a system turn. Its rows, right, pass; the same rows with the stop token masked do not."""
+    from eosguard.chat.render import ChatRenderer
+    from eosguard.data.conversations import conversation
+
+    tok = family_tokenizer(family)
+    tok.chat_template = template
+    tok.save_pretrained(tmp_path / "tok")
+    chats = [conversation(("user", f"Say {w}."), ("assistant", w), ("user", "Again."), ("assistant", w)) for w in "ab"]
+    rows = [r.to_example() for r in ChatRenderer(tok).examples(chats)]
+    stop = ChatTemplate(tok).end_of_turn_id
+    for name, masked in (("right", False), ("masked", True)):
+        with (tmp_path / f"{name}.jsonl").open("w") as f:
+            for r in rows:
+                labels = [
+                    -100 if masked and i == stop else int(x) for i, x in zip(r["input_ids"], r["labels"], strict=True)
+                ]
+                f.write(json.dumps({"input_ids": [int(i) for i in r["input_ids"]], "labels": labels}) + "\n")
+    code, ids = ids_of(["--tokenizer", tmp_path / "tok", "--prepared", tmp_path / "right.jsonl"])
+    assert code == 0 and "template-unsupported" not in ids, ids
+    code, ids = ids_of(["--tokenizer", tmp_path / "tok", "--prepared", tmp_path / "masked.jsonl"])
+    assert code == 1 and "eos-masked" in ids
+
+
+def test_an_indented_template_is_refused_for_its_whitespace_with_the_fix(tmp_path):
+    indented = (
+        "{% for message in messages %}\n"
+        "    {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\n"
+        "{% endfor %}\n{% if add_generation_prompt %}\n    {{ '<|im_start|>assistant\\n' }}\n{% endif %}\n"
+    )
+    for name, template in (("indented", indented), ("trimmed", indented.replace("{%", "{%-").replace("%}", "-%}"))):
+        tok = openhermes_tokenizer(pad="unk")
+        tok.chat_template = template.replace("{{", "{{-").replace("}}", "-}}") if name == "trimmed" else template
+        tok.save_pretrained(tmp_path / name)
+    code, out = doctor("--tokenizer", tmp_path / "indented", "--json")
+    (found,) = [f for f in json.loads(out)["findings"] if f["id"] == "template-unsupported"]
+    assert code == 1 and "whitespace alone" in found["message"] and "{%- ... -%}" in found["fix"]
+    code, ids = ids_of(["--tokenizer", tmp_path / "trimmed"])
+    assert code == 0 and "template-unsupported" not in ids

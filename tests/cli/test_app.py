@@ -72,3 +72,23 @@ def test_choices_are_checked_by_the_parser():
     for args in (["eval", "--data", "x.jsonl", "--engine", "vllm"], ["demo", "--model", "llama"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and "Invalid value" in result.output and "Traceback" not in result.output
+
+
+def test_an_internal_error_has_its_own_exit_code_never_1(monkeypatch):
+    """eosguard's own failure is exit 4 with "internal error" and where its traceback went: exit 1 would read as
+    "the stop token is lost"."""
+    import re
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    def broken(options):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("eosguard.recipes.doctor.doctor", broken)
+    result = CliRunner().invoke(app, ["doctor", "--tokenizer", "x"])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 4 and "internal error" in out and "ZeroDivisionError: a bug" in out
+    saved = Path(re.search(r"traceback is in (\S+?):", out).group(1))
+    assert "raise ZeroDivisionError" in saved.read_text() and "Traceback" not in result.output
+    saved.unlink()

@@ -8,6 +8,7 @@ Exit codes (documented in the README):
     1  `doctor` found at least one finding of severity "error"; `train` refused to start because of one
     2  bad usage or unreadable input: missing file, malformed record, bad config, unknown path
     3  a check the user asked for failed at run time (e.g. the collator guard in strict mode)
+    4  internal error: eosguard itself failed (a bug to report); never 1, which would read as "the stop token is lost"
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_GUARD = 3
+EXIT_INTERNAL = 4
 
 
 class EosguardError(Exception):
@@ -78,3 +80,28 @@ class PeerFailed(EosguardError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def internal_error(exc: BaseException) -> str:
+    """The message of an unexpected exception (a bug in eosguard, not the user's input): what failed, where its
+    traceback was saved, and what to report. The traceback goes to a file, not the terminal (`EOSGUARD_DEBUG=1`
+    prints it too)."""
+    import os
+    import sys
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if os.environ.get("EOSGUARD_DEBUG"):
+        sys.stderr.write(text)
+    try:
+        fd, path = tempfile.mkstemp(prefix="eosguard-internal-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(" ".join(sys.argv) + "\n\n" + text)
+        saved = f"its traceback is in {path}"
+    except OSError:
+        saved = "set EOSGUARD_DEBUG=1 to print its traceback"
+    return (
+        f"internal error: eosguard failed on its own ({type(exc).__name__}: {exc}); this is a bug in eosguard, not a "
+        f"finding about your setup (exit {EXIT_INTERNAL}); {saved}: please report it with the command you ran"
+    )

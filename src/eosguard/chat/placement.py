@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from eosguard.chat.markers import SPLIT
-from eosguard.chat.templates import _NO_EOS, ChatTemplate, TemplateError, Turn
+from eosguard.chat.markers import SLOT, SPLIT
+from eosguard.chat.templates import _NO_EOS, ChatTemplate, TemplateError, Turn, common_prefix
 
 Anchored = Callable[[int, bool, int], tuple[str, int]]  # (n, gen, at) -> (rendering of n messages, end of message at)
 
@@ -107,11 +107,7 @@ def _place(t: ChatTemplate, prompt: str, rendered: str, turn: Turn, k: int, anch
             hint="drop the reasoning from the data, or the template argument that turns thinking off",
         )
     else:
-        raise TemplateError(
-            f"the generation prompt for message {k} is not a prefix of the conversation rendered up to "
-            "that reply: the template renders it differently once the reply is written",
-            hint="set the template argument that makes them agree, or use template: chatml",
-        )
+        raise _not_a_prefix(t, prompt, rendered, k)
     if turn.reasoning is not None and not t.supports.reasoning and not treated:
         raise TemplateError(
             f"message {k} has reasoning, which the chat template does not render: it would not be trained",
@@ -128,6 +124,38 @@ def _place(t: ChatTemplate, prompt: str, rendered: str, turn: Turn, k: int, anch
     seq = "".join(t.markers.marker_of[token] for token in closer.sequence)
     closing = at + 1 - len(seq) if text[at + 1 - len(seq) : at + 1] == seq and at + 1 - len(seq) >= start else at
     return Placed(text, start, closing, at + 1, treated)
+
+
+def _not_a_prefix(t: ChatTemplate, prompt: str, rendered: str, k: int) -> TemplateError:
+    """The error for a generation prompt that the conversation's rendering does not start with; where the two differ
+    in whitespace alone, the cause named: a template indented without whitespace control writes its own line breaks
+    and indentation between its tags.
+
+    >>> from eosguard.testing.fixtures import demo_tokenizer
+    >>> t = ChatTemplate(demo_tokenizer())
+    >>> _not_a_prefix(t, "<|im_start|>assistant\\n\\n", "<|im_start|>assistant\\nHi", 1).hint
+    'strip the indentation and line breaks between the tags, or use whitespace control ({%- ... -%}, {{- ... -}})'
+    """
+    at = common_prefix(prompt, rendered)
+
+    def shown(text: str) -> str:  # as the template writes it, a message's content as `...`
+        return repr(SLOT.sub("...", t.decode_marked(text[at : at + 20])))
+
+    where = f"at character {at} the prompt writes {shown(prompt)}, the conversation {shown(rendered)}"
+    if rendered.split() and "".join(rendered.split()).startswith("".join(prompt.split())):
+        return TemplateError(
+            f"the generation prompt for message {k} differs from the conversation rendered up to that reply in "
+            f"whitespace alone ({where}): the template writes the line breaks and indentation "
+            "around its tags into the text (an indented template without whitespace control), so the prompt the "
+            "model is given is not the text it was trained on",
+            hint="strip the indentation and line breaks between the tags, or use whitespace control ({%- ... -%}, "
+            "{{- ... -}})",
+        )
+    return TemplateError(
+        f"the generation prompt for message {k} is not a prefix of the conversation rendered up to that reply: the "
+        f"template renders it differently once the reply is written ({where})",
+        hint="set the template argument that makes them agree, or use template: chatml",
+    )
 
 
 def _after_previous(anchored: Anchored | None, k: int) -> str | None:

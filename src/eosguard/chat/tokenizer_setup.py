@@ -128,9 +128,11 @@ def prepare_tokenizer(
     template_args: dict[str, Any] | None = None,
     padding_side: str = "right",
     add_pad: bool = True,
+    template_read: ChatTemplate | None = None,
 ) -> SetupReport:
     """Make `tokenizer` ready for SFT in place and report every change (see the module doc). add_pad=False never adds
     a pad token (no new embedding row): where only a new one would do, the pad is kept as it was (`eosguard fix`).
+    template_read: the tokenizer's template, read already (used where the template is unchanged here).
 
     Example:
         >>> from eosguard.testing.fixtures import family_tokenizer, openhermes_tokenizer
@@ -156,7 +158,8 @@ def prepare_tokenizer(
     if template_args:
         tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
         report.template_args = dict(template_args)
-    chat = ChatTemplate(tokenizer)
+    same = template_read is not None and template_read.source == tokenizer.chat_template
+    chat = template_read if same else ChatTemplate(tokenizer)
     report.end_of_turn, report.end_of_turn_id = chat.require_end_of_turn()
     report.stop_tokens = chat.stop_tokens
     if tokenizer.eos_token != report.end_of_turn:

@@ -1,10 +1,11 @@
 """`eosguard doctor`: a pre-flight check that finds every way a setup loses the stop token, on any chat template.
 
-It inspects a tokenizer (only its config and tokenizer files), optionally a model folder (config.json and
-generation_config.json only; weights are never read), data, a max length and a collator, in numbered steps, and
-reports findings (declared in `eosguard.checks.findings`) with a fix each. The end-of-turn token is read off the chat
-template, never assumed; `eos-masked` is proven by running the collator on real examples, never guessed. A check
-that could not run is reported as skipped, never as passed.
+It inspects a tokenizer (its tokenizer files), optionally a model folder (config.json, generation_config.json, and
+the stop tokens' own embedding and output rows, read alone from the weights: `eosguard.checks.weights`), data, a max
+length and a collator, in numbered steps, and reports findings (declared in `eosguard.checks.findings`) with a fix
+each. The template is read once (`ChatTemplate`) and handed to every step, with one renderer over it. The end-of-turn
+token is read off the chat template, never assumed; `eos-masked` is proven by running the collator on real examples,
+never guessed. A check that could not run is reported as skipped, never as passed.
 
 Exit codes: 0 no finding of severity "error"; 1 at least one; 2 bad usage or unreadable input.
 
@@ -47,12 +48,25 @@ PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
 )
 
 
+def probe_conversations(chat: ChatTemplate) -> tuple[Conversation, ...]:
+    """The probe conversations this template accepts: without their system turn where it rejects one (Gemma's first
+    template, Mistral v0.1's strict alternation), since a template that has no system turn is not wrong."""
+    try:
+        chat.render(PROBE_CONVERSATIONS[0].as_dicts())
+        return PROBE_CONVERSATIONS
+    except TemplateError:
+        return tuple(
+            conversation(*((m.role, m.content) for m in c.messages if m.role != "system")) for c in PROBE_CONVERSATIONS
+        )
+
+
 # -- steps ---------------------------------------------------------------------------------------------------
 
 
-def _check_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> ChatTemplate | None:
-    """Read the stop tokens off the template; never assume them (stops: the model's generation config's eos ids,
-    when a model folder is given: what decides whether the next turn's token closes a reply)."""
+def _read_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> ChatTemplate | None:
+    """Read the stop tokens off the template, once for the whole run; never assume them (stops: the model's
+    generation config's eos ids, when a model folder is given: what decides whether the next turn's token closes a
+    reply). None, with the template step failed or skipped, where no reply can be closed."""
     has_template = bool(getattr(tok, "chat_template", None))
     if not has_template:
         report.add(
@@ -63,13 +77,21 @@ def _check_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> 
         chat = template_for(tok, stops=stops)
     except TemplateError as exc:
         if has_template:
-            report.add(exc.finding, f"the chat template cannot be split into messages: {exc.message}")
+            report.add(exc.finding, f"the chat template cannot be split into messages: {exc.message}").advice = exc.hint
         report.step("chat template", False if has_template else None, exc.message)
         return None
     if chat.problem is not None:
         report.add("template-no-eos", f"{chat.problem}, so no example can teach the model to stop")
         report.step("chat template", False, "assistant turns are not closed by a token the model stops on")
         return None
+    return chat
+
+
+def _template_step(renderer: ChatRenderer, report: DoctorReport) -> list[list[Any]] | None:
+    """The template step: what closes each kind of reply, and the probe conversations placed (every reply of a
+    multi-turn conversation must be); returns their renderings, for the steps that read them (None: not placed)."""
+    chat = renderer.template
+    has_template = bool(getattr(chat.tokenizer, "chat_template", None))
     assumed = "" if has_template else " (no template: assuming ChatML, whose tokens it has)"
     if chat.assumed:
         tokens = " and ".join(dict.fromkeys(chat.assumed.values()))
@@ -81,14 +103,18 @@ def _check_template(tok: Any, stops: list[int] | None, report: DoctorReport) -> 
         f"{KIND_NAMES[kind]} end with {''.join(c.sequence)}" + (" (the next turn's token)" if c.appended else "")
         for kind, c in chat.closers.items()
     )
-    try:  # a multi-turn conversation must place every reply
-        ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
+    probes = probe_conversations(chat)
+    if probes is not PROBE_CONVERSATIONS:
+        assumed += "; the template takes no system turn (probed without one)"
+    try:
+        rendered = renderer.render_batch(probes)
     except TemplateError as exc:
-        report.add(exc.finding, exc.message)
+        report.add(exc.finding, exc.message).advice = exc.hint
         report.step("chat template", False, f"{kinds}; but {exc.message}")
-        return chat
-    report.step("chat template", has_template, f"{kinds}{assumed}")
-    return chat
+        return None
+    arguments = f"; template arguments {chat.args}" if chat.args else ""
+    report.step("chat template", has_template, f"{kinds}{assumed}{arguments}")
+    return rendered
 
 
 def read_trained_template(tok: Any, whose: str, report: DoctorReport) -> ChatTemplate | None:
@@ -98,7 +124,7 @@ def read_trained_template(tok: Any, whose: str, report: DoctorReport) -> ChatTem
         chat = ChatTemplate(tok)
         chat.require_end_of_turn()
     except TemplateError as exc:
-        report.add(exc.finding, f"{whose} chat template: {exc.message}")
+        report.add(exc.finding, f"{whose} chat template: {exc.message}").advice = exc.hint
         report.step("chat template", False, exc.message)
         return None
     return chat
@@ -262,10 +288,9 @@ def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: b
 def _check_data(
     convs: Sequence[Conversation],
     tok: Any,
-    chat: ChatTemplate | None,
+    renderer: ChatRenderer | None,
     max_length: int | None,
     collator: CollatorSpec,
-    tools: Any,
     report: DoctorReport,
 ) -> None:
     specials = sorted({t for t in tok.get_added_vocab() if t.strip()} | set(tok.all_special_tokens), key=len)
@@ -277,13 +302,14 @@ def _check_data(
             "rendered text parses it as control tokens and forges turn boundaries",
             count=n_special,
         )
-    if chat is None:
+    if renderer is None:
         report.step("data", True, f"{len(convs)} conversations")
         return
+    chat = renderer.template
     try:
-        rendered = ChatRenderer(tok, template=chat, tools=tools).render_batch(convs)
+        rendered = renderer.render_batch(convs)
     except TemplateError as exc:
-        report.add(exc.finding, exc.message)
+        report.add(exc.finding, exc.message).advice = exc.hint
         report.step("data", False, f"{len(convs)} conversations; the template cannot be split: {exc.message}")
         return
     examples = [r for rs in rendered for r in rs]
@@ -365,17 +391,19 @@ def _check_replies(
 def check_collator(
     spec: CollatorSpec,
     tok: Any,
+    chat: ChatTemplate,
     convs: Sequence[Conversation],
     report: DoctorReport,
     batch_size: int = 8,
     tools: Any = None,
-) -> tuple[StopCheck, str, list[dict[str, Any]]]:
-    """Collate real examples with the collator and count supervised turns whose stop token is masked."""
+) -> tuple[StopCheck, str, list[dict[str, Any]], StopTokenChecker]:
+    """Collate real examples with the collator and count supervised turns whose stop token is masked (`chat`: the
+    template `tok` was read into); returns the counts, a note on fallbacks, the batches and the checker."""
     collator, run_tok, note = build_collator(spec, tok)
-    checker = StopTokenChecker(run_tok)
+    checker = StopTokenChecker(run_tok, chat)
     total = StopCheck()
     batches = []
-    feats = features(spec, run_tok, convs, tools)
+    feats = features(spec, run_tok, convs, tools, chat)
     if spec != "eosguard":
         _check_double_bos(run_tok, feats, report)
     for b in range(0, len(feats), batch_size):
@@ -385,19 +413,25 @@ def check_collator(
             raise EosguardError(f"the collator {spec!r} failed on real examples: {exc}") from None
         total += checker.check_batch(batch)
         batches.append(batch)
-    return total, note, batches
+    return total, note, batches, checker
 
 
 def _collator_step(
-    collator: CollatorSpec, tok: Any, convs: list[Conversation], show: int, tools: Any, report: DoctorReport
+    collator: CollatorSpec,
+    tok: Any,
+    chat: ChatTemplate,
+    convs: list[Conversation],
+    show: int,
+    tools: Any,
+    report: DoctorReport,
 ) -> None:
     title = f"collator {collator!r}"
-    run_tok = tok
     try:
         if collator == "eosguard":  # eosguard trains with a prepared copy: pad chosen, its template kept
-            run_tok = copy.deepcopy(tok)
-            prepare_tokenizer(run_tok)
-        check, note, batches = check_collator(collator, run_tok, convs, report, tools=tools)
+            tok = copy.deepcopy(tok)
+            setup = prepare_tokenizer(tok, template_read=chat)
+            chat = chat if setup.eos_changed_from is None else template_for(tok)  # the template may write eos_token
+        check, note, batches, checker = check_collator(collator, tok, chat, convs, report, tools=tools)
     except TemplateError as exc:
         report.step(title, None, f"skipped: {exc.message}")
         return
@@ -423,10 +457,42 @@ def _collator_step(
     report.step(
         title, not check.stop_masked, f"{check.stop_trained}/{check.supervised_turns} stop tokens trained{note}"
     )
-    report.shown = _shown(run_tok, batches, show)
+    report.shown = _shown(checker, batches, show)
 
 
 # -- entry point ----------------------------------------------------------------------------------------------
+
+
+def open_setup(
+    tokenizer: Any,
+    report: DoctorReport,
+    *,
+    model_path: str | Path | None = None,
+    template_args: dict[str, Any] | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> tuple[Any, ChatTemplate | None, ChatRenderer | None, ModelFiles | None]:
+    """The steps every doctor run starts with, each thing read once: the tokenizer (with the run's template
+    arguments), the model folder's files, the template (read with the model's stop ids), one renderer over it (with
+    the run's tools). Returns (tokenizer, template or None, renderer or None, model files or None)."""
+    if template_args and getattr(tokenizer, "chat_template", None):
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
+    report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")
+    model = ModelFiles(str(model_path)) if model_path else None
+    chat = _read_template(tokenizer, model.eos_ids if model else None, report)
+    renderer = ChatRenderer(tokenizer, template=chat, tools=tools) if chat is not None else None
+    report.facts.update(
+        {
+            "end_of_turn": chat.end_of_turn if chat else None,
+            "end_of_turn_id": chat.end_of_turn_id if chat else None,
+            "stop_tokens": chat.stop_tokens if chat else [],
+            "pad_token": tokenizer.pad_token,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token": tokenizer.eos_token,
+            "padding_side": tokenizer.padding_side,
+        }
+    )
+    return tokenizer, chat, renderer, model
 
 
 def diagnose(
@@ -456,60 +522,66 @@ def diagnose(
         >>> diagnose(family_tokenizer("llama3", pad="eot"), collator="transformers").ids
         ['eos-masked', 'pad-is-eos', 'double-bos']
     """
-    if template_args and getattr(tokenizer, "chat_template", None):
-        tokenizer = copy.deepcopy(tokenizer)
-        tokenizer.chat_template = with_arguments(tokenizer.chat_template, template_args)
     report = DoctorReport()
-    report.step("tokenizer", True, f"{type(tokenizer).__name__}, {len(tokenizer)} tokens")
-    model = ModelFiles(model_path) if model_path else None
-    chat = _check_template(tokenizer, model.eos_ids if model else None, report)
-    report.facts.update(
-        {
-            "end_of_turn": chat.end_of_turn if chat else None,
-            "end_of_turn_id": chat.end_of_turn_id if chat else None,
-            "stop_tokens": chat.stop_tokens if chat else [],
-            "pad_token": tokenizer.pad_token,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token": tokenizer.eos_token,
-            "padding_side": tokenizer.padding_side,
-        }
+    tokenizer, chat, renderer, model = open_setup(
+        tokenizer, report, model_path=model_path, template_args=template_args, tools=tools
     )
+    probes = _template_step(renderer, report) if renderer is not None else None
     _check_pad(tokenizer, chat, report, rows=prepared is not None)
     if model is not None:
         _check_model(model, tokenizer, chat, lora, report)
     if prepared is not None:
         from eosguard.checks.rows import check_prepared
 
-        stops = {*model.eos_ids, tokenizer.eos_token_id} - {None} if model is not None else None
-        check_prepared(prepared, tokenizer, chat, stops, collator, show, report)
+        check_prepared(prepared, tokenizer, chat, _model_stops(model, tokenizer), collator, show, report)
         return _finished(tokenizer, chat, report)
-    convs = list(conversations) if conversations else list(PROBE_CONVERSATIONS)
+    convs = list(conversations) if conversations else list(probe_conversations(chat) if chat else PROBE_CONVERSATIONS)
     if conversations:
-        _check_data(convs, tokenizer, chat, max_length, collator, tools, report)
-    elif chat is not None:
-        _probe_replies(tokenizer, chat, collator, report)
+        _check_data(convs, tokenizer, renderer, max_length, collator, report)
+    elif chat is not None and probes is not None:
+        _check_replies(probes, chat, collator, report)
     if collator != "eosguard":  # eosguard renders prompts and examples with one renderer: a prefix by construction
         _check_prompt_prefix(tokenizer, convs, tools, report)
     if chat is None:
         report.step(f"collator {collator!r}", None, "skipped: no end-of-turn token to check")
     else:
-        _collator_step(collator, tokenizer, convs[:64], show, tools, report)
+        _collator_step(collator, tokenizer, chat, convs[:64], show, tools, report)
     return _finished(tokenizer, chat, report)
+
+
+def diagnose_run(
+    tokenizer: Any,
+    report: DoctorReport,
+    *,
+    model_path: str | None = None,
+    prepared: Sequence[str | Path] = (),
+    show: int = 0,
+    template_args: dict[str, Any] | None = None,
+) -> DoctorReport:
+    """Another tool's run, as it trained (`doctor --config`): the tokenizer it trained with, its model folder, the
+    rows it wrote, held to the template; none of eosguard's own pipeline (its pad, a collator, probes) is run, since
+    the framework built its labels itself. Adds to `report` and returns it."""
+    tokenizer, chat, renderer, model = open_setup(tokenizer, report, model_path=model_path, template_args=template_args)
+    if renderer is not None:
+        _template_step(renderer, report)
+    if model is not None:
+        _check_model(model, tokenizer, chat, False, report)
+    if prepared:
+        from eosguard.checks.rows import check_prepared
+
+        check_prepared(list(prepared), tokenizer, chat, _model_stops(model, tokenizer), "eosguard", show, report)
+    return report
+
+
+def _model_stops(model: ModelFiles | None, tok: Any) -> set[int] | None:
+    """The ids the model stops on: its generation config's eos ids and the tokenizer's eos (None: no model)."""
+    return {*model.eos_ids, tok.eos_token_id} - {None} if model is not None else None
 
 
 def _finished(tok: Any, chat: ChatTemplate | None, report: DoctorReport) -> DoctorReport:
     _fixing_arguments(tok, chat, report)
     report.sort()
     return report
-
-
-def _probe_replies(tok: Any, chat: ChatTemplate, collator: CollatorSpec, report: DoctorReport) -> None:
-    """Without data: the probe conversations tell whether the template rewrites replies or opens blocks."""
-    try:
-        rendered = ChatRenderer(tok, template=chat).render_batch(PROBE_CONVERSATIONS)
-    except TemplateError:
-        return  # the template step reported it
-    _check_replies(rendered, chat, collator, report)
 
 
 _BUILTIN_VARIABLES = frozenset(
@@ -553,7 +625,7 @@ def _fixing_arguments(tok: Any, chat: ChatTemplate | None, report: DoctorReport)
         for value in (False, True):
             try:
                 trial = ChatRenderer(tok, template=ChatTemplate(tok, args={**chat.args, name: value}))
-                if not any(r.treated for r in trial.examples(PROBE_CONVERSATIONS)):
+                if not any(r.treated for r in trial.examples(probe_conversations(chat))):
                     fixes.append(f"--template-arg {name}={str(value).lower()}")
             except (TemplateError, EosguardError):
                 continue
@@ -564,8 +636,8 @@ def _fixing_arguments(tok: Any, chat: ChatTemplate | None, report: DoctorReport)
     )
 
 
-def _shown(tok: Any, batches: list[dict[str, Any]], n: int) -> list[list[TokenView]]:
-    checker = StopTokenChecker(tok)
+def _shown(checker: StopTokenChecker, batches: list[dict[str, Any]], n: int) -> list[list[TokenView]]:
+    tok = checker.template.tokenizer
     rows = [(batch, row) for batch in batches for row in range(len(batch["input_ids"]))]
     return [token_views(tok, b, r, set(checker.reply_stops(b["input_ids"][r].tolist()))) for b, r in rows[:n]]
 

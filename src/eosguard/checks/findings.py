@@ -248,9 +248,10 @@ FINDINGS: dict[str, FindingSpec] = {
         ),
         FindingSpec(
             "config-stop-unnamed",
-            "warning",
-            "an axolotl config with no `eot_tokens` for a template whose turns end with a token other than the eos "
-            "(axolotl#3754: older versions masked it)",
+            "error",
+            "an axolotl config with no `eot_tokens` for a template whose turns end with a token other than the eos: "
+            "axolotl takes `eot_tokens` = [eos] and trains a reply's end of turn only as one of those, so the real "
+            "one stays at -100 (axolotl 0.19.0; axolotl#3754)",
             "set `eot_tokens` to the template's stop tokens (the finding names them)",
         ),
         FindingSpec(

@@ -76,10 +76,12 @@ def build_collator(spec: CollatorSpec, tok: Any) -> tuple[Callable, Any, str]:
 _GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-def features(spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], tools: Any) -> list[dict[str, Any]]:
-    """The examples each pipeline really builds before its collator sees them."""
+def features(
+    spec: CollatorSpec, tok: Any, convs: Sequence[Conversation], tools: Any, template: Any = None
+) -> list[dict[str, Any]]:
+    """The examples each pipeline really builds before its collator sees them (`template`: `tok`'s, read already)."""
     if spec == "eosguard":
-        return [r.to_example() for r in ChatRenderer(tok, tools=tools).examples(convs)]
+        return [r.to_example() for r in ChatRenderer(tok, template=template, tools=tools).examples(convs)]
     if spec == "trl" and _GENERATION_BLOCK.search(tok.chat_template or ""):
         # TRL's assistant_only_loss: labels are the template's {% generation %} mask, folded in before collation.
         out = [

@@ -18,9 +18,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class Finding:
+    """One finding; `advice`: the fix in the words of the tool the run used (an axolotl or LLaMA-Factory key), where
+    the registry's general fix would not be the user's."""
+
     id: str
     message: str
     count: int | None = None
+    advice: str | None = None
 
     @property
     def severity(self) -> Severity:
@@ -28,7 +32,7 @@ class Finding:
 
     @property
     def fix(self) -> str:
-        return FINDINGS[self.id].fix
+        return self.advice or FINDINGS[self.id].fix
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "severity": self.severity, "message": self.message, "fix": self.fix}

@@ -22,11 +22,12 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
+import click
 import typer
 
-from eosguard.base.errors import EXIT_FINDINGS, EosguardError, PeerFailed
+from eosguard.base.errors import EXIT_FINDINGS, EXIT_INTERNAL, EosguardError, PeerFailed, internal_error
 from eosguard.cli import args as a
 from eosguard.cli import show
 
@@ -39,6 +40,7 @@ app = typer.Typer(
 export_app = typer.Typer(no_args_is_help=True, help="Export a trained model folder for a serving engine.")
 app.add_typer(export_app, name="export")
 
+PASSED_THROUGH = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException)
 EXAMPLES: dict[str, str] = {
     "demo": "eosguard demo --model smollm2 --out eosguard-demo",
     "doctor": "eosguard doctor --tokenizer PATH --data chats.jsonl --collator transformers --html labels.html",
@@ -64,6 +66,11 @@ def command(fn: Callable[..., None] | None = None, *, group: typer.Typer = app, 
             if not isinstance(exc, PeerFailed):  # rank 0 printed a peer's error; this rank exits with its code
                 show.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except PASSED_THROUGH:  # typer's and click's own exits: already an exit code
+            raise
+        except Exception as exc:  # eosguard's own failure: its own exit code, never 1 ("the stop token is lost")
+            show.error(internal_error(exc))
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     name = fn.__name__.rstrip("_")
     return group.command(name=name, epilog=f"Example: {EXAMPLES[prefix + name]}")(run)
@@ -93,60 +100,33 @@ def doctor(
     tokenizer: a.Tokenizer = None,
     model: a.Model = None,
     data: a.Data = None,
-    max_length: Annotated[int | None, typer.Option(min=9, help=a.MAX_LENGTH_HELP)] = None,
-    collator: Annotated[str, typer.Option(help="eosguard | transformers | trl | MODULE:FACTORY")] = "eosguard",
-    compare: Annotated[str | None, typer.Option(help="A second collator beside --collator (e.g. eosguard).")] = None,
-    lora: Annotated[
-        bool, typer.Option("--lora", help="The run uses LoRA without training the embedding rows.")
-    ] = False,
+    prepared: a.Prepared = None,
+    config: a.TrainingConfigFile = None,
+    gguf: a.Gguf = None,
+    modelfile: a.Modelfile = None,
+    max_length: a.DoctorMaxLength = None,
+    collator: a.Collator = "eosguard",
+    compare: a.Compare = None,
+    lora: a.Lora = False,
     skip_invalid: a.SkipInvalid = False,
     show_n: a.Show = 0,
-    html: Annotated[Path | None, typer.Option(help="Write the label viewer: one self-contained HTML page.")] = None,
-    as_json: a.Json = False,
-    trust_remote_code: a.TrustRemoteCode = False,
-    template_arg: a.TemplateArgs = None,
+    html: a.Html = None,
     tools: a.Tools = None,
-    gguf: Annotated[
-        Path | None, typer.Option(help="A GGUF file: what llama.cpp / Ollama stop on (with --tokenizer: as trained).")
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="An axolotl or LLaMA-Factory training config: its stop-token settings, its data."),
-    ] = None,
-    modelfile: Annotated[
-        Path | None,
-        typer.Option(help="An Ollama Modelfile: its TEMPLATE and stop lines (with --tokenizer: as trained)."),
-    ] = None,
-    prepared: Annotated[
-        Path | None,
-        typer.Option(
-            help="Rows another tool wrote (a `datasets` folder, parquet, JSONL or Arrow: input_ids with labels, "
-            "assistant_masks or completion_mask; without any, --collator builds the labels)."
-        ),
-    ] = None,
+    template_arg: a.TemplateArgs = None,
+    trust_remote_code: a.TrustRemoteCode = False,
+    as_json: a.Json = False,
 ) -> None:
     """Find every way this setup loses the stop token. Exit 1 on an error finding (of --collator's pipeline)."""
+    from eosguard.recipes.doctor import DoctorOptions
     from eosguard.recipes.doctor import doctor as run_doctor
 
-    reports = run_doctor(
-        tokenizer=tokenizer,
-        model=model,
-        data=data or (),
-        max_length=max_length,
-        collator=collator,
-        compare=compare,
-        lora=lora,
-        skip_invalid=skip_invalid,
-        show=show_n,
-        html=html,
-        tools=_tools(tools),
-        template_args=_template_args(template_arg),
-        gguf=gguf,
-        modelfile=modelfile,
-        config=config,
-        prepared=prepared,
+    options = DoctorOptions(
+        tokenizer=tokenizer, model=model, data=tuple(data or ()), prepared=prepared, config=config, gguf=gguf,
+        modelfile=modelfile, max_length=max_length, collator=collator, compare=compare, lora=lora,
+        skip_invalid=skip_invalid, show=show_n, html=html, tools=tools, template_args=_template_args(template_arg),
         trust_remote_code=trust_remote_code,
-    )
+    )  # fmt: skip
+    reports = run_doctor(options)
     first = reports[0][1]
     if as_json:
         doc = first.to_dict()
@@ -163,12 +143,10 @@ def doctor(
 
 @command
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config (every key: docs/training.md).")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 --set data.train=[a.jsonl]")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Train even when the doctor finds errors (loudly).")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")] = False,
+    config: a.TrainConfigFile,
+    set_: a.Sets = None,
+    force: a.Force = False,
+    resume: a.Resume = False,
     template_arg: a.TemplateArgs = None,
 ) -> None:
     """Fine-tune a chat model in its own chat template on transformers.Trainer; refuses to start on doctor errors."""
@@ -184,29 +162,19 @@ def train(
 def eval_(
     data: a.HeldOut,
     model: a.Model = None,
-    engine: Annotated[
-        a.Engine, typer.Option(help="transformers (generate) | llamacpp (llama.cpp's server in process, from a GGUF).")
-    ] = "transformers",
-    endpoint: Annotated[
-        str | None, typer.Option(help="An OpenAI-compatible server (vLLM, llama-server, Ollama, TGI): its base URL.")
-    ] = None,
+    engine: a.EngineOption = "transformers",
+    endpoint: a.Endpoint = None,
     tokenizer: a.Tokenizer = None,
     max_new_tokens: a.MaxNewTokens = a.MAX_NEW_TOKENS,
-    batch_size: Annotated[int, typer.Option(min=1, help="Prompts generated together (transformers).")] = 32,
-    sample: Annotated[bool, typer.Option("--sample", help="Sample (temperature) instead of greedy decoding.")] = False,
-    temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
-    stop_on: Annotated[
-        a.StopOn,
-        typer.Option(
-            help="transformers: stop on the template's stop tokens (template: do the weights stop?) or on the "
-            "folder's own generation_config.json (model: what generate() and vLLM stop on)."
-        ),
-    ] = "template",
-    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N conversations only.")] = None,
+    batch_size: a.BatchSize = 32,
+    sample: a.Sample = False,
+    temperature: a.Temperature = 1.0,
+    stop_on: a.StopOnOption = "template",
+    limit: a.Limit = None,
     skip_invalid: a.SkipInvalid = False,
     as_json: a.Json = False,
     show_n: a.Show = 0,
-    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    seed: a.Seed = 0,
     template_arg: a.TemplateArgs = None,
     tools: a.Tools = None,
 ) -> None:
@@ -249,14 +217,9 @@ def fix(
     model: a.ModelPath,
     out: a.Out,
     data: a.Data = None,
-    template: Annotated[
-        str | None, typer.Option(help="A chat template for a model that has none: chatml, or a tokenizer folder.")
-    ] = None,
+    template: a.FixTemplate = None,
     max_new_tokens: a.MaxNewTokens = a.MAX_NEW_TOKENS,
-    add_pad: Annotated[
-        bool,
-        typer.Option("--add-pad", help="Add a new pad token (one more embedding row) where no existing one can pad."),
-    ] = False,
+    add_pad: a.AddPad = False,
 ) -> None:
     """Repair the stop metadata that needs no training (eos, pad, generation config, GGUF eos / eot), then measure
     whether the weights themselves stop. No tensor changes shape unless --add-pad. --out: the repaired copy (a new
@@ -271,10 +234,8 @@ def fix(
 def gguf(
     model: a.ModelPath,
     out: a.Out,
-    outtype: Annotated[a.OutType, typer.Option(help="The weights' type in the file.")] = "f16",
-    ollama: Annotated[
-        bool, typer.Option("--ollama", help="Also write an Ollama Modelfile: its TEMPLATE and stop lines.")
-    ] = False,
+    outtype: a.OutTypeOption = "f16",
+    ollama: a.Ollama = False,
 ) -> None:
     """Convert with llama.cpp's converter, then prove (and where needed correct) the stop metadata an engine reads.
     --out: the GGUF file to write."""
@@ -286,11 +247,9 @@ def gguf(
 
 @command
 def demo(
-    out: Annotated[Path, typer.Option(help=a.OUT_HELP)] = Path("eosguard-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run (figures are weaker).")] = False,
-    model: Annotated[
-        a.DemoModel, typer.Option(help="tiny: a tiny Mistral trained here; smollm2: the real SmolLM2-135M-Instruct.")
-    ] = "tiny",
+    out: a.OutOption = Path("eosguard-demo"),
+    quick: a.Quick = False,
+    model: a.DemoModelOption = "tiny",
 ) -> None:
     """The bug report, broken setup and fix side by side: pad = eos vs eosguard, same model, data, steps and seed.
     --out: a folder for report.json / .md / .png / .html and the models."""
@@ -305,18 +264,14 @@ def demo(
 
 @command
 def prepare(
-    data: Annotated[list[str], typer.Argument(help="Conversations: JSONL files or `datasets` folders.")],
+    data: a.PrepareData,
     tokenizer: a.Tokenizer,
     out: a.Out,
-    max_length: Annotated[int, typer.Option(min=9, help=a.MAX_LENGTH_HELP)] = 2048,
-    over_length: Annotated[
-        a.OverLength, typer.Option(help="Longer examples: drop, truncate keeping the stop token, or error.")
-    ] = "truncate",
-    train_on: Annotated[a.TrainOn, typer.Option(help="all | last | each (one example per reply)")] = "all",
+    max_length: a.MaxLength = 2048,
+    over_length: a.OverLengthOption = "truncate",
+    train_on: a.TrainOnOption = "all",
     skip_invalid: a.SkipInvalid = False,
-    num_proc: Annotated[
-        int | None, typer.Option(min=1, help="Processes that render and tokenize (default: one per core).")
-    ] = None,
+    num_proc: a.NumProc = None,
     template_arg: a.TemplateArgs = None,
     tools: a.Tools = None,
 ) -> None:

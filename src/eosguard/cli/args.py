@@ -20,7 +20,8 @@ Tokenizer = Annotated[
 ]
 MODEL_HELP = (
     "Model folder or hub id; a GGUF file where the command takes one (fix; eval --engine llamacpp); with eval "
-    "--endpoint, the served model's name. The doctor reads only its config.json and generation_config.json."
+    "--endpoint, the served model's name. The doctor reads its config.json, generation_config.json and the stop "
+    "tokens' own rows of its weights (a PEFT adapter folder: what it trains, and its local base's rows)."
 )
 Model = Annotated[str | None, typer.Option(help=MODEL_HELP)]
 ModelPath = Annotated[Path, typer.Option("--model", help=MODEL_HELP)]
@@ -56,30 +57,145 @@ TrustRemoteCode = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow code shipped with the tokenizer or model.")
 ]
 
+# The doctor's own options (the typed group they fill: `eosguard.recipes.doctor.DoctorOptions`).
+Prepared = Annotated[
+    Path | None,
+    typer.Option(
+        help="Rows another tool wrote (a `datasets` folder, parquet, JSONL or Arrow: input_ids with labels, "
+        "assistant_masks or completion_mask; without any, --collator builds the labels)."
+    ),
+]
+TrainingConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="An axolotl or LLaMA-Factory training config: its stop-token settings, its data."),
+]
+Gguf = Annotated[
+    Path | None, typer.Option(help="A GGUF file: what llama.cpp / Ollama stop on (with --tokenizer: as trained).")
+]
+Modelfile = Annotated[
+    Path | None,
+    typer.Option(help="An Ollama Modelfile: its TEMPLATE and stop lines (with --tokenizer: as trained)."),
+]
+DoctorMaxLength = Annotated[int | None, typer.Option(min=9, help=MAX_LENGTH_HELP)]
+Collator = Annotated[str, typer.Option(help="eosguard | transformers | trl | MODULE:FACTORY")]
+Compare = Annotated[str | None, typer.Option(help="A second collator beside --collator (e.g. eosguard).")]
+Lora = Annotated[bool, typer.Option("--lora", help="The run uses LoRA without training the embedding rows.")]
+Html = Annotated[Path | None, typer.Option(help="Write the label viewer: one self-contained HTML page.")]
+
 Engine = Literal["transformers", "llamacpp"]
 StopOn = Literal["template", "model"]
 OutType = Literal["f16", "bf16", "q8_0", "f32"]
 DemoModel = Literal["tiny", "smollm2"]
 
+# train
+TrainConfigFile = Annotated[Path, typer.Argument(help="YAML config (every key: docs/training.md).")]
+Sets = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a key: --set lr=1e-4 --set data.train=[a.jsonl]")
+]
+Force = Annotated[bool, typer.Option("--force", help="Train even when the doctor finds errors (loudly).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]
+
+# eval
+EngineOption = Annotated[
+    Engine,
+    typer.Option("--engine", help="transformers (generate) | llamacpp (llama.cpp's server in process, from a GGUF)."),
+]
+Endpoint = Annotated[
+    str | None, typer.Option(help="An OpenAI-compatible server (vLLM, llama-server, Ollama, TGI): its base URL.")
+]
+BatchSize = Annotated[int, typer.Option(min=1, help="Prompts generated together (transformers).")]
+Sample = Annotated[bool, typer.Option("--sample", help="Sample (temperature) instead of greedy decoding.")]
+Temperature = Annotated[float, typer.Option(min=0.01)]
+StopOnOption = Annotated[
+    StopOn,
+    typer.Option(
+        "--stop-on",
+        help="transformers: stop on the template's stop tokens (template: do the weights stop?) or on the "
+        "folder's own generation_config.json (model: what generate() and vLLM stop on).",
+    ),
+]
+Limit = Annotated[int | None, typer.Option(min=1, help="Evaluate the first N conversations only.")]
+Seed = Annotated[int, typer.Option(help="Seed for sampling.")]
+
+# fix, export gguf
+FixTemplate = Annotated[
+    str | None, typer.Option(help="A chat template for a model that has none: chatml, or a tokenizer folder.")
+]
+AddPad = Annotated[
+    bool, typer.Option("--add-pad", help="Add a new pad token (one more embedding row) where no existing one can pad.")
+]
+OutTypeOption = Annotated[OutType, typer.Option("--outtype", help="The weights' type in the file.")]
+Ollama = Annotated[bool, typer.Option("--ollama", help="Also write an Ollama Modelfile: its TEMPLATE and stop lines.")]
+
+# demo
+OutOption = Annotated[Path, typer.Option("--out", help=OUT_HELP)]
+Quick = Annotated[bool, typer.Option("--quick", help="A smaller, faster run (figures are weaker).")]
+DemoModelOption = Annotated[
+    DemoModel,
+    typer.Option("--model", help="tiny: a tiny Mistral trained here; smollm2: the real SmolLM2-135M-Instruct."),
+]
+
+# prepare
+PrepareData = Annotated[list[str], typer.Argument(help="Conversations: JSONL files or `datasets` folders.")]
+MaxLength = Annotated[int, typer.Option(min=9, help=MAX_LENGTH_HELP)]
+OverLengthOption = Annotated[
+    OverLength, typer.Option("--over-length", help="Longer examples: drop, truncate keeping the stop token, or error.")
+]
+TrainOnOption = Annotated[TrainOn, typer.Option("--train-on", help="all | last | each (one example per reply)")]
+NumProc = Annotated[int | None, typer.Option(min=1, help="Processes that render and tokenize (default: one per core).")]
+
 __all__ = [
     "MAX_NEW_TOKENS",
+    "AddPad",
+    "BatchSize",
+    "Collator",
+    "Compare",
     "Data",
     "DemoModel",
+    "DemoModelOption",
+    "DoctorMaxLength",
+    "Endpoint",
     "Engine",
+    "EngineOption",
+    "FixTemplate",
+    "Force",
+    "Gguf",
     "HeldOut",
+    "Html",
     "Json",
+    "Limit",
+    "Lora",
+    "MaxLength",
     "MaxNewTokens",
     "Model",
     "ModelPath",
+    "Modelfile",
+    "NumProc",
+    "Ollama",
     "Out",
+    "OutOption",
     "OutType",
+    "OutTypeOption",
     "OverLength",
+    "OverLengthOption",
+    "PrepareData",
+    "Prepared",
+    "Quick",
+    "Resume",
+    "Sample",
+    "Seed",
+    "Sets",
     "Show",
     "SkipInvalid",
     "StopOn",
+    "StopOnOption",
+    "Temperature",
     "TemplateArgs",
     "Tokenizer",
     "Tools",
+    "TrainConfigFile",
     "TrainOn",
+    "TrainOnOption",
+    "TrainingConfigFile",
     "TrustRemoteCode",
 ]

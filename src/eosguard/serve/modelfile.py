@@ -110,14 +110,15 @@ def read_modelfile(path: str | Path) -> Modelfile:
     return out
 
 
-def diagnose_modelfile(path: str | Path, tokenizer: Any = None) -> DoctorReport:
-    """The Modelfile checks (see the module doc), then the GGUF checks on the file `FROM` names when it is local."""
+def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | None = None) -> DoctorReport:
+    """The Modelfile checks (see the module doc), then the GGUF checks on the file `FROM` names when it is local, or
+    on `gguf` (the file FROM names, given where FROM is a name of Ollama's library or a path not here)."""
     from eosguard.checks.doctor import read_trained_template
     from eosguard.serve.gguf_doctor import diagnose_gguf
     from eosguard.serve.gguf_files import gguf_tokenizer
 
     mf = read_modelfile(path)
-    gguf = mf.local_gguf()
+    gguf = gguf if gguf is not None else mf.local_gguf()
     report = DoctorReport(passed="no findings: Ollama renders the trained format and stops on every stop token")
     where = f"{mf.path}:{mf.source_line}"
     report.step("Modelfile", True, f"FROM {mf.source} ({where}; {'a local GGUF' if gguf else 'not a local file'})")
