@@ -282,7 +282,7 @@ def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: b
     if chat is not None:
         from eosguard.checks.weights import check_stop_rows
 
-        check_stop_rows(model.folder, model.base, model.adapter, chat, report)
+        check_stop_rows(model.folder, model.base, model.adapter, model.config, chat, report)
 
 
 def _check_data(

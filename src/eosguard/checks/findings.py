@@ -72,11 +72,14 @@ FINDINGS: dict[str, FindingSpec] = {
         FindingSpec(
             "stop-token-untrained",
             "error",
-            "a stop token's embedding or output rows were never trained (at the vocabulary's mean or zero, as "
-            "resize_token_embeddings leaves a new row): read from the weights",
-            "train those rows: a full fine-tune, or LoRA with modules_to_save=['embed_tokens', 'lm_head'] or "
-            "trainable_token_indices (LLaMA-Factory: `additional_target: embed_tokens,lm_head`; axolotl: "
-            "`lora_modules_to_save: [embed_tokens, lm_head]`; eosguard train adds them)",
+            "a stop token's embedding or output rows are untrained (at zero, at the vocabulary's mean, random at the "
+            "initialisation scale, or under a quarter of the median row's norm): read from the weights, an adapter's "
+            "as PEFT loads them",
+            "train those rows: a full fine-tune, or LoRA with modules_to_save=['embed_tokens', 'lm_head'] (one alone "
+            "leaves the other layer's rows, on a tied model too unless ensure_weight_tying=True) or "
+            "trainable_token_indices (an untied model: {'embed_tokens': ids, 'lm_head': ids}) (LLaMA-Factory: "
+            "`additional_target: embed_tokens,lm_head`; axolotl: `lora_modules_to_save: [embed_tokens, lm_head]`; "
+            "eosguard train adds them)",
         ),
         FindingSpec(
             "vocab-mismatch",
