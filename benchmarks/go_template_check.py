@@ -363,6 +363,11 @@ CASES = {
     '{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n<|im_start|>assistant'
     '\n{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}',
     "printing a message": '{{ range .Messages }}{{ if eq .Role "user" }}{{ . }}{{ end }}{{ end }}',
+    "if declaring a variable, nested ranges": "{{ if $s := .System }}[{{ $s }}]{{ end }}{{ range $i, $m := .Messages }}"
+    "{{ range $.Messages }}{{ $i }}{{ end }}{{ end }}",
+    "else with trim markers": '{{ range .Messages }}{{ if eq .Role "user" -}}\n  U  \n{{- else -}}\n  O  \n{{- end }}'
+    "{{ end }}",
+    "with on a message": "{{ with index .Messages 0 }}{{ .Role }}{{ end }}{{ with $.System }}{{ . }}{{ end }}",
     "error: undefined variable": "{{ $x }}",
     "error: unclosed action": "{{ .Prompt ",
     "error: no end": "{{ if .Prompt }}x",
@@ -552,9 +557,20 @@ def doctor_cases(runner: Path) -> dict:
     return rows
 
 
+def _cpu() -> str:
+    """The CPU's model name and whether it has avx512_bf16 (lscpu)."""
+    try:
+        info = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model name")), "")
+    return f"{name}, avx512_bf16 {'yes' if 'avx512_bf16' in info else 'no'}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ollama", type=Path, help="an Ollama checkout: hold its template/*.gotmpl too")
+    parser.add_argument("--ollama-rev", default="", help="the commit of that checkout, for the record")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "go_template.json")
     args = parser.parse_args()
     if shutil.which("go") is None:
@@ -580,7 +596,9 @@ def main() -> int:
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
+            "cpu": _cpu(),
             "ollama_templates": len(theirs),
+            "ollama_rev": args.ollama_rev,
         },
         "python_equals_go": equal,
         "go_equals_jinja": jinja,
