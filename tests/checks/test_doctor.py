@@ -274,6 +274,11 @@ SKIP_PATHS = {  # each way a doctor step is reported as skipped: (arguments, exi
     ),
     "GGUF, template unusable": lambda d: (["--gguf", d["gguf"], "--tokenizer", d["no-eos"]], None, "stop metadata"),
     "Modelfile, no template to hold it to": lambda d: (["--modelfile", d["modelfile"]], 0, "chat template"),
+    "Modelfile, a TEMPLATE the renderer does not follow": lambda d: (
+        ["--modelfile", d["modelfile-named"], "--tokenizer", d["unk"]],
+        0,
+        "TEMPLATE rendered",
+    ),
     "config, no local tokenizer": lambda d: (["--config", d["lf-config"]], 0, "stop tokens for the config"),
     "config, its named template unknown here": lambda d: (
         ["--config", d["axolotl-llama3"], "--tokenizer", d["mistral-base"]],
@@ -315,6 +320,8 @@ def skip_inputs(tokenizer_dirs, tiny_model_dir, tmp_path_factory):
     (root / "config-only" / "generation_config.json").write_text(json.dumps({"eos_token_id": [32000]}))  # <|im_end|>
     (root / "Modelfile").write_text('FROM llama3.2\nPARAMETER stop "<|eot_id|>"\n')
     (root / "llama3.yaml").write_text("base_model: meta-llama/Llama-3.1-8B\nchat_template: llama3\n")
+    named = 'TEMPLATE """{{ define "t" }}{{ .Content }}{{ end }}{{ range .Messages }}{{ template "t" . }}{{ end }}"""'
+    (root / "Named").write_text(f'FROM llama3.2\n{named}\nPARAMETER stop "<|im_end|>"\n')
     from eosguard.testing.fixtures import family_tokenizer
 
     family_tokenizer("gemma").save_pretrained(root / "gemma")
@@ -332,6 +339,7 @@ def skip_inputs(tokenizer_dirs, tiny_model_dir, tmp_path_factory):
         "config-only": root / "config-only",
         "gguf": smollm2_gguf_path(),
         "modelfile": root / "Modelfile",
+        "modelfile-named": root / "Named",
     }
 
 

@@ -268,17 +268,19 @@ FINDINGS: dict[str, FindingSpec] = {
         FindingSpec(
             "modelfile-no-template",
             "warning",
-            "an Ollama Modelfile whose FROM has no TEMPLATE: Ollama renders `{{ .Prompt }}` unless it recognises the "
-            "GGUF's embedded template (ollama#8982)",
+            "an Ollama Modelfile whose FROM has no TEMPLATE: unless Ollama recognises the GGUF's embedded template as "
+            "one of its own, it renders `{{ .Prompt }}` (before 0.30, ollama#8982) or the GGUF's template (0.30+)",
             "write a TEMPLATE in the trained format, or check with `ollama show --template` that Ollama took the "
             "GGUF's",
         ),
         FindingSpec(
             "modelfile-template-drift",
             "error",
-            "an Ollama Modelfile TEMPLATE that never writes a stop token or the assistant header of the trained "
-            "template: another format than the model learned",
-            "write the TEMPLATE in the trained format: every turn closed by its stop token",
+            "an Ollama Modelfile TEMPLATE that, rendered as Ollama renders it (its SYSTEM applied) on probe "
+            "conversations, does not write what the trained template writes (or fails): another format than the "
+            "model learned",
+            "write the TEMPLATE (and SYSTEM) that renders the trained format: the report shows where they part; "
+            "`eosguard export gguf --ollama` writes one where a Go template can",
         ),
         FindingSpec(
             "modelfile-no-stop",

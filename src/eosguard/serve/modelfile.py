@@ -1,19 +1,23 @@
 """An Ollama `Modelfile` held against the chat template the model was trained with (`doctor --modelfile`).
 
-Ollama renders prompts with the Modelfile's `TEMPLATE` (a Go template) and stops on its `PARAMETER stop` lines, and on
-the GGUF's own end-of-generation ids. A `FROM` with no `TEMPLATE` gets `{{ .Prompt }}` unless Ollama recognises the
-GGUF's template as one of its own (ollama#8982): the model never sees its chat format. So:
+Ollama renders prompts with the Modelfile's `TEMPLATE` (a Go template), its `SYSTEM` first when a request brings no
+system message, and stops on its `PARAMETER stop` lines and on the GGUF's own end-of-generation ids. So:
 
-- `modelfile-no-template`: no `TEMPLATE`;
-- `modelfile-template-drift`: a `TEMPLATE` that never writes a stop token of the trained template, or its assistant
-  header: it is not the format the model was trained in;
+- `modelfile-no-template`: no `TEMPLATE`. Ollama before 0.30 renders `{{ .Prompt }}` unless it recognises the GGUF's
+  template as one of its own (ollama#8982); 0.30 and later, the same recognition, else the GGUF's own Jinja
+  template (llama-server's): either way the format is not the Modelfile's to prove;
+- `modelfile-template-drift`: the `TEMPLATE` rendered as Ollama renders it (`eosguard.serve.ollama_prompt`: Go's
+  `text/template` re-done in Python, `.Messages` or the legacy `.System` / `.Prompt` / `.Response` form, SYSTEM
+  applied) on probe conversations (system, user and assistant turns, several turns, the generation prompt) is not
+  the trained template's text for the same messages: the report names the probe, the character and both texts
+  there. A template the renderer does not follow is a skipped step, never a pass; one Go refuses exits 2;
 - `modelfile-no-stop`: a stop token of the template with no `PARAMETER stop` line (Ollama then stops there only
   through the GGUF's eos / eot ids, which the GGUF checks read when `FROM` names a local file).
 
 The trained template comes from `--tokenizer` (the training folder), else from the GGUF that `FROM` names.
 
 `write_modelfile` (used by `eosguard export gguf --ollama`) writes a `TEMPLATE` read off the trained template
-(`ollama_template`: each role's text before and after its content, proven to give the template's own text on probe
+(`ollama_template`: each role's text before and after its content, proven by the same rendering on probe
 conversations; a default system message becomes `SYSTEM`), or none, with the reason, where no such Go template
 writes what the template writes; and a `PARAMETER stop` line per stop token either way.
 
@@ -24,29 +28,33 @@ Run as:
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eosguard.base.errors import DataError
-from eosguard.chat.templates import ChatTemplate, TemplateError, common_prefix
+from eosguard.chat.templates import ChatTemplate, TemplateError
 from eosguard.chat.tokenizer_setup import tokenizer_adds_bos
 from eosguard.checks.report import DoctorReport
+from eosguard.serve.gotemplate import GoTemplateError, NotFollowed
+from eosguard.serve.ollama_choice import prefers_gguf_template
+from eosguard.serve.ollama_prompt import PROBES, OllamaGoTemplate, compare, default_system, probe
 
 _INSTRUCTION = re.compile(r"^\s*(FROM|TEMPLATE|PARAMETER|SYSTEM|ADAPTER|LICENSE|MESSAGE|REQUIRES)\b\s*(.*)$", re.I)
 
 
 @dataclass
 class Modelfile:
-    """The instructions of a Modelfile that decide stopping, each with its line."""
+    """The instructions of a Modelfile that decide the prompt and stopping, each with its line (the last of an
+    instruction given twice wins, as in Ollama)."""
 
     path: Path
     source: str | None = None
     source_line: int | None = None
     template: str | None = None
     template_line: int | None = None
+    system: str | None = None
     stops: list[tuple[str, int]] = field(default_factory=list)
 
     def local_gguf(self) -> Path | None:
@@ -58,22 +66,28 @@ class Modelfile:
         return path if path.is_file() else None
 
 
+def _unquote(text: str) -> tuple[str, bool]:
+    """Ollama's parser/parser.go `unquote`: the text inside triple or single double quotes (no escapes), and
+    whether it is closed."""
+    for quote in ('"""', '"'):
+        if text.startswith(quote):
+            closed = len(text) >= 2 * len(quote) and text.endswith(quote)
+            return (text[len(quote) : -len(quote)], True) if closed else ("", False)
+    return text, True
+
+
 def _value(text: str, lines: list[str], at: int) -> tuple[str, int]:
-    """An instruction's argument: a quoted string ("...", or \"\"\"...\"\"\" over lines) or the rest of the line;
-    returns it and the index of the line after it."""
-    text = text.strip()
-    if text.startswith('"""'):
-        body = text[3:]
-        j = at
-        while '"""' not in body:
-            j += 1
-            if j >= len(lines):
-                raise ValueError('a """ string that never closes')
-            body += "\n" + lines[j]
-        return body[: body.index('"""')], j + 1
-    if text.startswith('"'):
-        return shlex.split(text)[0], at + 1
-    return text, at + 1
+    """An instruction's argument as Ollama's parser reads it: trimmed, and a quoted one runs on over lines until it
+    closes at a line's end; returns it and the index of the line after it."""
+    body, j = text, at
+    while True:
+        value, closed = _unquote(body.strip())
+        if closed:
+            return value, j + 1
+        j += 1
+        if j >= len(lines):
+            raise ValueError("a quoted string that never closes")
+        body += "\n" + lines[j]
 
 
 def read_modelfile(path: str | Path) -> Modelfile:
@@ -104,6 +118,8 @@ def read_modelfile(path: str | Path) -> Modelfile:
             out.source, out.source_line = value, i + 1
         elif word == "TEMPLATE":
             out.template, out.template_line = value, i + 1
+        elif word == "SYSTEM":
+            out.system = value
         i = nxt
     if out.source is None:
         raise DataError("no FROM line: not a Modelfile", path=str(p))
@@ -115,13 +131,14 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | Non
     on `gguf` (the file FROM names, given where FROM is a name of Ollama's library or a path not here)."""
     from eosguard.checks.doctor import read_trained_template
     from eosguard.serve.gguf_doctor import diagnose_gguf
-    from eosguard.serve.gguf_files import gguf_tokenizer
+    from eosguard.serve.gguf_files import gguf_tokenizer, read_gguf
 
     mf = read_modelfile(path)
     gguf = gguf if gguf is not None else mf.local_gguf()
     report = DoctorReport(passed="no findings: Ollama renders the trained format and stops on every stop token")
     where = f"{mf.path}:{mf.source_line}"
-    report.step("Modelfile", True, f"FROM {mf.source} ({where}; {'a local GGUF' if gguf else 'not a local file'})")
+    named = "a local GGUF" if mf.local_gguf() else f"given as --gguf {gguf}" if gguf else "not a local file"
+    report.step("Modelfile", True, f"FROM {mf.source} ({where}; {named})")
     tok = tokenizer if tokenizer is not None else (gguf_tokenizer(gguf) if gguf else None)
     if tok is None:
         report.step("chat template", None, "skipped: give --tokenizer (the training folder): FROM is no local GGUF")
@@ -129,21 +146,15 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | Non
     chat = read_trained_template(tok, "the trained", report)
     if chat is None:
         return report
-    header = tok.decode(chat.assistant_header_ids, skip_special_tokens=False)
     if mf.template is None:
         report.add(
             "modelfile-no-template",
-            f"{where}: FROM with no TEMPLATE: Ollama renders `{{{{ .Prompt }}}}` unless it recognises the GGUF's "
-            "template as one of its own (ollama#8982), so the model may never see the chat format it was trained in",
+            f"{where}: FROM with no TEMPLATE: Ollama before 0.30 renders `{{{{ .Prompt }}}}` unless it recognises the "
+            "GGUF's template as one of its own (ollama#8982), 0.30 and later the same or the GGUF's own template: "
+            "which format the model is prompted in is not this file's to say",
         )
     else:
-        missing = [t for t in [*chat.stop_tokens, header] if t.strip() and t not in mf.template]
-        if missing:
-            report.add(
-                "modelfile-template-drift",
-                f"{mf.path}:{mf.template_line}: the TEMPLATE never writes {', '.join(missing)}, which the trained "
-                "template writes around every reply: Ollama prompts in another format",
-            )
+        _check_template(mf, chat, read_gguf(gguf).template if gguf else None, report)
     stops = {s for s, _ in mf.stops}
     unlisted = [t for t in chat.stop_tokens if t not in stops]
     if unlisted:
@@ -153,8 +164,7 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | Non
             "GGUF's eos / eot ids"
             + (" (checked below)" if gguf else ", which cannot be checked here (FROM is no local file)"),
         )
-    ok = not any(f.severity == "error" for f in report.findings)
-    report.step("TEMPLATE and stop lines", ok, f"stop lines {sorted(stops) or 'none'}; stop tokens {chat.stop_tokens}")
+    report.step("stop lines", not unlisted, f"stop lines {sorted(stops) or 'none'}; stop tokens {chat.stop_tokens}")
     if gguf is not None:
         inner = diagnose_gguf(gguf, tokenizer)
         report.findings += inner.findings
@@ -162,6 +172,45 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | Non
         report.facts.update(inner.facts)
     report.sort()
     return report
+
+
+def _check_template(mf: Modelfile, chat: ChatTemplate, gguf_template: str | None, report: DoctorReport) -> None:
+    """The TEMPLATE rendered as Ollama renders it on the probes, against the trained template's text."""
+    where = f"{mf.path}:{mf.template_line}"
+    try:
+        template = OllamaGoTemplate(mf.template or "")
+        differences, compared = compare(chat, template, mf.system, [probe(roles, "a") for roles in PROBES])
+    except GoTemplateError as exc:
+        line = (mf.template_line or 1) + (exc.line or 1) - 1
+        reason = f"TEMPLATE: Ollama refuses it (Go's text/template: {exc.reason})"
+        raise DataError(reason, path=str(mf.path), line=line) from None
+    except NotFollowed as exc:
+        differences, compared, not_followed = [], 0, f"eosguard's Go template renderer does not follow {exc}"
+    else:
+        not_followed = "" if compared else "the trained template renders none of the probe conversations"
+    if not_followed:
+        report.step("TEMPLATE rendered", None, f"skipped: {not_followed}, so what Ollama writes is not known")
+        return
+    form = "the legacy .System / .Prompt / .Response form, turn by turn" if template.legacy else ".Messages"
+    used = prefers_gguf_template(gguf_template, template) if gguf_template else ""
+    used = f"; but {used}" if used else ""
+    if not differences:
+        system = ", SYSTEM first when a request brings no system message" if mf.system else ""
+        report.step(
+            "TEMPLATE rendered", True, f"Ollama writes the trained text on {compared} probes ({form}{system}){used}"
+        )
+        return
+    first = differences[0]
+    hint = ""
+    default = default_system(chat)
+    if default and not mf.system and all("system" not in d.roles for d in differences):
+        hint = f"; with no system message the trained template writes its own ({default!r}), Ollama only from SYSTEM"
+    report.add(
+        "modelfile-template-drift",
+        f"{where}: the TEMPLATE, rendered as Ollama renders it ({form}), {first.describe()}{hint}: the model is "
+        f"prompted in another format than it was trained in ({len(differences)} of {compared} probes differ){used}",
+    )
+    report.step("TEMPLATE rendered", False, f"{len(differences)} of {compared} probes differ from the trained text")
 
 
 # -- writing ---------------------------------------------------------------------------------------------------------
@@ -177,16 +226,6 @@ class OllamaTemplate:
 
 
 _ROLES = ("system", "user", "assistant")
-_PROBES = (  # role sequences Ollama prompts with: the generation prompt follows a user turn
-    ("user",),
-    ("system", "user"),
-    ("user", "assistant", "user"),
-    ("system", "user", "assistant", "user", "assistant", "user"),
-)
-
-
-def _probe(roles: Sequence[str], salt: str, pad: str = "") -> list[dict[str, str]]:
-    return [{"role": r, "content": f"{pad}{r} {salt}{i} says\nthis.{pad}"} for i, r in enumerate(roles)]
 
 
 def _split_join(join: str, control: Sequence[str]) -> tuple[str, str] | None:
@@ -207,49 +246,45 @@ def ollama_template(chat: ChatTemplate) -> tuple[OllamaTemplate | None, str]:
     then the generation prompt), or None and why not; none for a template that writes reasoning or tool calls.
 
     Read off one rendering: the text around each content, cut at the control token that ends a turn; kept only if
-    it then writes every probe conversation exactly as the template does, contents with whitespace around included
-    (a template that trims content, branches on a turn's place or drops history is refused). The BOS the tokenizer
-    adds when it encodes is left to the engine, which adds it too."""
+    Ollama's rendering of it (`ollama_prompt`, the doctor's) then writes every probe conversation exactly as the
+    template does, contents with whitespace around included (a template that trims content, branches on a turn's
+    place or drops history is refused). The BOS the tokenizer adds when it encodes is left to the engine, which
+    adds it too."""
     tok = chat.tokenizer
     control = chat.markers.control_tokens
     kept = [n for n, on in (("reasoning", chat.supports.reasoning), ("tool calls", chat.supports.tool_calls)) if on]
     if kept:  # Ollama's own template for such a family (found from the GGUF's) may keep them: not overridden
         return None, f"the template writes {' and '.join(kept)}, which a TEMPLATE of text turns would drop"
-    probe = _probe(_PROBES[-1], "a")  # every role, each turn after every other: one reading gives all the text
+    sample = probe(PROBES[-1], "a")  # every role, each turn after every other: one reading gives all the text
     try:
-        full = chat.render(probe, gen=True)
+        full = chat.render(sample, gen=True)
     except TemplateError as exc:
         return None, exc.message
     pieces, at = [], 0
-    for c in (m["content"] for m in probe):
+    for c in (m["content"] for m in sample):
         found = full.find(c, at)
         if found < 0:
             return None, "the template does not write every message's content as it is"
         pieces.append(full[at:found])
         at = found + len(c)
-    gen_tail = full[at:]
     heads: dict[str, str] = {}
     feet: dict[str, str] = {}
-    for i, role in enumerate(_PROBES[-1][:-1]):
+    for i, role in enumerate(PROBES[-1][:-1]):
         cut = _split_join(pieces[i + 1], control)
         if cut is None:
             return None, f"no control token ends a {role} turn"
         feet.setdefault(role, cut[0])
-        heads.setdefault(_PROBES[-1][i + 1], cut[1])
-    cut = _split_join(gen_tail, control)
+        heads.setdefault(PROBES[-1][i + 1], cut[1])
+    cut = _split_join(full[at:], control)
     if cut is None:
         return None, "no control token ends the last user turn"
     feet.setdefault("user", cut[0])
     generation = cut[1]
-    start = pieces[0]
     bos = tok.bos_token or ""  # a BOS opens the text, and no turn writes it (SmolLM2's BOS is its <|im_start|>)
-    bos = bos if bos and start.startswith(bos) and not any(bos in p for p in pieces[1:]) else ""
-    heads["system"] = start[len(bos) :]
+    bos = bos if bos and pieces[0].startswith(bos) and not any(bos in p for p in pieces[1:]) else ""
+    heads["system"] = pieces[0][len(bos) :]
     written = "" if tokenizer_adds_bos(tok) else bos  # a BOS the engine adds when it encodes is not written twice
-    try:
-        system = _default_system(chat, bos, heads, feet)
-    except TemplateError as exc:
-        return None, exc.message
+    system = default_system(chat)
     text = "".join(
         f'{{{{ {"if" if k == 0 else "else if"} eq .Role "{r}" }}}}{heads[r]}{{{{ .Content }}}}{feet[r]}'
         for k, r in enumerate(_ROLES)
@@ -258,33 +293,12 @@ def ollama_template(chat: ChatTemplate) -> tuple[OllamaTemplate | None, str]:
     if any("{{" in p or "}}" in p or '"""' in p for p in fixed):
         return None, 'the template\'s text holds Go template delimiters or a """ that ends a Modelfile string'
     result = OllamaTemplate(f"{written}{{{{ range .Messages }}}}{text}{{{{ end }}}}{{{{ end }}}}{generation}", system)
-    for roles in _PROBES:
-        messages = _probe(roles, "b", pad=" ")
-        try:
-            want = chat.render(messages, gen=True)
-        except TemplateError as exc:
-            return None, exc.message
-        if roles[0] != "system" and system:  # Ollama puts SYSTEM first when it is not empty
-            messages = [{"role": "system", "content": system}, *messages]
-        got = bos + "".join(heads[m["role"]] + m["content"] + feet[m["role"]] for m in messages) + generation
-        if got != want:
-            at = common_prefix(got, want)
-            return None, (
-                f"a Go template of fixed text around each turn does not write what it writes for [{', '.join(roles)}]"
-                f": at character {at} it writes {want[at : at + 30]!r}, the Go template {got[at : at + 30]!r}"
-            )
+    probes = [probe(roles, "b", pad=" ") for roles in PROBES]
+    differences, _ = compare(chat, OllamaGoTemplate(result.text), system, probes)
+    if differences:
+        why = differences[0].describe(15)
+        return None, f"a Go template of fixed text around each turn does not write what it writes: {why}"
     return result, ""
-
-
-def _default_system(chat: ChatTemplate, bos: str, heads: dict[str, str], feet: dict[str, str]) -> str | None:
-    """The system message the template writes when a conversation brings none (SmolLM2's), or None."""
-    probe = _probe(("user",), "c")
-    text = chat.render(probe, gen=True)
-    head, foot = bos + heads["system"], feet["system"]
-    if not text.startswith(head):
-        return None
-    end = text.find(foot + heads["user"] + probe[0]["content"], len(head))
-    return text[len(head) : end] if end >= 0 else None
 
 
 def write_modelfile(gguf: Path, chat: ChatTemplate) -> tuple[Path, str]:
