@@ -121,8 +121,13 @@ class StopTokenChecker:
         return out
 
     def check_batch(self, batch: dict[str, Any]) -> StopCheck:
+        """Count one collated batch. Labels are the batch's `labels`, or, for a preference collator (TRL's
+        `completion_mask`, no labels), the ids where the mask is 1: the tokens TRL's loss trains."""
         ids = batch["input_ids"]
         labels = batch.get("labels")
+        if labels is None and batch.get("completion_mask") is not None:
+            mask = torch.as_tensor(batch["completion_mask"]).bool()
+            labels = torch.as_tensor(ids).masked_fill(~mask, IGNORE_INDEX)
         if labels is None:
             raise StopTokenLossError("the collator returned no 'labels': nothing would be trained")
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
@@ -132,8 +137,10 @@ class StopTokenChecker:
             total += self.check_row(row_ids, row_labels)
         return total
 
-    def problem(self, check: StopCheck) -> str | None:
-        """Why this batch would not teach the model to stop, in plain words with the fix; None when it would."""
+    def problem(self, check: StopCheck, *, completions: bool = False) -> str | None:
+        """Why this batch would not teach the model to stop, in plain words with the fix; None when it would.
+        completions: a preference batch (one completion a row), where a completion that runs to the end of its row
+        without its closing sequence was cut (TRL's collator truncates at `max_length`)."""
         if check.assistant_turns == 0:
             header = "".join(self.template.tokenizer.convert_ids_to_tokens(self.header))
             return (
@@ -144,9 +151,16 @@ class StopTokenChecker:
             return "no token of this batch is trained (every label is -100): the loss is undefined"
         if check.supervised_turns == 0:
             return "tokens are trained but no assistant reply is: the model would not learn to answer or to stop"
+        stops = "/".join(self.template.stop_tokens)
+        if completions and check.unclosed_turns:
+            return (
+                f"{check.unclosed_turns} of {check.supervised_turns} completions in this batch end without their "
+                f"{stops}: cut at max_length (TRL's collator keeps the start of prompt + completion), they teach the "
+                "model to run on. Fix: a max_length that holds every prompt and completion (eosguard's preference "
+                "rows fit it, cutting prompts from the left), or truncation_mode='keep_end'."
+            )
         if check.stop_masked == 0:
             return None
-        stops = "/".join(self.template.stop_tokens)
         msg = (
             f"{check.stop_masked} of {check.supervised_turns} assistant turns in this batch end with an "
             f"{stops} whose label is -100 (it, or another token of its closing sequence): the model would never learn "
@@ -176,9 +190,10 @@ class GuardedCollator:
         tokenizer: Any,
         mode: Literal["raise", "warn"] = "raise",
         check_every: int = 1,
+        template: ChatTemplate | None = None,
     ) -> None:
         self.collator = collator
-        self.checker = StopTokenChecker(tokenizer)
+        self.checker = StopTokenChecker(tokenizer, template)
         self.mode = mode
         self.check_every = max(1, check_every)
         self.batches = 0
@@ -190,7 +205,7 @@ class GuardedCollator:
         if (self.batches - 1) % self.check_every == 0:
             check = self.checker.check_batch(batch)
             self.totals += check
-            message = self.checker.problem(check)
+            message = self.checker.problem(check, completions="labels" not in batch and "completion_mask" in batch)
             if message is not None:
                 if self.mode == "raise":
                     raise StopTokenLossError(message)
@@ -202,9 +217,15 @@ class GuardedCollator:
 
 
 def guard(
-    collator: Callable, tokenizer: Any, mode: Literal["raise", "warn"] = "raise", check_every: int = 1
+    collator: Callable,
+    tokenizer: Any,
+    mode: Literal["raise", "warn"] = "raise",
+    check_every: int = 1,
+    template: ChatTemplate | None = None,
 ) -> GuardedCollator:
-    """Wrap `collator` so that a batch that would not train the end-of-turn token is caught.
+    """Wrap `collator` so that a batch that would not train the end-of-turn token is caught (`template`: the
+    tokenizer's, read already). A preference collator's batches (TRL's `completion_mask`) are checked as TRL's loss
+    reads them: every completion, chosen and rejected, closed by its trained closing sequence.
 
     Example:
         >>> from transformers import DataCollatorForLanguageModeling
@@ -217,4 +238,4 @@ def guard(
         ...
         eosguard.base.errors.StopTokenLossError: 1 of 1 assistant turns in this batch end with an <|eot_id|> ...
     """
-    return GuardedCollator(collator, tokenizer, mode=mode, check_every=check_every)
+    return GuardedCollator(collator, tokenizer, mode=mode, check_every=check_every, template=template)

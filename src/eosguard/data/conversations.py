@@ -139,7 +139,7 @@ def _check_text(text: str, where: str, *, empty_ok: bool = False) -> str:
     return text
 
 
-def _check_content(content: Any, where: str, *, empty_ok: bool = False) -> str:
+def check_content(content: Any, where: str, *, empty_ok: bool = False) -> str:
     """A string, or OpenAI-style content parts whose text parts are joined (other part types are refused)."""
     if isinstance(content, list):
         texts = []
@@ -250,7 +250,7 @@ OPENAI = _Shape("messages", "role", "content", {r: r for r in ROLES}, "role", "t
 SHAREGPT = _Shape("conversations", "from", "value", SHAREGPT_ROLES, "speaker", "weight", {1: True, 0: False})
 
 
-def _message(raw: Any, i: int, shape: _Shape) -> Message:
+def parse_message(raw: Any, i: int, shape: _Shape) -> Message:
     where = f"{shape.list_key}[{i}]"
     if not isinstance(raw, dict):
         raise ValueError(f"{where} must be an object, got {type(raw).__name__}")
@@ -286,16 +286,16 @@ def _message(raw: Any, i: int, shape: _Shape) -> Message:
         for key in ("tool_call_id", "name"):
             if raw.get(key) is not None and not isinstance(raw[key], str):
                 raise ValueError(f"{where}: {key!r} must be a string")
-        content = _check_content(raw[shape.content_key], where, empty_ok=True)
+        content = check_content(raw[shape.content_key], where, empty_ok=True)
         return Message(role="tool", content=content, tool_call_id=raw.get("tool_call_id"), name=raw.get("name"))
     if role != "assistant":
-        return Message(role=role, content=_check_content(raw[shape.content_key], where), train=train)  # type: ignore[arg-type]
+        return Message(role=role, content=check_content(raw[shape.content_key], where), train=train)  # type: ignore[arg-type]
     tool_calls = ()
     if calls_given:
         if not isinstance(raw["tool_calls"], list):
             raise ValueError(f"{where}: 'tool_calls' must be a list")
         tool_calls = tuple(_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw["tool_calls"]))
-    content = _check_content(raw.get(shape.content_key), where, empty_ok=bool(tool_calls))
+    content = check_content(raw.get(shape.content_key), where, empty_ok=bool(tool_calls))
     reasoning = raw.get("reasoning_content")
     if reasoning is not None:
         if not isinstance(reasoning, str):
@@ -312,7 +312,7 @@ def _message(raw: Any, i: int, shape: _Shape) -> Message:
     return Message(role="assistant", content=content, train=train, reasoning=reasoning, tool_calls=tool_calls)
 
 
-def _check_order(messages: list[Message]) -> None:
+def check_order(messages: list[Message]) -> None:
     """System only first; at least one assistant turn; assistant turns answer something; every tool result answers
     a call, and every call is answered before the conversation goes on (the calls of a final turn may stay open:
     that turn is what is trained)."""
@@ -359,8 +359,8 @@ def parse_record(record: Any) -> tuple[tuple[Message, ...], tuple[dict[str, Any]
     if not turns:
         raise ValueError("conversation is empty")
     shape = OPENAI if has_openai else SHAREGPT
-    messages = [_message(raw, i, shape) for i, raw in enumerate(turns)]
-    _check_order(messages)
+    messages = [parse_message(raw, i, shape) for i, raw in enumerate(turns)]
+    check_order(messages)
     tools = None if record.get("tools") in (None, "", []) else parse_tools(record["tools"])
     return tuple(messages), tools
 

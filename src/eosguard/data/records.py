@@ -15,12 +15,13 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from eosguard.base.errors import DataError
 from eosguard.data.conversations import Conversation, parse_record, parse_tools
+from eosguard.data.preferences import Preference, is_preference, parse_preference
 
 
 @dataclass
@@ -96,7 +97,8 @@ def _open_dataset_at(name: str, mtime_ns: int) -> Any:
     return ds
 
 
-_RECORD_KEYS = ("messages", "conversations", "tools")  # a dataset's other columns are ignored
+# A dataset's other columns are ignored.
+_RECORD_KEYS = ("messages", "conversations", "tools", "prompt", "chosen", "rejected", "completion", "label")
 
 
 def _is_dataset(path: Path) -> bool:
@@ -165,17 +167,32 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any | Exception]]:
         yield from run.records()
 
 
+def _conversation(record: Any, path: str, line: int) -> Conversation:
+    messages, tools = parse_record(record)
+    return Conversation(messages=messages, source=path, line=line, tools=tools)
+
+
+def _preference(record: Any, path: str, line: int) -> Preference:
+    return replace(parse_preference(record), source=path, line=line)
+
+
 def validate_records(
-    path: str, records: Iterable[tuple[int, Any | Exception]], *, skip_invalid: bool, report: LoadReport
-) -> Iterator[Conversation]:
-    """Records to validated conversations; a bad one raises DataError (file:line) unless `skip_invalid`, which
-    counts it in `report` with its reason."""
+    path: str,
+    records: Iterable[tuple[int, Any | Exception]],
+    *,
+    skip_invalid: bool,
+    report: LoadReport,
+    preferences: bool = False,
+) -> Iterator[Any]:
+    """Records to validated conversations (`preferences`: to `Preference` records); a bad one raises DataError
+    (file:line) unless `skip_invalid`, which counts it in `report` with its reason."""
+    parse = _preference if preferences else _conversation
     for lineno, record in records:
         report.read += 1
         try:
             if isinstance(record, Exception):
                 raise record
-            messages, tools = parse_record(record)
+            item = parse(record, path, lineno)
         except ValueError as exc:
             if not skip_invalid:
                 raise DataError(
@@ -187,7 +204,7 @@ def validate_records(
             report.skipped.append((path, lineno, _reason_key(str(exc))))
             continue
         report.used += 1
-        yield Conversation(messages=messages, source=path, line=lineno, tools=tools)
+        yield item
 
 
 def check_loaded(report: LoadReport, paths: Iterable[str | Path]) -> None:
@@ -200,9 +217,14 @@ def check_loaded(report: LoadReport, paths: Iterable[str | Path]) -> None:
 
 
 def iter_conversations(
-    paths: str | Path | Iterable[str | Path], *, skip_invalid: bool = False, report: LoadReport | None = None
-) -> Iterator[Conversation]:
-    """Validated conversations one at a time (memory stays flat on large files); counts go into `report`.
+    paths: str | Path | Iterable[str | Path],
+    *,
+    skip_invalid: bool = False,
+    report: LoadReport | None = None,
+    preferences: bool = False,
+) -> Iterator[Any]:
+    """Validated conversations (`preferences`: preference records) one at a time (memory stays flat on large
+    files); counts go into `report`.
 
     Raises DataError at the first bad record unless `skip_invalid`. An empty input, or one whose every record is
     invalid, is an error either way.
@@ -210,8 +232,39 @@ def iter_conversations(
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     report = report if report is not None else LoadReport()
     for path in paths:
-        yield from validate_records(str(path), iter_records(path), skip_invalid=skip_invalid, report=report)
+        yield from validate_records(
+            str(path), iter_records(path), skip_invalid=skip_invalid, report=report, preferences=preferences
+        )
     check_loaded(report, paths)
+
+
+DataKind = Literal["conversations", "paired", "unpaired"]
+
+
+def data_kind(paths: str | Path | Iterable[str | Path]) -> DataKind:
+    """What the inputs hold, read off the first record of each: conversations, preference pairs (DPO) or unpaired
+    completions (KTO). Inputs that disagree are an error naming both; an input with no record at all is left to
+    the readers, which say so."""
+    found: dict[DataKind, str] = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        record = next((r for _, r in iter_records(path) if isinstance(r, dict)), None)
+        if record is None:
+            continue
+        kind: DataKind = "conversations"
+        if is_preference(record):
+            kind = "unpaired" if "completion" in record else "paired"
+        found.setdefault(kind, str(path))
+    if len(found) > 1:
+        raise DataError("the inputs mix " + " and ".join(f"{k} ({p})" for k, p in found.items()) + ": one kind a run")
+    return next(iter(found), "conversations")
+
+
+def load_preferences(
+    paths: str | Path | Iterable[str | Path], *, skip_invalid: bool = False, report: LoadReport | None = None
+) -> tuple[list[Preference], LoadReport]:
+    """Read and validate every preference record of one or more files (`eosguard.data.preferences`)."""
+    report = report if report is not None else LoadReport()
+    return list(iter_conversations(paths, skip_invalid=skip_invalid, report=report, preferences=True)), report
 
 
 def load_conversations(

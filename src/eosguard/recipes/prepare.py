@@ -1,4 +1,7 @@
-"""`eosguard prepare`: conversations to a tokenized `datasets` folder (input_ids, labels, length), cached.
+"""`eosguard prepare`: conversations to a tokenized `datasets` folder (input_ids, labels, length), cached; preference
+records (`eosguard.data.preferences`) to the columns TRL's preference trainers take (`prompt_ids`, `chosen_ids`,
+`rejected_ids`; unpaired: `prompt_ids`, `completion_ids`, `label`), each completion through its closing sequence once
+(`eosguard.chat.preference`). What the inputs hold is read off their records (`data_kind`) and kept in the manifest.
 
 - Parallel and in order: the inputs are cut into runs of records (`RecordRun`: byte ranges of a JSONL file, row
   ranges of a dataset); each worker process reads, validates, renders and tokenizes whole runs; the results are
@@ -35,13 +38,22 @@ from eosguard.base.files import atomic_folder
 from eosguard.base.loading import load_tokenizer
 from eosguard.base.progress import progress
 from eosguard.chat.examples import PrepStats, fit_examples
+from eosguard.chat.preference import PreferenceRow, PreferenceStats, fit_preferences
 from eosguard.chat.render import ChatRenderer, Rendered, label_array
 from eosguard.chat.settings import RenderSettings
 from eosguard.chat.tokenizer_setup import prepare_tokenizer
-from eosguard.data.records import LoadReport, RecordRun, check_loaded, record_runs, validate_records
+from eosguard.data.records import (
+    DataKind,
+    LoadReport,
+    RecordRun,
+    check_loaded,
+    data_kind,
+    record_runs,
+    validate_records,
+)
 
 MANIFEST = "eosguard_prepare.json"
-FORMAT_VERSION = 4  # 2: tokenizer key and counts; 3: per-reply examples, tools; 4: the settings as RenderSettings
+FORMAT_VERSION = 5  # 2: tokenizer key and counts; 3: per-reply examples, tools; 4: RenderSettings; 5: the data's kind
 
 
 def _hash_path(h: Any, path: Path) -> None:
@@ -76,67 +88,89 @@ def content_key(data: Sequence[str], tok_key: str, settings: RenderSettings) -> 
 DATA_FILE = "data-00000-of-00001.arrow"  # the one shard of a `datasets` folder (`save_to_disk` names it so)
 
 
-def _arrow_schema() -> Any:
+def _arrow_schema(kind: DataKind = "conversations") -> Any:
     """The columns' Arrow types, declared once (the workers' batches: pyarrow alone, no `datasets` import)."""
     import pyarrow as pa
 
-    return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int32())])
+    ids = pa.list_(pa.int32())
+    if kind == "paired":
+        return pa.schema([("prompt_ids", ids), ("chosen_ids", ids), ("rejected_ids", ids)])
+    if kind == "unpaired":
+        return pa.schema([("prompt_ids", ids), ("completion_ids", ids), ("label", pa.bool_())])
+    return pa.schema([("input_ids", ids), ("labels", ids), ("length", pa.int32())])
 
 
-def _features() -> Any:
+def _features(kind: DataKind = "conversations") -> Any:
     """The same columns as `datasets` features (List(Value("int32")), ...), for the folder's metadata."""
     import datasets
 
-    return datasets.Features.from_arrow_schema(_arrow_schema())
+    return datasets.Features.from_arrow_schema(_arrow_schema(kind))
+
+
+def _list_column(arrays: Sequence[np.ndarray]) -> Any:
+    """Arrays as one Arrow list column: values concatenated once, each row a slice (no per-row objects)."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays).astype(np.int32) if len(arrays) else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))  # Arrow arrays: ~100x faster than numpy
 
 
 def _to_columns(examples: list[Rendered]) -> Any:
-    """Examples as one Arrow record batch: ids and labels concatenated once, each row a slice (no per-row objects)."""
+    """Examples as one Arrow record batch."""
     import pyarrow as pa
 
     lengths = np.fromiter((len(r) for r in examples), dtype=np.int32, count=len(examples))
-    offsets = np.zeros(len(examples) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = np.concatenate([r.input_ids for r in examples]).astype(np.int32) if examples else np.zeros(0, np.int32)
-    mask = np.concatenate([r.mask for r in examples]) if examples else np.zeros(0, bool)
-    labels = label_array(ids, mask)
-    starts = pa.array(offsets)  # an Arrow array first: from_arrays converts raw numpy ~100x slower
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.ListArray.from_arrays(starts, pa.array(ids)),
-            pa.ListArray.from_arrays(starts, pa.array(labels)),
-            pa.array(lengths),
-        ],
-        schema=_arrow_schema(),
-    )
+    columns = [
+        _list_column([r.input_ids for r in examples]),
+        _list_column([label_array(r.input_ids, r.mask) for r in examples]),
+        pa.array(lengths),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=_arrow_schema())
+
+
+def _preference_columns(rows: list[PreferenceRow], kind: DataKind) -> Any:
+    """Preference rows as one Arrow record batch (`_arrow_schema(kind)`)."""
+    import pyarrow as pa
+
+    columns = [_list_column([r.prompt_ids for r in rows]), _list_column([r.completions[0] for r in rows])]
+    if kind == "paired":
+        columns.append(_list_column([r.completions[1] for r in rows]))
+    else:
+        columns.append(pa.array([bool(r.label) for r in rows], type=pa.bool_()))
+    return pa.RecordBatch.from_arrays(columns, schema=_arrow_schema(kind))
 
 
 # A worker's renderer and settings, set once per process (fork: inherited; spawn: built from the pickled tokenizer).
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(tok: Any, settings: RenderSettings) -> None:
-    _worker["renderer"] = ChatRenderer(tok, train_on=settings.train_on, tools=settings.tools)
+def _start_worker(tok: Any, settings: RenderSettings, kind: DataKind = "conversations") -> None:
+    train_on = "last" if kind != "conversations" else settings.train_on  # a preference trains its completion
+    _worker["renderer"] = ChatRenderer(tok, train_on=train_on, tools=settings.tools)
     _worker["settings"] = settings
+    _worker["kind"] = kind
 
 
-def _render_run(run: RecordRun) -> tuple[Any, LoadReport, PrepStats]:
+def _render_run(run: RecordRun) -> tuple[Any, LoadReport, Any]:
     """Read, validate, render and fit one run of records: an Arrow record batch and the counts (runs in a worker).
     A bad record raises its DataError (file:line) unless skip_invalid."""
-    settings, load, prep = _worker["settings"], LoadReport(), PrepStats()
-    convs = list(validate_records(run.path, run.records(), skip_invalid=settings.skip_invalid, report=load))
-    fit = fit_examples(
-        convs,
-        _worker["renderer"],
-        prep,
-        max_length=settings.max_length,
-        over_length=settings.over_length,
-        batch_size=max(1, len(convs)),
+    settings, kind, load = _worker["settings"], _worker["kind"], LoadReport()
+    prefer = kind != "conversations"
+    records = list(
+        validate_records(run.path, run.records(), skip_invalid=settings.skip_invalid, report=load, preferences=prefer)
     )
-    return _to_columns(list(fit)), load, prep
+    fit = {"max_length": settings.max_length, "over_length": settings.over_length, "batch_size": max(1, len(records))}
+    if not prefer:
+        prep: Any = PrepStats()
+        return _to_columns(list(fit_examples(records, _worker["renderer"], prep, **fit))), load, prep
+    prep = PreferenceStats()
+    rows = list(fit_preferences(records, _worker["renderer"], prep, **fit))
+    return _preference_columns(rows, kind), load, prep
 
 
-def _workers(num_proc: int, tok: Any, settings: RenderSettings) -> Any:
+def _workers(num_proc: int, tok: Any, settings: RenderSettings, kind: DataKind) -> Any:
     """`num_proc` worker processes, each with its own renderer (one thread each: together they fill the cores)."""
     import multiprocessing
 
@@ -145,7 +179,8 @@ def _workers(num_proc: int, tok: Any, settings: RenderSettings) -> Any:
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        return multiprocessing.get_context(method).Pool(num_proc, initializer=_start_worker, initargs=(tok, settings))
+        context = multiprocessing.get_context(method)
+        return context.Pool(num_proc, initializer=_start_worker, initargs=(tok, settings, kind))
     finally:
         if previous is None:
             del os.environ["TOKENIZERS_PARALLELISM"]
@@ -154,25 +189,26 @@ def _workers(num_proc: int, tok: Any, settings: RenderSettings) -> Any:
 
 
 def _write_rows(
-    data: list[str], tok: Any, settings: RenderSettings, path: Path, num_proc: int, run_size: int
-) -> tuple[LoadReport, PrepStats, int]:
+    data: list[str], tok: Any, settings: RenderSettings, kind: DataKind, path: Path, num_proc: int, run_size: int
+) -> tuple[LoadReport, Any, int]:
     """Cut the inputs into runs of records; read, validate, render and tokenize each run in a worker (here when
     num_proc is 1); write their record batches, in file order, to one Arrow stream at `path`. Results are taken in
     order, so the error raised is the first bad record in file order."""
     import pyarrow as pa
 
-    load, prep, rows = LoadReport(), PrepStats(), 0
+    load, rows = LoadReport(), 0
+    prep: Any = PrepStats() if kind == "conversations" else PreferenceStats()
     runs = record_runs(data, size=run_size)
-    pool = _workers(num_proc, tok, settings) if num_proc > 1 else None
+    pool = _workers(num_proc, tok, settings, kind) if num_proc > 1 else None
     try:
         if pool is None:
-            _start_worker(tok, settings)
-            results: Iterator[tuple[Any, LoadReport, PrepStats]] = map(_render_run, runs)
+            _start_worker(tok, settings, kind)
+            results: Iterator[tuple[Any, LoadReport, Any]] = map(_render_run, runs)
         else:
             results = pool.imap(_render_run, runs)  # in order; a worker's error is raised when its turn comes
         # The stream's schema carries the `datasets` features (so `load_from_disk` reads the types back); importing
         # `datasets` for it once the workers are running keeps that import off the critical path.
-        schema = _features().arrow_schema
+        schema = _features(kind).arrow_schema
         with (
             pa.OSFile(str(path), "wb") as sink,
             pa.ipc.new_stream(sink, schema) as writer,
@@ -210,6 +246,7 @@ def prepare_dataset(
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     setup = prepare_tokenizer(tok, template_args=settings.template_args)
     data = [str(d) for d in data]
+    kind = data_kind(data)
     tok_key = tokenizer_key(tok)
     key = content_key(data, tok_key, settings)
     out = Path(out)
@@ -220,19 +257,20 @@ def prepare_dataset(
             return [*previous["summary"], f"cached: {out} already holds this data, tokenizer and settings ({key[:12]})"]
     num_proc = num_proc or default_num_proc()
     with atomic_folder(out) as staging:  # the rows are written where they stay: nothing is copied or read back
-        load, prep, rows = _write_rows(data, tok, settings, staging / DATA_FILE, num_proc, run_size)
-        _finish_dataset_folder(staging, key)
+        load, prep, rows = _write_rows(data, tok, settings, kind, staging / DATA_FILE, num_proc, run_size)
+        _finish_dataset_folder(staging, key, kind)
         tok.save_pretrained(str(staging / "tokenizer"))
         summary = [
             *(f"tokenizer: {line}" for line in setup.lines()),
             f"data: {load.summary()}",
-            f"examples: {prep.summary()}",
+            f"{'examples' if kind == 'conversations' else kind + ' preferences'}: {prep.summary()}",
             f"wrote {out} ({rows} rows; tokenizer in {out}/tokenizer)",
         ]
         manifest_text = json.dumps(
             {
                 "format": FORMAT_VERSION,
                 "key": key,
+                "kind": kind,
                 "tokenizer_key": tok_key,
                 "settings": settings.model_dump(mode="json"),
                 "load": load.summary(),
@@ -253,12 +291,12 @@ def default_num_proc() -> int:
         return os.cpu_count() or 1
 
 
-def _finish_dataset_folder(folder: Path, key: str) -> None:
+def _finish_dataset_folder(folder: Path, key: str, kind: DataKind) -> None:
     """Make a folder holding DATA_FILE a `datasets` folder (`load_from_disk`): the two files `save_to_disk` writes
     beside its shards. The state is what `save_to_disk` records for a plain dataset; tests load every folder."""
     import datasets
 
-    datasets.DatasetInfo(features=_features()).write_to_directory(str(folder))
+    datasets.DatasetInfo(features=_features(kind)).write_to_directory(str(folder))
     state = {
         "_data_files": [{"filename": DATA_FILE}],
         "_fingerprint": key[:16],
