@@ -24,12 +24,14 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     train: list[str] = []
-    """JSONL files or `datasets` folders of conversations (OpenAI `messages` or ShareGPT `conversations`)."""
+    """JSONL files or `datasets` folders: conversations (OpenAI `messages` or ShareGPT `conversations`); for `method:
+    dpo`, preference pairs (`prompt`, `chosen`, `rejected`); for `kto`, `prompt`, `completion`, `label`."""
     prepared: str | None = None
     """Instead of `train`: a folder written by `eosguard prepare` (ids and labels, read on demand, not re-tokenized;
     checked against this run's tokenizer and options)."""
     eval: list[str] = []
-    """Held-out conversations for the stop-rate callback and the final evaluation; empty: split from train."""
+    """Held-out conversations for the stop-rate callback and the final evaluation (or preference records: each
+    prompt with its chosen completion as the reference); empty: split from train."""
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=0.5)
     """Share of train held out for evaluation when `eval` is empty (0 disables)."""
     skip_invalid: bool = False
@@ -60,7 +62,24 @@ class LoraSettings(_Strict):
     """Merge the adapters into the weights when saving, so the folder loads with plain AutoModelForCausalLM."""
 
 
+class PreferenceSettings(_Strict):
+    beta: float = Field(default=0.1, gt=0)
+    """The strength of the pull toward the reference model (TRL's `beta`)."""
+    loss_type: str | None = None
+    """TRL's `loss_type`; None: TRL's default (DPO: sigmoid; others: ipo, hinge, ...; KTO: kto, or
+    apo_zero_unpaired)."""
+    truncation_mode: Literal["keep_start", "keep_end"] = "keep_start"
+    """How TRL's collator would cut a row longer than `max_length` (eosguard's rows fit it: cut prompts from the
+    left before training, never a completion; the guard stops a run whose collator cuts a closer)."""
+
+
 class TrainConfig(_Strict):
+    method: Literal["sft", "dpo", "kto"] = "sft"
+    """sft: supervised fine-tuning on conversations; dpo / kto: TRL's `DPOTrainer` / `KTOTrainer` on preference
+    records (pairs / unpaired completions with a label), each completion through its closing sequence exactly once,
+    the reference model the one training starts from."""
+    preference: PreferenceSettings = PreferenceSettings()
+    """DPO / KTO settings."""
     model: str
     """Hub id or local folder of the model to fine-tune (weights load from safetensors only)."""
     tokenizer: str | None = None
@@ -147,6 +166,14 @@ class TrainConfig(_Strict):
     def _length_of_training(self) -> TrainConfig:
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give `epochs` or `max_steps`")
+        if self.method != "sft":
+            sft_only = {"packing": self.packing != "off", "train_on": self.train_on != "all"}
+            given = [k for k, v in sft_only.items() if v]
+            if given:
+                raise ValueError(f"{', '.join(given)}: SFT settings, not for `method: {self.method}`")
+            kto_losses = ("kto", "apo_zero_unpaired")
+            if self.method == "kto" and self.preference.loss_type not in (None, *kto_losses):
+                raise ValueError(f"preference.loss_type: KTO takes {' or '.join(kto_losses)}")
         return self
 
     def render_settings(self) -> RenderSettings:

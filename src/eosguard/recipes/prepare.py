@@ -328,9 +328,12 @@ class PreparedExamples(Sequence):
         return {"input_ids": row["input_ids"], "labels": row["labels"]}
 
 
-def read_prepared(folder: str | Path, tok: Any, settings: RenderSettings) -> tuple[PreparedExamples, dict[str, Any]]:
-    """The examples of a prepared folder and its manifest, after checking that they belong to `tok` and to this run's
-    `settings` (`RenderSettings.differences`). A mismatch is an EosguardError (exit 2)."""
+def read_prepared(
+    folder: str | Path, tok: Any, settings: RenderSettings, kind: DataKind = "conversations"
+) -> tuple[Any, dict[str, Any]]:
+    """The examples of a prepared folder (conversations: `PreparedExamples`; preference rows: the `datasets.Dataset`
+    TRL's trainers take) and its manifest, after checking that they are of `kind` and belong to `tok` and to this
+    run's `settings` (`RenderSettings.differences`). A mismatch is an EosguardError (exit 2)."""
     path = Path(folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -349,9 +352,18 @@ def read_prepared(folder: str | Path, tok: Any, settings: RenderSettings) -> tup
             path=str(folder),
             hint=f"prepare again with this run's tokenizer, or train with the one in {folder}/tokenizer",
         )
-    problems = settings.differences(RenderSettings.model_validate(manifest["settings"]))
+    if manifest.get("kind", "conversations") != kind:
+        raise DataError(f"holds {manifest.get('kind')} rows, and this run trains on {kind}", path=str(folder))
+    written = RenderSettings.model_validate(manifest["settings"])
+    if kind != "conversations":  # a preference's completion is its one trained reply, whatever the SFT setting
+        written = written.model_copy(update={"train_on": settings.train_on})
+    problems = settings.differences(written)
     if problems:
         raise DataError("prepared with other settings: " + "; ".join(problems), path=str(folder))
+    if kind != "conversations":
+        import datasets
+
+        return datasets.load_from_disk(str(folder)), manifest
     return PreparedExamples(folder), manifest
 
 

@@ -14,7 +14,7 @@ Run as:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,16 @@ from eosguard.base.errors import EosguardError, RefusedByDoctor
 from eosguard.base.loading import load_model
 from eosguard.chat.examples import PrepStats, build_examples
 from eosguard.chat.render import ChatRenderer
-from eosguard.chat.tokenizer_setup import SetupReport
 from eosguard.checks.evaluate import Generation
 from eosguard.checks.report import DoctorReport
 from eosguard.data.conversations import Conversation
 from eosguard.integrations.callbacks import StopRateCallback
 from eosguard.recipes import pages
 from eosguard.recipes.config import TrainConfig
+from eosguard.recipes.train_data import TrainData
 from eosguard.training.checkpoints import last_checkpoint
 from eosguard.training.saving import save_model_folder
-from eosguard.training.trainer import FitResult, fit, training_arguments
+from eosguard.training.trainer import FitResult, fit, run_trainer, training_arguments
 
 
 def _apply_lora(model: Any, lora: Any, new_rows: bool, eot: str, log: Callable[[str], None]) -> Any:
@@ -54,24 +54,6 @@ def _apply_lora(model: Any, lora: Any, new_rows: bool, eot: str, log: Callable[[
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
-
-
-@dataclass
-class TrainData:
-    """What the data phase hands on: the prepared tokenizer, training examples and held-out conversations."""
-
-    tokenizer: Any
-    setup: SetupReport
-    conversations: list[Conversation]
-    eval_conversations: list[Conversation]
-    examples: Sequence[dict[str, list[int]]]  # a list, or a prepared folder's examples read on demand
-    load_summary: str
-    prep: PrepStats
-    tools: tuple[dict[str, Any], ...] | None = None  # offered in conversations that bring none (data.tools)
-
-    def renderer(self) -> ChatRenderer:
-        """The renderer of held-out prompts: this run's tokenizer and default tools."""
-        return ChatRenderer(self.tokenizer, tools=self.tools)
 
 
 def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
@@ -275,7 +257,12 @@ def from_gathered(cfg: TrainConfig, data: TrainData, full_state_dict: dict[str, 
 
 
 def _data_and_doctor(cfg: TrainConfig, force: bool, log: Callable[[str], None]) -> tuple[TrainData, DoctorReport]:
-    data = load_data(cfg, log)
+    if cfg.method == "sft":
+        data = load_data(cfg, log)
+    else:
+        from eosguard.recipes.train_preference import load_preference_data
+
+        data = load_preference_data(cfg, log)
     return data, doctor_gate(cfg, data, force=force, log=log)
 
 
@@ -294,8 +281,42 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
     data, doctor = distributed.once(lambda: _data_and_doctor(cfg, force, log))
     model = build_model(cfg, data, log)
     attention = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    rows, collator = rows_and_collator(cfg, data, log, attention=attention)
+    rows, collator = (
+        rows_and_collator(cfg, data, log, attention=attention) if cfg.method == "sft" else (data.examples, None)
+    )
     steps = cfg.max_steps or max(1, int(cfg.epochs * len(rows) / (cfg.batch_size * cfg.grad_accum)))
+    stop_rates = None
+    if cfg.stop_eval_steps and data.eval_conversations:
+        stop_rates = StopRateCallback(
+            data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens, renderer=data.renderer()
+        )
+    before = sample_generations(model, data, cfg.max_new_tokens) if distributed.is_main() else []
+    if cfg.method == "sft":
+        result = _fit_sft(cfg, data, model, rows, collator, steps, stop_rates, log)
+    else:  # phase 5 on TRL's preference trainer
+        from eosguard.recipes.train_preference import preference_arguments, preference_trainer
+
+        args = preference_arguments(cfg, steps)
+        trainer = preference_trainer(cfg, data, model, args, [stop_rates] if stop_rates else [])
+        result = run_trainer(trainer, resume_from_checkpoint=_resume_point(cfg, log))
+    log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
+    if result.full_state_dict is not None and distributed.is_main():
+        model = from_gathered(cfg, data, result.full_state_dict)
+    history = stop_rates.history if stop_rates else []
+    return finish(cfg, data, model, doctor, result, log, before=before, stop_history=history)
+
+
+def _fit_sft(
+    cfg: TrainConfig,
+    data: TrainData,
+    model: Any,
+    rows: Sequence[Any],
+    collator: Any,
+    steps: int,
+    stop_rates: StopRateCallback | None,
+    log: Callable[[str], None],
+) -> FitResult:
+    """Phase 5 for SFT: eosguard's Trainer on the rows, the guarded collator."""
     args = training_arguments(
         Path(cfg.output_dir) / "checkpoints",
         steps=steps,
@@ -311,13 +332,7 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
         save_steps=cfg.save_steps,
         tensorboard=cfg.tensorboard,
     )
-    stop_rates = None
-    if cfg.stop_eval_steps and data.eval_conversations:
-        stop_rates = StopRateCallback(
-            data.eval_conversations[:64], cfg.stop_eval_steps, cfg.max_new_tokens, renderer=data.renderer()
-        )
-    before = sample_generations(model, data, cfg.max_new_tokens) if distributed.is_main() else []
-    result = fit(  # phase 5
+    return fit(
         model,
         data.tokenizer,
         rows,
@@ -327,8 +342,3 @@ def train_from_config(cfg: TrainConfig, *, force: bool = False, log: Callable[[s
         resume_from_checkpoint=_resume_point(cfg, log),
         checkpoint_files={"eosguard_config.json": cfg.model_dump_json(indent=2)},
     )
-    log(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss {result.final_loss}")
-    if result.full_state_dict is not None and distributed.is_main():
-        model = from_gathered(cfg, data, result.full_state_dict)
-    history = stop_rates.history if stop_rates else []
-    return finish(cfg, data, model, doctor, result, log, before=before, stop_history=history)

@@ -116,9 +116,12 @@ def training_arguments(
     save_steps: int | None = None,
     tensorboard: bool = False,
     progress: bool = True,
+    args_class: type[TrainingArguments] = TrainingArguments,
+    **extra: Any,
 ) -> TrainingArguments:
-    """TrainingArguments with the choices eosguard makes explicit (columns kept, no hidden eval, seeded order)."""
-    return TrainingArguments(
+    """TrainingArguments with the choices eosguard makes explicit (columns kept, no hidden eval, seeded order);
+    `args_class`: a subclass (TRL's `DPOConfig`, ...) built with the same choices and its own `extra` settings."""
+    return args_class(
         output_dir=str(out_dir),
         max_steps=steps,
         per_device_train_batch_size=batch_size,
@@ -140,6 +143,7 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,  # every trainable parameter takes part in the loss
         log_level_replica="error",  # ranks other than 0 stay quiet: rank 0 prints each line once
+        **extra,
     )
 
 
@@ -167,7 +171,6 @@ def fit(
     checkpoint_files: dict[str, str] | None = None,
 ) -> FitResult:
     """One Trainer run; returns the loss curve, steps and wall time."""
-    recorder = LossRecorder()
     model.config.use_cache = False  # a KV cache is for generation; in training it would also disable packing masks
     trainer = EosguardTrainer(
         selective_loss=selective_loss,
@@ -177,8 +180,18 @@ def fit(
         train_dataset=_ListDataset(examples),
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[recorder, *callbacks],
+        callbacks=list(callbacks),
     )
+    return run_trainer(trainer, resume_from_checkpoint=resume_from_checkpoint)
+
+
+def run_trainer(trainer: Trainer, *, resume_from_checkpoint: str | bool | None = None) -> FitResult:
+    """Train with a built Trainer (eosguard's, or TRL's preference trainers) and return the loss curve, steps and
+    wall time; after a sharded run, the gathered weights."""
+    model, args = trainer.model, trainer.args
+    model.config.use_cache = False
+    recorder = LossRecorder()
+    trainer.add_callback(recorder)
     if args.disable_tqdm:  # quiet mode (the demo): the losses are kept by LossRecorder, not printed as dicts
         from transformers.trainer_callback import PrinterCallback
 
