@@ -42,18 +42,23 @@ SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
 
 @dataclass
 class Tally:
-    """How many of something were found, and where the first few are (`RowBatch.where`) with their rows."""
+    """How many of something were found, and where the first few are (`RowBatch.where`) with their rows; `longest`:
+    the longest row (in tokens) among those found."""
 
     count: int = 0
     rows: int = 0
     first: list[str] = field(default_factory=list)
     kept: list[dict[str, Any]] = field(default_factory=list)
+    longest: int = 0
 
     def add(self, batch: RowBatch, per_row: np.ndarray) -> None:
         """per_row: how many were found in each row of the batch."""
         self.count += int(per_row.sum())
         hit = np.flatnonzero(per_row)
+        if not len(hit):
+            return
         self.rows += len(hit)
+        self.longest = max(self.longest, int(np.diff(batch.offsets)[hit].max()))
         for r in hit[: max(0, SHOWN - len(self.first))]:
             self.first.append(batch.where(int(r)))
             self.kept.append(batch.row(int(r)))
@@ -64,13 +69,16 @@ class Tally:
 
 @dataclass
 class RowAudit:
-    """What `audit_rows` found (see the module doc)."""
+    """What `audit_rows` found (see the module doc); `longest`: the longest row read, in tokens; `shifted`: rows whose
+    labels were written shifted by one (read unshifted: `eosguard.data.tokenized.unshift`)."""
 
     rows: int = 0
     sequences: int = 0
     replies: int = 0
     trained: int = 0
     stop_trained: int = 0
+    longest: int = 0
+    shifted: int = 0
     label_source: str | None = None
     tallies: dict[str, Tally] = field(default_factory=dict)
 
@@ -99,7 +107,14 @@ def _covered(n: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _next(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
-    """For each position, the first event at or after it (`none` where there is none)."""
+    """For each position, the first event at or after it (`none` where there is none: a batch may hold no user
+    header, no stop token at all).
+
+    >>> _next(np.array([2, 7]), np.array([0, 3, 8]), 10).tolist(), _next(np.array([], int), np.array([4]), 10).tolist()
+    ([2, 7, 10], [10])
+    """
+    if len(events) == 0:
+        return np.full(len(positions), none, dtype=np.int64)
     at = np.searchsorted(events, positions)
     return np.where(at < len(events), events[np.minimum(at, len(events) - 1)], none)
 
@@ -125,6 +140,8 @@ class RowAuditor:
                 self.closers.setdefault(c.id, []).append(seq)
         if not self.header:
             raise EosguardError("the chat template's assistant header could not be read: nothing to find replies by")
+        self.vocab = len(tokenizer)
+        self.marks = np.array(sorted(_marks(tokenizer, template)), dtype=np.int64)
         self._blanks: dict[int, bool] = {}
         self.audit = RowAudit()
 
@@ -133,26 +150,19 @@ class RowAuditor:
         a = self.audit
         if batch.labels is None:
             raise EosguardError(f"{batch.source}: no labels, and no collator to build them")
+        self._check_values(batch)
         a.label_source = a.label_source or batch.label_source
+        a.shifted += batch.shifted
         ids, labels, offsets = batch.ids, batch.labels, batch.offsets
         n, rows = len(ids), len(batch)
         a.rows += rows
         if n == 0:
             return
+        a.longest = max(a.longest, int(np.diff(offsets).max()))
         row_of = np.repeat(np.arange(rows), np.diff(offsets))
-        starts_of_rows = offsets[:-1][np.diff(offsets) > 0]
-        seq_start = np.zeros(n, dtype=bool)
-        seq_start[starts_of_rows] = True
-        if batch.positions is not None:
-            seq_start |= batch.positions == 0
-        att = batch.attention
-        if att is not None and att.max(initial=0) > 1:  # LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ...
-            seq_start[1:] |= (att[1:] != att[:-1]) & (att[1:] > 0)
-        seq_id = np.cumsum(seq_start) - 1
-        seq_first = np.flatnonzero(seq_start)
-        seq_end = np.append(seq_first[1:], n)  # exclusive
-        a.sequences += len(seq_first)
-        pad = (att == 0) if att is not None else np.zeros(n, dtype=bool)
+        seq_id, seq_end = _sequences(batch)
+        a.sequences += len(seq_end)
+        pad = (batch.attention == 0) if batch.attention is not None else np.zeros(n, dtype=bool)
         trained = (labels != IGNORE) & ~pad
         cum = np.concatenate([[0], np.cumsum(trained)])
 
@@ -163,38 +173,29 @@ class RowAuditor:
         inside = begin < n
         heads, begin = heads[inside], begin[inside]
         end_of_seq = seq_end[seq_id[begin]]
+        # A reply ends at its stop token, else at the next turn's header or its sequence's end. A template that
+        # closes a reply with the next turn's opening token (GLM's <|user|>, a stop token of the template) closes it
+        # there: a stop token before the next header is the reply's closing, whatever turn it also opens.
         nxt = np.minimum.reduce([_next(users, begin, n), _next(heads, begin, n), end_of_seq])
         stop_at = _next(stops, begin, n)
         closed = stop_at < nxt
         end = np.where(closed, stop_at, nxt)  # the stop token, or where the reply stops without one (exclusive)
-        content = cum[end] - cum[begin]
-        is_trained = content > 0
+        is_trained = (cum[end] - cum[begin]) > 0
         a.replies += len(begin)
         a.trained += int(is_trained.sum())
 
-        # The closing sequence of each closed, trained reply must carry its own ids as labels.
-        closing_ok = np.zeros(len(begin), dtype=bool)
-        closing_ok[closed] = labels[end[closed]] == ids[end[closed]]  # closed: end < n
-        for i in np.flatnonzero(closed & is_trained & closing_ok):
-            for seq in self.closers.get(int(ids[end[i]]), []):
-                k = len(seq)
-                lo = int(end[i]) - k + 1
-                if lo >= begin[i] and ids[lo : end[i] + 1].tolist() == seq:
-                    closing_ok[i] = bool((labels[lo : end[i] + 1] == ids[lo : end[i] + 1]).all())
-                    break
+        closing_ok = self._closing_trained(ids, labels, begin, end, closed & is_trained)
         a.stop_trained += int((closed & is_trained & closing_ok).sum())
         per_row = lambda mask: np.bincount(row_of[begin[mask]], minlength=rows)  # noqa: E731
         a.tally("eos-masked").add(batch, per_row(closed & is_trained & ~closing_ok))
         cut = ~closed & is_trained & (end == end_of_seq)
-        a.tally("truncation-drops-eos").add(batch, per_row(cut))
         # Trained, not cut, not closed by a stop token: the last trained token is what the model learns to end on.
         ended = ~closed & is_trained & ~cut
         spans = zip(begin[ended], end[ended], strict=True)
         last = np.array([self._last_trained(trained, int(b), int(e)) for b, e in spans], dtype=np.int64)
-        stops_known = self._model_stops
         at_end = ids[np.minimum(end, n - 1)]  # the stop token where a reply is closed (`end` may be n otherwise)
-        wrong = closed & is_trained & closing_ok & ~np.isin(at_end, stops_known)  # a stop of the template only
-        wrong[ended] = ~np.isin(ids[last], stops_known)
+        wrong = closed & is_trained & closing_ok & ~np.isin(at_end, self._model_stops)  # a stop of the template only
+        wrong[ended] = ~np.isin(ids[last], self._model_stops)
         a.tally("closer-not-a-stop").add(batch, per_row(wrong))
 
         # Tokens trained outside every reply (each reply spans its header's end through its stop token), except the
@@ -203,19 +204,56 @@ class RowAuditor:
         after_stop = _covered(n, end[closed] + 1, nxt[closed])
         outside = trained & ~in_reply
         outside[outside & after_stop] = ~self._blank(ids[outside & after_stop])
-        seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_first)) > 0
-        row_has_head = np.bincount(row_of[np.concatenate([heads, users])], minlength=rows) > 0
+        seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_end)) > 0
         orphan = outside & ~seq_has_head[seq_id]
+        # A row in the template's format holds one of its headers or of the control tokens it opens turns with (a row
+        # cut inside the system prompt keeps `<|im_start|>system`); a row with none was written in another format.
+        own = np.concatenate([heads, users, np.flatnonzero(np.isin(ids, self.marks))])
+        in_format = np.bincount(row_of[own], minlength=rows) > 0
         trained_per_row = np.bincount(row_of, weights=trained, minlength=rows)
-        mismatch_row = (trained_per_row > 0) & ~row_has_head
+        mismatch_row = (trained_per_row > 0) & ~in_format
         a.tally("template-mismatch").add(batch, mismatch_row.astype(np.int64))
-        headless = np.bincount(row_of[orphan], minlength=rows) > 0
-        a.tally("reply-header-missing").add(batch, (headless & ~mismatch_row).astype(np.int64))
+        headless = (np.bincount(row_of[orphan], minlength=rows) > 0) & ~mismatch_row
+        a.tally("reply-header-missing").add(batch, headless.astype(np.int64))
+        # Trained tokens with no header that run to their sequence's end with no stop token: the reply was cut too.
+        first_orphan = np.flatnonzero(orphan & _firsts(seq_id, orphan))
+        cut_orphan = first_orphan[(_next(stops, first_orphan, n) >= seq_end[seq_id[first_orphan]])]
+        cut_rows = per_row(cut) + np.bincount(row_of[cut_orphan], minlength=rows) * ~mismatch_row
+        a.tally("truncation-drops-eos").add(batch, cut_rows)
         prompt = np.bincount(row_of[outside & ~orphan], minlength=rows) > 0
         a.tally("prompt-trained").add(batch, prompt.astype(np.int64))
         a.tally("no-trainable-tokens").add(batch, (trained_per_row == 0).astype(np.int64))
         pad_trained = (labels != IGNORE) & pad
         a.tally("pad-trained").add(batch, (np.bincount(row_of[pad_trained], minlength=rows) > 0).astype(np.int64))
+
+    def _check_values(self, batch: RowBatch) -> None:
+        """Ids within the tokenizer's vocabulary, labels -100 or such an id: else `DataError` naming the first row."""
+        ids, labels = batch.ids, batch.labels
+        bad = (ids < 0) | (ids >= self.vocab)
+        what = "`input_ids` holds {v}: not an id of this tokenizer (ids 0-{top}): the rows of another tokenizer?"
+        if labels is not None and not bad.any():
+            bad = (labels != IGNORE) & ((labels < 0) | (labels >= self.vocab))
+            what = "`labels` holds {v}: neither -100 (not trained) nor an id of this tokenizer (ids 0-{top})"
+        if bad.any():
+            at = int(np.flatnonzero(bad)[0])
+            row = int(np.searchsorted(batch.offsets, at, side="right")) - 1
+            v = int((ids if "input_ids" in what else labels)[at])
+            raise batch.error(row, what.format(v=v, top=self.vocab - 1))
+
+    def _closing_trained(
+        self, ids: np.ndarray, labels: np.ndarray, begin: np.ndarray, end: np.ndarray, closed: np.ndarray
+    ) -> np.ndarray:
+        """For each closed reply: whether its whole closing sequence carries its own ids as labels."""
+        ok = np.zeros(len(begin), dtype=bool)
+        ok[closed] = labels[end[closed]] == ids[end[closed]]  # closed: end < n
+        several = ok & np.isin(ids[np.minimum(end, len(ids) - 1)], list(self.closers))
+        for i in np.flatnonzero(several):  # closing sequences of several tokens, one by one
+            for seq in self.closers[int(ids[end[i]])]:
+                lo = int(end[i]) - len(seq) + 1
+                if lo >= begin[i] and ids[lo : end[i] + 1].tolist() == seq:
+                    ok[i] = bool((labels[lo : end[i] + 1] == ids[lo : end[i] + 1]).all())
+                    break
+        return ok
 
     def _blank(self, ids: np.ndarray) -> np.ndarray:
         """Whether each token is whitespace alone (each id decoded once)."""
@@ -226,6 +264,54 @@ class RowAuditor:
     @staticmethod
     def _last_trained(trained: np.ndarray, begin: int, end: int) -> int:
         return begin + int(np.flatnonzero(trained[begin:end])[-1])
+
+
+def _firsts(seq_id: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Where `flags` is set for the first time in its sequence."""
+    at = np.flatnonzero(flags)
+    first = np.zeros(len(flags), dtype=bool)
+    if len(at):
+        keep = np.ones(len(at), dtype=bool)
+        keep[1:] = seq_id[at[1:]] != seq_id[at[:-1]]
+        first[at[keep]] = True
+    return first
+
+
+def _sequences(batch: RowBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's sequence (rows, and the packed sequences inside them) and each sequence's end (exclusive)."""
+    n, offsets, att = len(batch.ids), batch.offsets, batch.attention
+    seq_start = np.zeros(n, dtype=bool)
+    seq_start[offsets[:-1][np.diff(offsets) > 0]] = True
+    if batch.positions is not None:
+        seq_start |= batch.positions == 0
+    if att is not None and att.max(initial=0) > 1:  # LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ...
+        seq_start[1:] |= (att[1:] != att[:-1]) & (att[1:] > 0)
+    seq_first = np.flatnonzero(seq_start)
+    return np.cumsum(seq_start) - 1, np.append(seq_first[1:], n)
+
+
+def _marks(tokenizer: Any, template: ChatTemplate) -> set[int]:
+    """The control tokens the template writes around turns (in a short chat with a system message, and without), less
+    its stop tokens, and less those rows of any format may hold unless a turn header has them: the tokenizer's bos,
+    eos and pad, and what it adds to any text it encodes (GLM's `[gMASK]<sop>`). SmolLM2's bos `<|im_start|>` opens
+    every turn, so it counts; Llama 3's `<|begin_of_text|>` does not."""
+    from eosguard.chat.templates import TemplateError
+
+    chats = (
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}],
+        [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}],
+    )
+    found: set[int] = set()
+    for chat in chats:
+        try:
+            text = template.render(chat)
+        except TemplateError:
+            continue
+        found |= set(tokenizer(text, add_special_tokens=False)["input_ids"]) & set(template.control_ids)
+    added = set(tokenizer("x")["input_ids"]) - set(tokenizer("x", add_special_tokens=False)["input_ids"])
+    headers = {*template.assistant_header_ids, *template.user_header_ids}
+    common = ({tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id} | added) - headers
+    return found - common - set(template.stop_ids)
 
 
 MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
@@ -239,6 +325,7 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
     ),
     "truncation-drops-eos": lambda a, t, stops: (
         f"{t.count} trained replies, in {t.rows} rows, are cut at the end of their sequence with no stop token"
+        + _cutoff(a, t)
     ),
     "template-mismatch": lambda a, t, stops: (
         f"{t.rows} of {a.rows} rows hold trained tokens and none of the chat template's turn headers: they were "
@@ -246,7 +333,7 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
     ),
     "reply-header-missing": lambda a, t, stops: (
         f"{t.rows} rows train tokens in a sequence with no assistant header: the prompt was cut (a cutoff that keeps "
-        "the reply) or the row is not a reply at all; the model learns to write them after a user turn"
+        "the reply) or the row is not a reply at all; the model learns to write them after a user turn" + _cutoff(a, t)
     ),
     "no-trainable-tokens": lambda a, t, stops: f"{t.rows} of {a.rows} rows have nothing trained",
     "pad-trained": lambda a, t, stops: f"{t.rows} rows train padding positions (attention mask 0)",
@@ -254,6 +341,17 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
         f"{t.rows} rows train prompt tokens beside their replies (system, user or header text)"
     ),
 }
+
+
+def _cutoff(a: RowAudit, t: Tally) -> str:
+    """The length of the rows found, and whether it is the cutoff every row was cut to (the longest row read)."""
+    if t.longest < a.longest:
+        return f"; the longest of those rows holds {t.longest} tokens"
+    return (
+        f"; the longest of those rows holds {t.longest} tokens, as the longest row read does: rows cut at "
+        f"{t.longest} tokens (raise the cutoff: LLaMA-Factory's `cutoff_len`, axolotl's `sequence_len`, the "
+        "trainer's `max_length`)"
+    )
 
 
 def _beside(tokenizer: Any, template: ChatTemplate, ids: list[int], width: int = 160) -> str:
@@ -304,6 +402,8 @@ def audit_rows(
         "trained_replies": a.trained,
         "stop_trained": a.stop_trained,
         "labels_from": a.label_source,
+        "longest_row": a.longest,
+        "shifted_rows": a.shifted,
         **{k: {"count": t.count, "rows": t.rows, "first": t.first} for k, t in a.tallies.items() if t.rows},
     }
     errors = [f for f in report.findings if f.severity == "error" and f.id in MESSAGES]
@@ -311,6 +411,11 @@ def audit_rows(
         f"{a.rows} rows ({a.sequences} sequences), {a.replies} assistant replies, {a.stop_trained}/{a.trained} "
         f"trained replies closed by a trained stop token; labels from {a.label_source}"
     )
+    if a.shifted:
+        detail += (
+            f"; in {a.shifted} rows the labels are shifted by one (labels[i] = input_ids[i + 1]), read here unshifted: "
+            "a trainer that shifts them again (transformers' models do) trains each token on the one after the next"
+        )
     if a.replies == 0 and not errors:
         report.step(title, None, f"skipped: found no assistant reply in {a.rows} rows")
     else:
