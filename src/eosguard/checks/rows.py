@@ -35,6 +35,7 @@ import numpy as np
 from eosguard.base.errors import EosguardError
 from eosguard.chat.templates import ChatTemplate
 from eosguard.checks.report import DoctorReport
+from eosguard.checks.rowspans import covered, firsts, match, next_event, sequences, turn_marks
 from eosguard.data.tokenized import IGNORE, RowBatch
 
 SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
@@ -86,39 +87,6 @@ class RowAudit:
         return self.tallies.setdefault(name, Tally())
 
 
-def _match(ids: np.ndarray, seq_id: np.ndarray, pattern: list[int]) -> np.ndarray:
-    """Positions where `pattern` starts inside one sequence."""
-    k, n = len(pattern), len(ids)
-    if k == 0 or n < k:
-        return np.zeros(0, dtype=np.int64)
-    hit = ids[: n - k + 1] == pattern[0]
-    for j in range(1, k):
-        hit &= ids[j : n - k + 1 + j] == pattern[j]
-    hit &= seq_id[: n - k + 1] == seq_id[k - 1 :]
-    return np.flatnonzero(hit)
-
-
-def _covered(n: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Positions inside any of the ranges [starts[i], ends[i])."""
-    edges = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, ends, -1)
-    return np.cumsum(edges)[:n] > 0
-
-
-def _next(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
-    """For each position, the first event at or after it (`none` where there is none: a batch may hold no user
-    header, no stop token at all).
-
-    >>> _next(np.array([2, 7]), np.array([0, 3, 8]), 10).tolist(), _next(np.array([], int), np.array([4]), 10).tolist()
-    ([2, 7, 10], [10])
-    """
-    if len(events) == 0:
-        return np.full(len(positions), none, dtype=np.int64)
-    at = np.searchsorted(events, positions)
-    return np.where(at < len(events), events[np.minimum(at, len(events) - 1)], none)
-
-
 class RowAuditor:
     """Audits batches of rows against one template. stops: the ids the model stops on (default: the template's stop
     tokens and the tokenizer's eos)."""
@@ -141,7 +109,7 @@ class RowAuditor:
         if not self.header:
             raise EosguardError("the chat template's assistant header could not be read: nothing to find replies by")
         self.vocab = len(tokenizer)
-        self.marks = np.array(sorted(_marks(tokenizer, template)), dtype=np.int64)
+        self.marks = np.array(sorted(turn_marks(tokenizer, template)), dtype=np.int64)
         self._blanks: dict[int, bool] = {}
         self.audit = RowAudit()
 
@@ -160,14 +128,14 @@ class RowAuditor:
             return
         a.longest = max(a.longest, int(np.diff(offsets).max()))
         row_of = np.repeat(np.arange(rows), np.diff(offsets))
-        seq_id, seq_end = _sequences(batch)
+        seq_id, seq_end = sequences(batch)
         a.sequences += len(seq_end)
         pad = (batch.attention == 0) if batch.attention is not None else np.zeros(n, dtype=bool)
         trained = (labels != IGNORE) & ~pad
         cum = np.concatenate([[0], np.cumsum(trained)])
 
-        heads = _match(ids, seq_id, self.header)
-        users = _match(ids, seq_id, self.user)
+        heads = match(ids, seq_id, self.header)
+        users = match(ids, seq_id, self.user)
         stops = np.flatnonzero(np.isin(ids, self.stop_ids))
         begin = heads + len(self.header)
         inside = begin < n
@@ -176,8 +144,8 @@ class RowAuditor:
         # A reply ends at its stop token, else at the next turn's header or its sequence's end. A template that
         # closes a reply with the next turn's opening token (GLM's <|user|>, a stop token of the template) closes it
         # there: a stop token before the next header is the reply's closing, whatever turn it also opens.
-        nxt = np.minimum.reduce([_next(users, begin, n), _next(heads, begin, n), end_of_seq])
-        stop_at = _next(stops, begin, n)
+        nxt = np.minimum.reduce([next_event(users, begin, n), next_event(heads, begin, n), end_of_seq])
+        stop_at = next_event(stops, begin, n)
         closed = stop_at < nxt
         end = np.where(closed, stop_at, nxt)  # the stop token, or where the reply stops without one (exclusive)
         is_trained = (cum[end] - cum[begin]) > 0
@@ -200,8 +168,8 @@ class RowAuditor:
 
         # Tokens trained outside every reply (each reply spans its header's end through its stop token), except the
         # whitespace a template writes after a stop token, before the next turn (LLaMA-Factory trains its "\n").
-        in_reply = _covered(n, begin, np.where(closed, end + 1, end))
-        after_stop = _covered(n, end[closed] + 1, nxt[closed])
+        in_reply = covered(n, begin, np.where(closed, end + 1, end))
+        after_stop = covered(n, end[closed] + 1, nxt[closed])
         outside = trained & ~in_reply
         outside[outside & after_stop] = ~self._blank(ids[outside & after_stop])
         seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_end)) > 0
@@ -216,8 +184,8 @@ class RowAuditor:
         headless = (np.bincount(row_of[orphan], minlength=rows) > 0) & ~mismatch_row
         a.tally("reply-header-missing").add(batch, headless.astype(np.int64))
         # Trained tokens with no header that run to their sequence's end with no stop token: the reply was cut too.
-        first_orphan = np.flatnonzero(orphan & _firsts(seq_id, orphan))
-        cut_orphan = first_orphan[(_next(stops, first_orphan, n) >= seq_end[seq_id[first_orphan]])]
+        first_orphan = np.flatnonzero(orphan & firsts(seq_id, orphan))
+        cut_orphan = first_orphan[(next_event(stops, first_orphan, n) >= seq_end[seq_id[first_orphan]])]
         cut_rows = per_row(cut) + np.bincount(row_of[cut_orphan], minlength=rows) * ~mismatch_row
         a.tally("truncation-drops-eos").add(batch, cut_rows)
         prompt = np.bincount(row_of[outside & ~orphan], minlength=rows) > 0
@@ -264,54 +232,6 @@ class RowAuditor:
     @staticmethod
     def _last_trained(trained: np.ndarray, begin: int, end: int) -> int:
         return begin + int(np.flatnonzero(trained[begin:end])[-1])
-
-
-def _firsts(seq_id: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Where `flags` is set for the first time in its sequence."""
-    at = np.flatnonzero(flags)
-    first = np.zeros(len(flags), dtype=bool)
-    if len(at):
-        keep = np.ones(len(at), dtype=bool)
-        keep[1:] = seq_id[at[1:]] != seq_id[at[:-1]]
-        first[at[keep]] = True
-    return first
-
-
-def _sequences(batch: RowBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Each token's sequence (rows, and the packed sequences inside them) and each sequence's end (exclusive)."""
-    n, offsets, att = len(batch.ids), batch.offsets, batch.attention
-    seq_start = np.zeros(n, dtype=bool)
-    seq_start[offsets[:-1][np.diff(offsets) > 0]] = True
-    if batch.positions is not None:
-        seq_start |= batch.positions == 0
-    if att is not None and att.max(initial=0) > 1:  # LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ...
-        seq_start[1:] |= (att[1:] != att[:-1]) & (att[1:] > 0)
-    seq_first = np.flatnonzero(seq_start)
-    return np.cumsum(seq_start) - 1, np.append(seq_first[1:], n)
-
-
-def _marks(tokenizer: Any, template: ChatTemplate) -> set[int]:
-    """The control tokens the template writes around turns (in a short chat with a system message, and without), less
-    its stop tokens, and less those rows of any format may hold unless a turn header has them: the tokenizer's bos,
-    eos and pad, and what it adds to any text it encodes (GLM's `[gMASK]<sop>`). SmolLM2's bos `<|im_start|>` opens
-    every turn, so it counts; Llama 3's `<|begin_of_text|>` does not."""
-    from eosguard.chat.templates import TemplateError
-
-    chats = (
-        [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}],
-        [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}],
-    )
-    found: set[int] = set()
-    for chat in chats:
-        try:
-            text = template.render(chat)
-        except TemplateError:
-            continue
-        found |= set(tokenizer(text, add_special_tokens=False)["input_ids"]) & set(template.control_ids)
-    added = set(tokenizer("x")["input_ids"]) - set(tokenizer("x", add_special_tokens=False)["input_ids"])
-    headers = {*template.assistant_header_ids, *template.user_header_ids}
-    common = ({tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id} | added) - headers
-    return found - common - set(template.stop_ids)
 
 
 MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
