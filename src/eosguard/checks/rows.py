@@ -15,9 +15,14 @@ the end of its sequence. It counts, with the first rows of each:
 - `no-trainable-tokens`: rows with nothing trained; `pad-trained`: padding positions trained;
 - `prompt-trained`: prompt tokens trained beside the replies (a warning: some train on prompts on purpose).
 
-Everything is computed on whole batches with numpy (header matches, the next event after each header, trained counts
-over ranges by cumulative sums), so 100,000 rows take seconds; only closing sequences of several tokens are checked
-one by one. With no label column, a collator builds the labels (`collator`), as training would.
+A reply closed only by the next turn's token (GLM's `<|user|>`, a stop token of its template) is closed there, and
+trained when that token is (TRL's `glm4moe_training.jinja` masks it). A row with no header but the control tokens
+the template opens turns with (cut inside the system prompt) is its own format, cut. Labels written shifted by one are
+read unshifted, and the step says so (`eosguard.data.columns.unshift`).
+
+All on whole batches with numpy: a few passes over every token (the labels, one scan for the headers' first tokens
+and the stop tokens), the rest on the sorted positions they give (`eosguard.checks.rowspans`). Only closing sequences
+of several tokens are checked one by one. With no label column, a collator builds the labels, as training would.
 
 Run as:
     eosguard doctor --prepared PATH --tokenizer TOKENIZER [--model MODEL_DIR]
@@ -35,7 +40,16 @@ import numpy as np
 from eosguard.base.errors import EosguardError
 from eosguard.chat.templates import ChatTemplate
 from eosguard.checks.report import DoctorReport
-from eosguard.checks.rowspans import covered, firsts, match, next_event, sequences, turn_marks
+from eosguard.checks.rowspans import (
+    in_ranges,
+    match,
+    next_event,
+    positions_of,
+    rows_holding,
+    sequences,
+    turn_marks,
+)
+from eosguard.data.columns import out_of_vocabulary
 from eosguard.data.tokenized import IGNORE, RowBatch
 
 SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
@@ -110,15 +124,20 @@ class RowAuditor:
             raise EosguardError("the chat template's assistant header could not be read: nothing to find replies by")
         self.vocab = len(tokenizer)
         self.marks = np.array(sorted(turn_marks(tokenizer, template)), dtype=np.int64)
+        self._scanned = np.array(sorted({self.header[0], *self.user[:1], *self.stop_ids.tolist()}), dtype=np.int64)
         self._blanks: dict[int, bool] = {}
         self.audit = RowAudit()
 
     def add(self, batch: RowBatch) -> None:
-        """Count one batch (its labels built already)."""
+        """Count one batch (its labels built already). Whole-batch passes only where every token counts (the
+        labels, the headers' first token, the stop tokens); the rest on the sparse positions they give."""
         a = self.audit
         if batch.labels is None:
             raise EosguardError(f"{batch.source}: no labels, and no collator to build them")
-        self._check_values(batch)
+        labelled = batch.labels != IGNORE
+        bad = out_of_vocabulary(batch.ids, batch.labels, labelled, batch.offsets, self.vocab)
+        if bad is not None:
+            raise batch.error(*bad)
         a.label_source = a.label_source or batch.label_source
         a.shifted += batch.shifted
         ids, labels, offsets = batch.ids, batch.labels, batch.offsets
@@ -127,20 +146,25 @@ class RowAuditor:
         if n == 0:
             return
         a.longest = max(a.longest, int(np.diff(offsets).max()))
-        row_of = np.repeat(np.arange(rows), np.diff(offsets))
-        seq_id, seq_end = sequences(batch)
-        a.sequences += len(seq_end)
-        pad = (batch.attention == 0) if batch.attention is not None else np.zeros(n, dtype=bool)
-        trained = (labels != IGNORE) & ~pad
-        cum = np.concatenate([[0], np.cumsum(trained)])
+        seq_first = sequences(batch)
+        seq_end = np.append(seq_first[1:], n)  # exclusive
+        a.sequences += len(seq_first)
+        seq_of = lambda at: np.searchsorted(seq_first, at, side="right") - 1  # noqa: E731
+        row_of = lambda at: np.searchsorted(offsets, at, side="right") - 1  # noqa: E731
+        att = batch.attention
+        pad = (att == 0) if att is not None and att.min(initial=1) == 0 else None
+        trained = np.flatnonzero(labelled & ~pad if pad is not None else labelled)  # positions, sorted
 
-        heads = match(ids, seq_id, self.header)
-        users = match(ids, seq_id, self.user)
-        stops = np.flatnonzero(np.isin(ids, self.stop_ids))
+        # One scan for the tokens everything is found by: the headers' first tokens and the stop tokens.
+        found = positions_of(ids, self._scanned)
+        token = ids[found]
+        heads = match(ids, seq_first, self.header, found[token == self.header[0]])
+        users = match(ids, seq_first, self.user, found[token == self.user[0]]) if self.user else found[:0]
+        stops = found[np.isin(token, self.stop_ids)]
         begin = heads + len(self.header)
         inside = begin < n
         heads, begin = heads[inside], begin[inside]
-        end_of_seq = seq_end[seq_id[begin]]
+        end_of_seq = seq_end[seq_of(begin)]
         # A reply ends at its stop token, else at the next turn's header or its sequence's end. A template that
         # closes a reply with the next turn's opening token (GLM's <|user|>, a stop token of the template) closes it
         # there: a stop token before the next header is the reply's closing, whatever turn it also opens.
@@ -148,19 +172,21 @@ class RowAuditor:
         stop_at = next_event(stops, begin, n)
         closed = stop_at < nxt
         end = np.where(closed, stop_at, nxt)  # the stop token, or where the reply stops without one (exclusive)
-        is_trained = (cum[end] - cum[begin]) > 0
+        first_trained = np.searchsorted(trained, begin)  # each reply's first trained token, if before its end
+        is_trained = first_trained < len(trained)
+        is_trained[is_trained] = trained[first_trained[is_trained]] < end[is_trained]
         a.replies += len(begin)
         a.trained += int(is_trained.sum())
 
         closing_ok = self._closing_trained(ids, labels, begin, end, closed & is_trained)
         a.stop_trained += int((closed & is_trained & closing_ok).sum())
-        per_row = lambda mask: np.bincount(row_of[begin[mask]], minlength=rows)  # noqa: E731
+        begin_row = row_of(begin)
+        per_row = lambda mask: np.bincount(begin_row[mask], minlength=rows)  # noqa: E731
         a.tally("eos-masked").add(batch, per_row(closed & is_trained & ~closing_ok))
         cut = ~closed & is_trained & (end == end_of_seq)
         # Trained, not cut, not closed by a stop token: the last trained token is what the model learns to end on.
         ended = ~closed & is_trained & ~cut
-        spans = zip(begin[ended], end[ended], strict=True)
-        last = np.array([self._last_trained(trained, int(b), int(e)) for b, e in spans], dtype=np.int64)
+        last = trained[np.searchsorted(trained, end[ended]) - 1]
         at_end = ids[np.minimum(end, n - 1)]  # the stop token where a reply is closed (`end` may be n otherwise)
         wrong = closed & is_trained & closing_ok & ~np.isin(at_end, self._model_stops)  # a stop of the template only
         wrong[ended] = ~np.isin(ids[last], self._model_stops)
@@ -168,45 +194,37 @@ class RowAuditor:
 
         # Tokens trained outside every reply (each reply spans its header's end through its stop token), except the
         # whitespace a template writes after a stop token, before the next turn (LLaMA-Factory trains its "\n").
-        in_reply = covered(n, begin, np.where(closed, end + 1, end))
-        after_stop = covered(n, end[closed] + 1, nxt[closed])
-        outside = trained & ~in_reply
-        outside[outside & after_stop] = ~self._blank(ids[outside & after_stop])
-        seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_end)) > 0
-        orphan = outside & ~seq_has_head[seq_id]
-        # A row in the template's format holds one of its headers or of the control tokens it opens turns with (a row
-        # cut inside the system prompt keeps `<|im_start|>system`); a row with none was written in another format.
-        own = np.concatenate([heads, users, np.flatnonzero(np.isin(ids, self.marks))])
-        in_format = np.bincount(row_of[own], minlength=rows) > 0
-        trained_per_row = np.bincount(row_of, weights=trained, minlength=rows)
-        mismatch_row = (trained_per_row > 0) & ~in_format
-        a.tally("template-mismatch").add(batch, mismatch_row.astype(np.int64))
-        headless = (np.bincount(row_of[orphan], minlength=rows) > 0) & ~mismatch_row
-        a.tally("reply-header-missing").add(batch, headless.astype(np.int64))
+        span_end = np.where(closed, end + 1, end)
+        outside = trained[:0]
+        if (np.searchsorted(trained, span_end) - first_trained).sum() < len(trained):  # some trained token lies outside
+            outside = trained[~in_ranges(trained, begin, span_end)]
+        after_stop = in_ranges(outside, end[closed] + 1, nxt[closed])
+        if after_stop.any():
+            after_stop[after_stop] = self._blank(ids[outside[after_stop]])
+            outside = outside[~after_stop]
+        seq_has_head = np.zeros(len(seq_first), dtype=bool)
+        seq_has_head[seq_of(heads)] = True
+        orphan = outside[~seq_has_head[seq_of(outside)]]
+        trained_per_row = np.diff(np.searchsorted(trained, offsets))
+        # A row in the template's format holds one of its headers or, if it trains something and has none, one of the
+        # control tokens it opens turns with (a row cut inside the system prompt keeps `<|im_start|>system`); a row
+        # with neither was written in another format.
+        holding = lambda at: np.bincount(row_of(at), minlength=rows) > 0  # noqa: E731  rows holding these positions
+        own = holding(np.concatenate([heads, users]))
+        unsure = (trained_per_row > 0) & ~own
+        own[unsure] = rows_holding(batch, self.marks, unsure)[unsure]
+        mismatch_row = (trained_per_row > 0) & ~own
+        a.tally("template-mismatch").add(batch, mismatch_row)
+        a.tally("reply-header-missing").add(batch, holding(orphan) & ~mismatch_row)
         # Trained tokens with no header that run to their sequence's end with no stop token: the reply was cut too.
-        first_orphan = np.flatnonzero(orphan & firsts(seq_id, orphan))
-        cut_orphan = first_orphan[(next_event(stops, first_orphan, n) >= seq_end[seq_id[first_orphan]])]
-        cut_rows = per_row(cut) + np.bincount(row_of[cut_orphan], minlength=rows) * ~mismatch_row
-        a.tally("truncation-drops-eos").add(batch, cut_rows)
-        prompt = np.bincount(row_of[outside & ~orphan], minlength=rows) > 0
-        a.tally("prompt-trained").add(batch, prompt.astype(np.int64))
-        a.tally("no-trainable-tokens").add(batch, (trained_per_row == 0).astype(np.int64))
-        pad_trained = (labels != IGNORE) & pad
-        a.tally("pad-trained").add(batch, (np.bincount(row_of[pad_trained], minlength=rows) > 0).astype(np.int64))
-
-    def _check_values(self, batch: RowBatch) -> None:
-        """Ids within the tokenizer's vocabulary, labels -100 or such an id: else `DataError` naming the first row."""
-        ids, labels = batch.ids, batch.labels
-        bad = (ids < 0) | (ids >= self.vocab)
-        what = "`input_ids` holds {v}: not an id of this tokenizer (ids 0-{top}): the rows of another tokenizer?"
-        if labels is not None and not bad.any():
-            bad = (labels != IGNORE) & ((labels < 0) | (labels >= self.vocab))
-            what = "`labels` holds {v}: neither -100 (not trained) nor an id of this tokenizer (ids 0-{top})"
-        if bad.any():
-            at = int(np.flatnonzero(bad)[0])
-            row = int(np.searchsorted(batch.offsets, at, side="right")) - 1
-            v = int((ids if "input_ids" in what else labels)[at])
-            raise batch.error(row, what.format(v=v, top=self.vocab - 1))
+        starts = orphan[np.append(True, seq_of(orphan[1:]) != seq_of(orphan[:-1]))] if len(orphan) else orphan
+        cut_orphan = starts[next_event(stops, starts, n) >= seq_end[seq_of(starts)]]
+        a.tally("truncation-drops-eos").add(
+            batch, per_row(cut) + np.bincount(row_of(cut_orphan), minlength=rows) * ~mismatch_row
+        )
+        a.tally("prompt-trained").add(batch, holding(outside[seq_has_head[seq_of(outside)]]))
+        a.tally("no-trainable-tokens").add(batch, trained_per_row == 0)
+        a.tally("pad-trained").add(batch, holding(np.flatnonzero(labelled & pad) if pad is not None else trained[:0]))
 
     def _closing_trained(
         self, ids: np.ndarray, labels: np.ndarray, begin: np.ndarray, end: np.ndarray, closed: np.ndarray
@@ -228,10 +246,6 @@ class RowAuditor:
         for i in set(ids.tolist()) - self._blanks.keys():
             self._blanks[i] = not self.tokenizer.decode([i], skip_special_tokens=False).strip()
         return np.array([self._blanks[i] for i in ids.tolist()], dtype=bool)
-
-    @staticmethod
-    def _last_trained(trained: np.ndarray, begin: int, end: int) -> int:
-        return begin + int(np.flatnonzero(trained[begin:end])[-1])
 
 
 MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {

@@ -1,6 +1,6 @@
 """Where things are in the flat token arrays of a `RowBatch` (`eosguard.checks.rows` audits with them): a pattern's
-matches inside each sequence, the sequences packed in rows, the next event after each position, the positions a set of
-ranges covers; and the control tokens a template opens turns with (what makes a row the template's own format).
+matches inside each sequence, the sequences packed in rows, the next event after each position, the points inside a set
+of ranges; and the control tokens a template opens turns with (what makes a row the template's own format).
 """
 
 from __future__ import annotations
@@ -13,24 +13,43 @@ from eosguard.chat.templates import ChatTemplate, TemplateError
 from eosguard.data.tokenized import RowBatch
 
 
-def match(ids: np.ndarray, seq_id: np.ndarray, pattern: list[int]) -> np.ndarray:
-    """Positions where `pattern` starts inside one sequence."""
+def match(ids: np.ndarray, seq_first: np.ndarray, pattern: list[int], at: np.ndarray | None = None) -> np.ndarray:
+    """Positions where `pattern` starts and ends inside one sequence (`seq_first`: where each sequence starts); `at`:
+    the positions of its first token, where already found.
+
+    >>> match(np.array([1, 2, 1, 2, 1]), np.array([0, 3]), [1, 2]).tolist()  # the one at 2 crosses into sequence 1
+    [0]
+    """
     k, n = len(pattern), len(ids)
     if k == 0 or n < k:
         return np.zeros(0, dtype=np.int64)
-    hit = ids[: n - k + 1] == pattern[0]
+    at = np.flatnonzero(ids == pattern[0]) if at is None else at
+    at = at[at <= n - k]
     for j in range(1, k):
-        hit &= ids[j : n - k + 1 + j] == pattern[j]
-    hit &= seq_id[: n - k + 1] == seq_id[k - 1 :]
+        at = at[ids[at + j] == pattern[j]]
+    return at[next_event(seq_first, at + 1, n) >= at + k]
+
+
+def positions_of(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where any of a few `values` occurs, sorted."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    hit = ids == values[0]
+    for v in values[1:]:
+        hit |= ids == v
     return np.flatnonzero(hit)
 
 
-def covered(n: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Positions inside any of the ranges [starts[i], ends[i])."""
-    edges = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, ends, -1)
-    return np.cumsum(edges)[:n] > 0
+def in_ranges(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Whether each point lies in one of the ranges [starts[i], ends[i]) (sorted, not overlapping).
+
+    >>> in_ranges(np.array([0, 2, 5, 9]), np.array([2, 8]), np.array([6, 9])).tolist()
+    [False, True, True, False]
+    """
+    i = np.searchsorted(starts, points, side="right") - 1
+    inside = i >= 0
+    inside[inside] = points[inside] < ends[i[inside]]
+    return inside
 
 
 def next_event(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
@@ -48,28 +67,26 @@ def next_event(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarr
     return np.where(at < len(events), events[np.minimum(at, len(events) - 1)], none)
 
 
-def firsts(seq_id: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Where `flags` is set for the first time in its sequence."""
-    at = np.flatnonzero(flags)
-    first = np.zeros(len(flags), dtype=bool)
-    if len(at):
-        keep = np.ones(len(at), dtype=bool)
-        keep[1:] = seq_id[at[1:]] != seq_id[at[:-1]]
-        first[at[keep]] = True
-    return first
-
-
-def sequences(batch: RowBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Each token's sequence (rows, and the packed sequences inside them) and each sequence's end (exclusive)."""
-    n, offsets, att = len(batch.ids), batch.offsets, batch.attention
-    seq_start = np.zeros(n, dtype=bool)
-    seq_start[offsets[:-1][np.diff(offsets) > 0]] = True
+def sequences(batch: RowBatch) -> np.ndarray:
+    """Where each sequence starts, sorted: each row, and the sequences packed in it (`position_ids` restarting at 0;
+    LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ... in `attention_mask`)."""
+    offsets, att = batch.offsets, batch.attention
+    starts = [offsets[:-1][np.diff(offsets) > 0]]
     if batch.positions is not None:
-        seq_start |= batch.positions == 0
-    if att is not None and att.max(initial=0) > 1:  # LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ...
-        seq_start[1:] |= (att[1:] != att[:-1]) & (att[1:] > 0)
-    seq_first = np.flatnonzero(seq_start)
-    return np.cumsum(seq_start) - 1, np.append(seq_first[1:], n)
+        starts.append(np.flatnonzero(batch.positions == 0))
+    if att is not None and att.max(initial=0) > 1:
+        starts.append(np.flatnonzero((att[1:] != att[:-1]) & (att[1:] > 0)) + 1)
+    return np.unique(np.concatenate(starts)) if len(starts) > 1 else starts[0]
+
+
+def rows_holding(batch: RowBatch, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of the `rows` (a mask) hold one of `tokens` (the others: False)."""
+    found = np.zeros(len(batch), dtype=bool)
+    if rows.any() and len(tokens):
+        in_rows = np.repeat(rows, np.diff(batch.offsets))
+        hit = np.flatnonzero(in_rows & np.isin(batch.ids, tokens))
+        found[np.searchsorted(batch.offsets, hit, side="right") - 1] = True
+    return found
 
 
 def turn_marks(tokenizer: Any, template: ChatTemplate) -> set[int]:
@@ -94,4 +111,4 @@ def turn_marks(tokenizer: Any, template: ChatTemplate) -> set[int]:
     return found - common - set(template.stop_ids)
 
 
-__all__ = ["covered", "firsts", "match", "next_event", "sequences", "turn_marks"]
+__all__ = ["in_ranges", "match", "next_event", "positions_of", "rows_holding", "sequences", "turn_marks"]

@@ -34,8 +34,8 @@ def bad_row(
 
 
 def arrow_column(table: Any, name: str, source: str, first: int, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One Arrow column as (flat int64 values, offsets from 0): a list of integers per row (booleans in a mask), no
-    nulls; else the first row that breaks it, as `DataError`."""
+    """One Arrow column as (flat values, int32 or int64; offsets from 0): a list of integers per row (booleans in a
+    mask), no nulls; else the first row that breaks it, as `DataError`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -64,7 +64,8 @@ def arrow_column(table: Any, name: str, source: str, first: int, names: Sequence
         raise bad(row, f"holds {what}{found}, where one integer token id per position is expected ({col.type})")
     if values.null_count:
         raise bad(int(np.searchsorted(offsets, _first(values.is_null()), side="right")) - 1, "holds a null")
-    return values.to_numpy(zero_copy_only=False).astype(np.int64), offsets
+    flat = values.to_numpy(zero_copy_only=False)
+    return (flat if flat.dtype in (np.int32, np.int64) else flat.astype(np.int64)), offsets
 
 
 def _first(flags: Any) -> int | None:
@@ -128,6 +129,29 @@ def check_lengths(
             raise bad_row(source, first, lines, r, message, names)
 
 
+def out_of_vocabulary(
+    ids: np.ndarray, labels: np.ndarray | None, labelled: np.ndarray, offsets: np.ndarray, vocab: int
+) -> tuple[int, str] | None:
+    """The first row (and why) whose ids fall outside a vocabulary of `vocab` ids, or whose labels are neither -100
+    nor such an id (`labelled`: labels != -100); None when every row is in range (a few passes, no copy)."""
+    if len(ids) == 0:
+        return None
+    if ids.min() < 0 or ids.max() >= vocab:
+        bad, values = (ids < 0) | (ids >= vocab), ids
+        what = (
+            f"`input_ids` holds {{v}}: not an id of this tokenizer (ids 0-{vocab - 1}): the rows of another tokenizer?"
+        )
+    elif labels is not None and (
+        labels.max() >= vocab or np.count_nonzero(labels < 0) > len(labels) - np.count_nonzero(labelled)
+    ):
+        bad, values = labelled & ((labels < 0) | (labels >= vocab)), labels
+        what = f"`labels` holds {{v}}: neither -100 (not trained) nor an id of this tokenizer (ids 0-{vocab - 1})"
+    else:
+        return None
+    at = int(np.flatnonzero(bad)[0])
+    return int(np.searchsorted(offsets, at, side="right")) - 1, what.format(v=int(values[at]))
+
+
 def unshift(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, int]:
     """Labels with the rows that were written shifted by one (`labels[i] == ids[i + 1]` at every trained position,
     the last one untrained, and some trained label other than its own id) put back in place; and how many.
@@ -138,25 +162,33 @@ def unshift(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> tuple[n
     >>> labels.tolist(), n
     ([-100, -100, 7, 8, -100, 6, 7], 1)
     """
-    n, rows = len(ids), len(offsets) - 1
-    if n == 0:
-        return labels, 0
-    row_of = np.repeat(np.arange(rows), np.diff(offsets))
-    last = np.zeros(n, dtype=bool)
-    last[offsets[1:][np.diff(offsets) > 0] - 1] = True
     trained = labels != IGNORE
-    ahead = np.zeros(n, dtype=bool)
-    ahead[:-1] = labels[:-1] == ids[1:]
-    ahead &= trained & ~last
-    per_row = lambda flags: np.bincount(row_of, weights=flags, minlength=rows)  # noqa: E731
-    count, same = per_row(trained), per_row(trained & (labels == ids))
-    shifted = (count > 0) & (per_row(ahead) == count) & (same < count)
+    if not (trained & (labels != ids)).any():  # every trained label is its own id: nothing shifted (one pass)
+        return labels, 0
+    at = np.flatnonzero(trained)
+    row = np.searchsorted(offsets, at, side="right") - 1
+    ahead = at + 1 < offsets[row + 1]
+    ahead[ahead] = labels[at[ahead]] == ids[at[ahead] + 1]
+    own = labels[at] == ids[at]
+    rows = len(offsets) - 1
+    count = np.bincount(row, minlength=rows)
+    shifted = (count > 0) & (np.bincount(row[ahead], minlength=rows) == count)
+    shifted &= np.bincount(row[own], minlength=rows) < count
     if not shifted.any():
         return labels, 0
-    before = np.zeros(n, dtype=bool)
-    before[1:] = trained[:-1] & ~last[:-1]
-    back = np.where(before, ids, IGNORE)
-    return np.where(shifted[row_of], back, labels), int(shifted.sum())
+    out = np.where(np.repeat(shifted, np.diff(offsets)), IGNORE, labels)
+    moved = at[shifted[row]] + 1  # each trained label put on the token it names
+    out[moved] = ids[moved]
+    return out, int(shifted.sum())
 
 
-__all__ = ["IGNORE", "MASKS", "arrow_column", "bad_row", "check_lengths", "jsonl_column", "unshift"]
+__all__ = [
+    "IGNORE",
+    "MASKS",
+    "arrow_column",
+    "bad_row",
+    "check_lengths",
+    "jsonl_column",
+    "out_of_vocabulary",
+    "unshift",
+]
