@@ -162,9 +162,9 @@ def unshift(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> tuple[n
     >>> labels.tolist(), n
     ([-100, -100, 7, 8, -100, 6, 7], 1)
     """
+    if np.count_nonzero(labels == ids) + np.count_nonzero(labels == IGNORE) == len(ids):  # ids >= 0: never both
+        return labels, 0  # every label is -100 or its own id: nothing shifted
     trained = labels != IGNORE
-    if not (trained & (labels != ids)).any():  # every trained label is its own id: nothing shifted (one pass)
-        return labels, 0
     at = np.flatnonzero(trained)
     row = np.searchsorted(offsets, at, side="right") - 1
     ahead = at + 1 < offsets[row + 1]
