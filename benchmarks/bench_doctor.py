@@ -7,7 +7,8 @@ in fresh processes (imports included), interleaved, `--repeats` times each (medi
 - `eosguard doctor --tokenizer T --prepared F --json`: every row read and audited;
 - the anchor: `datasets.load_from_disk(F)` and the same two columns, `input_ids` and `labels`, read as Arrow and
   numpy arrays (every token touched once: the count of trained labels), the fastest read of them `datasets` offers.
-  (`Dataset.iter`, which makes a Python int of every token, is about 40x slower: a ratio against it says little.)
+  (`Dataset.iter`, which makes a Python int of every token, is several times slower as a whole command, and a
+  hundred times slower on the rows alone: a ratio against it says little; docs/performance.md has the figures.)
 
 Both again on a folder of the first 100 rows: their start-up (imports, the tokenizer and its template for the doctor),
 so that the cost of the rows themselves reads apart (`marginal`: each command's time less its start-up).
