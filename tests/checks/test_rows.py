@@ -312,6 +312,7 @@ BAD_INPUTS = {
     "labels_cut_shifted.jsonl": (":2: ", "`labels` holds 59 tokens where `input_ids` holds 60 (shifted by one"),
     "labels_minus_one.jsonl": (":2: ", "`labels` holds -1: neither -100"),
     "ids_out_of_vocab.jsonl": (":3: ", "`input_ids` holds 99999: not an id of this tokenizer"),
+    "rows_as_array.json": (":1: ", "a JSON array: rows are read as JSON Lines"),
     "labels_misaligned.parquet": (": row 1: ", "`labels` holds 62 tokens where `input_ids` holds 60"),
     "masks_misaligned.parquet": (": row 1: ", "`assistant_masks` holds 62 tokens where `input_ids` holds 60"),
     "attention_misaligned_dataset": (": row 0: ", "`attention_mask` holds 46 tokens where `input_ids` holds 44"),
@@ -328,7 +329,7 @@ def test_each_bad_prepared_input_exits_2_with_file_row_and_column(name):
     output = " ".join(result.output.split())  # rich wraps long lines
     assert result.exit_code == 2 and f"{BAD / name}{where}" in output and words in output, output
     assert "Traceback" not in output
-    if where != ": ":  # a row's fault: the file's columns named with it
+    if where != ": " and name != "rows_as_array.json":  # a row's fault: the file's columns named with it
         assert "(columns: input_ids, " in output
 
 

@@ -241,7 +241,11 @@ def _jsonl(path: Path, tokens: int) -> Iterator[RowBatch]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg}", path=str(path), line=n) from None
+                if rows or not line.lstrip().startswith("["):
+                    raise DataError(f"malformed JSON: {exc.msg}", path=str(path), line=n) from None
+                row = []  # a JSON array over several lines (`to_json(lines=False)`)
+            if isinstance(row, list):
+                raise DataError("a JSON array: rows are read as JSON Lines, an object a line", path=str(path), line=n)
             if not isinstance(row, dict) or not isinstance(row.get("input_ids"), list):
                 keys = f" (keys: {', '.join(row)})" if isinstance(row, dict) else ""
                 raise DataError(f"a row needs an `input_ids` list of token ids{keys}", path=str(path), line=n)

@@ -77,6 +77,7 @@ def main() -> None:
     jsonl("labels_cut_shifted.jsonl", edited(2, labels=labels[1:]))
     jsonl("labels_minus_one.jsonl", edited(2, labels=[-1 if y == -100 else y for y in labels]))
     jsonl("ids_out_of_vocab.jsonl", edited(3, input_ids=[*good[2]["input_ids"][:-1], 99_999]))
+    (HERE / "rows_as_array.json").write_text(json.dumps(good, indent=1))  # `to_json(lines=False)`: not JSON Lines
     parquet("labels_misaligned.parquet", skewed(good, "labels", 1, 2))
     folder("attention_misaligned_dataset", skewed(good, "attention_mask", 0, 2))
     trl = [{"input_ids": r["input_ids"], "assistant_masks": [int(y != -100) for y in r["labels"]]} for r in good]
