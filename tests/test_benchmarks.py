@@ -34,6 +34,9 @@ def test_benchmark_smoke(name, tmp_path):
     assert result["environment"]["torch"]
     if name == "train":  # same loss per token on both sides (the same examples, init and steps)
         assert abs(result["ratios"]["mean_loss"] - 1) < 0.01
+    if name == "doctor":  # every masked reply counted; both commands timed on the rows and on their start-up alone
+        assert result["counted"] == result["masked_replies"] > 0 and result["replies"] > result["counted"]
+        assert set(result["seconds"]) == {"doctor", "doctor_start", "arrow_read", "arrow_read_start"}
     if name == "prepare":  # the whole commands wrote the same ids and labels
         assert result["identical_input_ids_and_labels"] and set(result["train_peak_rss_mb"]) == {"50", "500"}
 

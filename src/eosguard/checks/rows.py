@@ -15,9 +15,14 @@ the end of its sequence. It counts, with the first rows of each:
 - `no-trainable-tokens`: rows with nothing trained; `pad-trained`: padding positions trained;
 - `prompt-trained`: prompt tokens trained beside the replies (a warning: some train on prompts on purpose).
 
-Everything is computed on whole batches with numpy (header matches, the next event after each header, trained counts
-over ranges by cumulative sums), so 100,000 rows take seconds; only closing sequences of several tokens are checked
-one by one. With no label column, a collator builds the labels (`collator`), as training would.
+A reply closed only by the next turn's token (GLM's `<|user|>`, a stop token of its template) is closed there, and
+trained when that token is (TRL's `glm4moe_training.jinja` masks it). A row with no header but the control tokens
+the template opens turns with (cut inside the system prompt) is its own format, cut. Labels written shifted by one are
+read unshifted, and the step says so (`eosguard.data.columns.unshift`).
+
+All on whole batches with numpy: a few passes over every token (the labels, one scan for the headers' first tokens
+and the stop tokens), the rest on the sorted positions they give (`eosguard.checks.rowspans`). Only closing sequences
+of several tokens are checked one by one. With no label column, a collator builds the labels, as training would.
 
 Run as:
     eosguard doctor --prepared PATH --tokenizer TOKENIZER [--model MODEL_DIR]
@@ -35,6 +40,16 @@ import numpy as np
 from eosguard.base.errors import EosguardError
 from eosguard.chat.templates import ChatTemplate
 from eosguard.checks.report import DoctorReport
+from eosguard.checks.rowspans import (
+    in_ranges,
+    match,
+    next_event,
+    positions_of,
+    rows_holding,
+    sequences,
+    turn_marks,
+)
+from eosguard.data.columns import out_of_vocabulary
 from eosguard.data.tokenized import IGNORE, RowBatch
 
 SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
@@ -42,18 +57,23 @@ SHOWN = 3  # rows kept per finding, for the report, --show and the label viewer
 
 @dataclass
 class Tally:
-    """How many of something were found, and where the first few are (`RowBatch.where`) with their rows."""
+    """How many of something were found, and where the first few are (`RowBatch.where`) with their rows; `longest`:
+    the longest row (in tokens) among those found."""
 
     count: int = 0
     rows: int = 0
     first: list[str] = field(default_factory=list)
     kept: list[dict[str, Any]] = field(default_factory=list)
+    longest: int = 0
 
     def add(self, batch: RowBatch, per_row: np.ndarray) -> None:
         """per_row: how many were found in each row of the batch."""
         self.count += int(per_row.sum())
         hit = np.flatnonzero(per_row)
+        if not len(hit):
+            return
         self.rows += len(hit)
+        self.longest = max(self.longest, int(np.diff(batch.offsets)[hit].max()))
         for r in hit[: max(0, SHOWN - len(self.first))]:
             self.first.append(batch.where(int(r)))
             self.kept.append(batch.row(int(r)))
@@ -64,44 +84,21 @@ class Tally:
 
 @dataclass
 class RowAudit:
-    """What `audit_rows` found (see the module doc)."""
+    """What `audit_rows` found (see the module doc); `longest`: the longest row read, in tokens; `shifted`: rows whose
+    labels were written shifted by one (read unshifted: `eosguard.data.tokenized.unshift`)."""
 
     rows: int = 0
     sequences: int = 0
     replies: int = 0
     trained: int = 0
     stop_trained: int = 0
+    longest: int = 0
+    shifted: int = 0
     label_source: str | None = None
     tallies: dict[str, Tally] = field(default_factory=dict)
 
     def tally(self, name: str) -> Tally:
         return self.tallies.setdefault(name, Tally())
-
-
-def _match(ids: np.ndarray, seq_id: np.ndarray, pattern: list[int]) -> np.ndarray:
-    """Positions where `pattern` starts inside one sequence."""
-    k, n = len(pattern), len(ids)
-    if k == 0 or n < k:
-        return np.zeros(0, dtype=np.int64)
-    hit = ids[: n - k + 1] == pattern[0]
-    for j in range(1, k):
-        hit &= ids[j : n - k + 1 + j] == pattern[j]
-    hit &= seq_id[: n - k + 1] == seq_id[k - 1 :]
-    return np.flatnonzero(hit)
-
-
-def _covered(n: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Positions inside any of the ranges [starts[i], ends[i])."""
-    edges = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, ends, -1)
-    return np.cumsum(edges)[:n] > 0
-
-
-def _next(events: np.ndarray, positions: np.ndarray, none: int) -> np.ndarray:
-    """For each position, the first event at or after it (`none` where there is none)."""
-    at = np.searchsorted(events, positions)
-    return np.where(at < len(events), events[np.minimum(at, len(events) - 1)], none)
 
 
 class RowAuditor:
@@ -125,107 +122,130 @@ class RowAuditor:
                 self.closers.setdefault(c.id, []).append(seq)
         if not self.header:
             raise EosguardError("the chat template's assistant header could not be read: nothing to find replies by")
+        self.vocab = len(tokenizer)
+        self.marks = np.array(sorted(turn_marks(tokenizer, template)), dtype=np.int64)
+        self._scanned = np.array(sorted({self.header[0], *self.user[:1], *self.stop_ids.tolist()}), dtype=np.int64)
         self._blanks: dict[int, bool] = {}
         self.audit = RowAudit()
 
     def add(self, batch: RowBatch) -> None:
-        """Count one batch (its labels built already)."""
+        """Count one batch (its labels built already). Whole-batch passes only where every token counts (the
+        labels, the headers' first token, the stop tokens); the rest on the sparse positions they give."""
         a = self.audit
         if batch.labels is None:
             raise EosguardError(f"{batch.source}: no labels, and no collator to build them")
+        labelled = batch.labels != IGNORE
+        bad = out_of_vocabulary(batch.ids, batch.labels, labelled, batch.offsets, self.vocab)
+        if bad is not None:
+            raise batch.error(*bad)
         a.label_source = a.label_source or batch.label_source
+        a.shifted += batch.shifted
         ids, labels, offsets = batch.ids, batch.labels, batch.offsets
         n, rows = len(ids), len(batch)
         a.rows += rows
         if n == 0:
             return
-        row_of = np.repeat(np.arange(rows), np.diff(offsets))
-        starts_of_rows = offsets[:-1][np.diff(offsets) > 0]
-        seq_start = np.zeros(n, dtype=bool)
-        seq_start[starts_of_rows] = True
-        if batch.positions is not None:
-            seq_start |= batch.positions == 0
-        att = batch.attention
-        if att is not None and att.max(initial=0) > 1:  # LLaMA-Factory's neat_packing: segment ids 1, 2, 3, ...
-            seq_start[1:] |= (att[1:] != att[:-1]) & (att[1:] > 0)
-        seq_id = np.cumsum(seq_start) - 1
-        seq_first = np.flatnonzero(seq_start)
+        a.longest = max(a.longest, int(np.diff(offsets).max()))
+        seq_first = sequences(batch)
         seq_end = np.append(seq_first[1:], n)  # exclusive
         a.sequences += len(seq_first)
-        pad = (att == 0) if att is not None else np.zeros(n, dtype=bool)
-        trained = (labels != IGNORE) & ~pad
-        cum = np.concatenate([[0], np.cumsum(trained)])
+        seq_of = lambda at: np.searchsorted(seq_first, at, side="right") - 1  # noqa: E731
+        row_of = lambda at: np.searchsorted(offsets, at, side="right") - 1  # noqa: E731
+        att = batch.attention
+        pad = (att == 0) if att is not None and att.min(initial=1) == 0 else None
+        trained = np.flatnonzero(labelled & ~pad if pad is not None else labelled)  # positions, sorted
 
-        heads = _match(ids, seq_id, self.header)
-        users = _match(ids, seq_id, self.user)
-        stops = np.flatnonzero(np.isin(ids, self.stop_ids))
+        # One scan for the tokens everything is found by: the headers' first tokens and the stop tokens.
+        found = positions_of(ids, self._scanned)
+        token = ids[found]
+        heads = match(ids, seq_first, self.header, found[token == self.header[0]])
+        users = match(ids, seq_first, self.user, found[token == self.user[0]]) if self.user else found[:0]
+        stops = found[np.isin(token, self.stop_ids)]
         begin = heads + len(self.header)
         inside = begin < n
         heads, begin = heads[inside], begin[inside]
-        end_of_seq = seq_end[seq_id[begin]]
-        nxt = np.minimum.reduce([_next(users, begin, n), _next(heads, begin, n), end_of_seq])
-        stop_at = _next(stops, begin, n)
+        end_of_seq = seq_end[seq_of(begin)]
+        # A reply ends at its stop token, else at the next turn's header or its sequence's end. A template that
+        # closes a reply with the next turn's opening token (GLM's <|user|>, a stop token of the template) closes it
+        # there: a stop token before the next header is the reply's closing, whatever turn it also opens.
+        nxt = np.minimum.reduce([next_event(users, begin, n), next_event(heads, begin, n), end_of_seq])
+        stop_at = next_event(stops, begin, n)
         closed = stop_at < nxt
         end = np.where(closed, stop_at, nxt)  # the stop token, or where the reply stops without one (exclusive)
-        content = cum[end] - cum[begin]
-        is_trained = content > 0
+        first_trained = np.searchsorted(trained, begin)  # each reply's first trained token, if before its end
+        is_trained = first_trained < len(trained)
+        is_trained[is_trained] = trained[first_trained[is_trained]] < end[is_trained]
         a.replies += len(begin)
         a.trained += int(is_trained.sum())
 
-        # The closing sequence of each closed, trained reply must carry its own ids as labels.
-        closing_ok = np.zeros(len(begin), dtype=bool)
-        closing_ok[closed] = labels[end[closed]] == ids[end[closed]]  # closed: end < n
-        for i in np.flatnonzero(closed & is_trained & closing_ok):
-            for seq in self.closers.get(int(ids[end[i]]), []):
-                k = len(seq)
-                lo = int(end[i]) - k + 1
-                if lo >= begin[i] and ids[lo : end[i] + 1].tolist() == seq:
-                    closing_ok[i] = bool((labels[lo : end[i] + 1] == ids[lo : end[i] + 1]).all())
-                    break
+        closing_ok = self._closing_trained(ids, labels, begin, end, closed & is_trained)
         a.stop_trained += int((closed & is_trained & closing_ok).sum())
-        per_row = lambda mask: np.bincount(row_of[begin[mask]], minlength=rows)  # noqa: E731
+        begin_row = row_of(begin)
+        per_row = lambda mask: np.bincount(begin_row[mask], minlength=rows)  # noqa: E731
         a.tally("eos-masked").add(batch, per_row(closed & is_trained & ~closing_ok))
         cut = ~closed & is_trained & (end == end_of_seq)
-        a.tally("truncation-drops-eos").add(batch, per_row(cut))
         # Trained, not cut, not closed by a stop token: the last trained token is what the model learns to end on.
         ended = ~closed & is_trained & ~cut
-        spans = zip(begin[ended], end[ended], strict=True)
-        last = np.array([self._last_trained(trained, int(b), int(e)) for b, e in spans], dtype=np.int64)
-        stops_known = self._model_stops
+        last = trained[np.searchsorted(trained, end[ended]) - 1]
         at_end = ids[np.minimum(end, n - 1)]  # the stop token where a reply is closed (`end` may be n otherwise)
-        wrong = closed & is_trained & closing_ok & ~np.isin(at_end, stops_known)  # a stop of the template only
-        wrong[ended] = ~np.isin(ids[last], stops_known)
+        wrong = closed & is_trained & closing_ok & ~np.isin(at_end, self._model_stops)  # a stop of the template only
+        wrong[ended] = ~np.isin(ids[last], self._model_stops)
         a.tally("closer-not-a-stop").add(batch, per_row(wrong))
 
         # Tokens trained outside every reply (each reply spans its header's end through its stop token), except the
         # whitespace a template writes after a stop token, before the next turn (LLaMA-Factory trains its "\n").
-        in_reply = _covered(n, begin, np.where(closed, end + 1, end))
-        after_stop = _covered(n, end[closed] + 1, nxt[closed])
-        outside = trained & ~in_reply
-        outside[outside & after_stop] = ~self._blank(ids[outside & after_stop])
-        seq_has_head = np.bincount(seq_id[heads], minlength=len(seq_first)) > 0
-        row_has_head = np.bincount(row_of[np.concatenate([heads, users])], minlength=rows) > 0
-        orphan = outside & ~seq_has_head[seq_id]
-        trained_per_row = np.bincount(row_of, weights=trained, minlength=rows)
-        mismatch_row = (trained_per_row > 0) & ~row_has_head
-        a.tally("template-mismatch").add(batch, mismatch_row.astype(np.int64))
-        headless = np.bincount(row_of[orphan], minlength=rows) > 0
-        a.tally("reply-header-missing").add(batch, (headless & ~mismatch_row).astype(np.int64))
-        prompt = np.bincount(row_of[outside & ~orphan], minlength=rows) > 0
-        a.tally("prompt-trained").add(batch, prompt.astype(np.int64))
-        a.tally("no-trainable-tokens").add(batch, (trained_per_row == 0).astype(np.int64))
-        pad_trained = (labels != IGNORE) & pad
-        a.tally("pad-trained").add(batch, (np.bincount(row_of[pad_trained], minlength=rows) > 0).astype(np.int64))
+        span_end = np.where(closed, end + 1, end)
+        outside = trained[:0]
+        if (np.searchsorted(trained, span_end) - first_trained).sum() < len(trained):  # some trained token lies outside
+            outside = trained[~in_ranges(trained, begin, span_end)]
+        after_stop = in_ranges(outside, end[closed] + 1, nxt[closed])
+        if after_stop.any():
+            after_stop[after_stop] = self._blank(ids[outside[after_stop]])
+            outside = outside[~after_stop]
+        seq_has_head = np.zeros(len(seq_first), dtype=bool)
+        seq_has_head[seq_of(heads)] = True
+        orphan = outside[~seq_has_head[seq_of(outside)]]
+        trained_per_row = np.diff(np.searchsorted(trained, offsets))
+        # A row in the template's format holds one of its headers or, if it trains something and has none, one of the
+        # control tokens it opens turns with (a row cut inside the system prompt keeps `<|im_start|>system`); a row
+        # with neither was written in another format.
+        holding = lambda at: np.bincount(row_of(at), minlength=rows) > 0  # noqa: E731  rows holding these positions
+        own = holding(np.concatenate([heads, users]))
+        unsure = (trained_per_row > 0) & ~own
+        own[unsure] = rows_holding(batch, self.marks, unsure)[unsure]
+        mismatch_row = (trained_per_row > 0) & ~own
+        a.tally("template-mismatch").add(batch, mismatch_row)
+        a.tally("reply-header-missing").add(batch, holding(orphan) & ~mismatch_row)
+        # Trained tokens with no header that run to their sequence's end with no stop token: the reply was cut too.
+        starts = orphan[np.append(True, seq_of(orphan[1:]) != seq_of(orphan[:-1]))] if len(orphan) else orphan
+        cut_orphan = starts[next_event(stops, starts, n) >= seq_end[seq_of(starts)]]
+        a.tally("truncation-drops-eos").add(
+            batch, per_row(cut) + np.bincount(row_of(cut_orphan), minlength=rows) * ~mismatch_row
+        )
+        a.tally("prompt-trained").add(batch, holding(outside[seq_has_head[seq_of(outside)]]))
+        a.tally("no-trainable-tokens").add(batch, trained_per_row == 0)
+        a.tally("pad-trained").add(batch, holding(np.flatnonzero(labelled & pad) if pad is not None else trained[:0]))
+
+    def _closing_trained(
+        self, ids: np.ndarray, labels: np.ndarray, begin: np.ndarray, end: np.ndarray, closed: np.ndarray
+    ) -> np.ndarray:
+        """For each closed reply: whether its whole closing sequence carries its own ids as labels."""
+        ok = np.zeros(len(begin), dtype=bool)
+        ok[closed] = labels[end[closed]] == ids[end[closed]]  # closed: end < n
+        several = ok & np.isin(ids[np.minimum(end, len(ids) - 1)], list(self.closers))
+        for i in np.flatnonzero(several):  # closing sequences of several tokens, one by one
+            for seq in self.closers[int(ids[end[i]])]:
+                lo = int(end[i]) - len(seq) + 1
+                if lo >= begin[i] and ids[lo : end[i] + 1].tolist() == seq:
+                    ok[i] = bool((labels[lo : end[i] + 1] == ids[lo : end[i] + 1]).all())
+                    break
+        return ok
 
     def _blank(self, ids: np.ndarray) -> np.ndarray:
         """Whether each token is whitespace alone (each id decoded once)."""
         for i in set(ids.tolist()) - self._blanks.keys():
             self._blanks[i] = not self.tokenizer.decode([i], skip_special_tokens=False).strip()
         return np.array([self._blanks[i] for i in ids.tolist()], dtype=bool)
-
-    @staticmethod
-    def _last_trained(trained: np.ndarray, begin: int, end: int) -> int:
-        return begin + int(np.flatnonzero(trained[begin:end])[-1])
 
 
 MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
@@ -239,6 +259,7 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
     ),
     "truncation-drops-eos": lambda a, t, stops: (
         f"{t.count} trained replies, in {t.rows} rows, are cut at the end of their sequence with no stop token"
+        + _cutoff(a, t)
     ),
     "template-mismatch": lambda a, t, stops: (
         f"{t.rows} of {a.rows} rows hold trained tokens and none of the chat template's turn headers: they were "
@@ -246,7 +267,7 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
     ),
     "reply-header-missing": lambda a, t, stops: (
         f"{t.rows} rows train tokens in a sequence with no assistant header: the prompt was cut (a cutoff that keeps "
-        "the reply) or the row is not a reply at all; the model learns to write them after a user turn"
+        "the reply) or the row is not a reply at all; the model learns to write them after a user turn" + _cutoff(a, t)
     ),
     "no-trainable-tokens": lambda a, t, stops: f"{t.rows} of {a.rows} rows have nothing trained",
     "pad-trained": lambda a, t, stops: f"{t.rows} rows train padding positions (attention mask 0)",
@@ -254,6 +275,17 @@ MESSAGES: dict[str, Callable[[RowAudit, Tally, str], str]] = {
         f"{t.rows} rows train prompt tokens beside their replies (system, user or header text)"
     ),
 }
+
+
+def _cutoff(a: RowAudit, t: Tally) -> str:
+    """The length of the rows found, and whether it is the cutoff every row was cut to (the longest row read)."""
+    if t.longest < a.longest:
+        return f"; the longest of those rows holds {t.longest} tokens"
+    return (
+        f"; the longest of those rows holds {t.longest} tokens, as the longest row read does: rows cut at "
+        f"{t.longest} tokens (raise the cutoff: LLaMA-Factory's `cutoff_len`, axolotl's `sequence_len`, the "
+        "trainer's `max_length`)"
+    )
 
 
 def _beside(tokenizer: Any, template: ChatTemplate, ids: list[int], width: int = 160) -> str:
@@ -304,6 +336,8 @@ def audit_rows(
         "trained_replies": a.trained,
         "stop_trained": a.stop_trained,
         "labels_from": a.label_source,
+        "longest_row": a.longest,
+        "shifted_rows": a.shifted,
         **{k: {"count": t.count, "rows": t.rows, "first": t.first} for k, t in a.tallies.items() if t.rows},
     }
     errors = [f for f in report.findings if f.severity == "error" and f.id in MESSAGES]
@@ -311,6 +345,11 @@ def audit_rows(
         f"{a.rows} rows ({a.sequences} sequences), {a.replies} assistant replies, {a.stop_trained}/{a.trained} "
         f"trained replies closed by a trained stop token; labels from {a.label_source}"
     )
+    if a.shifted:
+        detail += (
+            f"; in {a.shifted} rows the labels are shifted by one (labels[i] = input_ids[i + 1]), read here unshifted: "
+            "a trainer that shifts them again (transformers' models do) trains each token on the one after the next"
+        )
     if a.replies == 0 and not errors:
         report.step(title, None, f"skipped: found no assistant reply in {a.rows} rows")
     else:

@@ -2,17 +2,22 @@
 
 Formats: a `datasets` folder (`save_to_disk`: one Dataset, or a DatasetDict whose every split is read: axolotl's
 `dataset_prepared_path/<hash>`, LLaMA-Factory's `tokenized_path`, eosguard's `prepare`), parquet files, JSONL files,
-Arrow files (stream or file format); a folder of parquet / JSONL / Arrow files is read file by file.
+Arrow files (stream or file format); any other folder is searched for them (axolotl's `last_run_prepared` root: each
+hash-named `datasets` folder in it read as one, its metadata never as rows).
 
 Columns: `input_ids`, and what says which tokens are trained: `labels` (-100 where not trained: axolotl,
 LLaMA-Factory, eosguard), else `assistant_masks` and / or `completion_mask` (TRL: its collator keeps the ids where
 every mask is 1 and sets the other labels to -100), else nothing (then a collator builds the labels:
-`eosguard.checks.rows`). `attention_mask` marks padding (0) and,
-in LLaMA-Factory's `neat_packing`, the packed sequences (1, 2, 3, ...); `position_ids` restarting at 0 marks them in
-other packed rows.
+`eosguard.checks.rows`). `attention_mask` marks padding (0) and, in LLaMA-Factory's `neat_packing`, the packed
+sequences (1, 2, 3, ...); `position_ids` restarting at 0 marks them in other packed rows.
+
+One rule for every format (`eosguard.data.columns`): each of these columns is held row by row against `input_ids`
+(one integer per position, as many as the row's ids, no nulls), else `DataError` naming the file, the row or line,
+the column and every column the file has; labels written shifted by one are read unshifted (`RowBatch.shifted`).
 
 A batch holds flat arrays (every row's tokens end to end, `offsets` where each row starts), never Python lists per
-token, so 100,000 rows read in seconds, and never more than one batch in memory.
+token, and at most `TOKENS` tokens (a longer row alone), so 32k-token rows read as easily as short ones, and never more
+than one batch in memory.
 
 Run as:
     eosguard doctor --prepared PATH --tokenizer TOKENIZER
@@ -21,7 +26,7 @@ Run as:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,18 +34,22 @@ from typing import Any
 import numpy as np
 
 from eosguard.base.errors import DataError
+from eosguard.data.columns import IGNORE, arrow_column, bad_row, check_lengths, jsonl_column, unshift
 
-IGNORE = -100
 LABEL_COLUMNS = ("labels", "assistant_masks", "completion_mask")
 COLUMNS = ("input_ids", *LABEL_COLUMNS, "attention_mask", "position_ids")
 SUFFIXES = (".parquet", ".jsonl", ".json", ".arrow")
+METADATA = frozenset({"dataset_info.json", "state.json", "dataset_dict.json"})  # what save_to_disk writes beside rows
+TOKENS = 1 << 20  # the tokens a batch holds at most (a longer row is a batch alone)
+PARQUET_ROWS = 256  # rows read from a parquet file at a time, then gathered into batches of TOKENS
 
 
 @dataclass
 class RowBatch:
     """Consecutive rows of one source: `ids`, `labels` (None: none written), `attention`, `positions` flat, row i at
     `offsets[i]:offsets[i + 1]`; `first`: the index of row 0 in its source; `lines`: JSONL line numbers (else None);
-    `label_source`: the column the labels came from."""
+    `label_source`: the column the labels came from; `shifted`: rows whose labels were written shifted by one and are
+    held here unshifted; `columns`: every column the source has (for messages)."""
 
     source: str
     first: int
@@ -51,6 +60,8 @@ class RowBatch:
     positions: np.ndarray | None
     label_source: str | None
     lines: list[int] | None = None
+    shifted: int = 0
+    columns: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -60,6 +71,10 @@ class RowBatch:
         if self.lines is not None:
             return f"{self.source}:{self.lines[row]}"
         return f"{self.source} row {self.first + row}"
+
+    def error(self, row: int, message: str) -> DataError:
+        """A bad row: its place (as `where`), the message, and the source's columns."""
+        return bad_row(self.source, self.first, self.lines, row, message, self.columns)
 
     def row(self, i: int) -> dict[str, list[int]]:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -72,39 +87,51 @@ class RowBatch:
 
 
 def sources(path: str | Path) -> list[Path]:
-    """The files or the `datasets` folder that `path` names (a folder of data files: each file, sorted)."""
+    """The files or `datasets` folders that `path` names: itself, or those found in it (sorted; a `datasets` folder
+    read as one, never its files one by one)."""
     p = Path(path)
     if not p.exists():
         raise DataError("no such file or folder", path=str(p))
     if p.is_file() or is_datasets_folder(p):
         return [p]
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
-    if not files:
+    found = list(_found(p))
+    if not found:
         raise DataError(
-            "neither a `datasets` folder (save_to_disk) nor a folder of parquet, JSONL or Arrow files", path=str(p)
+            "neither a `datasets` folder (save_to_disk) nor a folder of them or of parquet, JSONL or Arrow files",
+            path=str(p),
         )
-    return files
+    return found
+
+
+def _found(folder: Path) -> Iterator[Path]:
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            yield from [child] if is_datasets_folder(child) else _found(child)
+        elif child.suffix in SUFFIXES and child.name not in METADATA:
+            yield child
 
 
 def is_datasets_folder(p: Path) -> bool:
     """A folder `save_to_disk` wrote (one dataset, or a DatasetDict)."""
-    return p.is_dir() and any((p / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return p.is_dir() and any((p / name).exists() for name in METADATA)
 
 
-def read_rows(path: str | Path, batch_rows: int = 4096) -> Iterator[RowBatch]:
-    """Every row of `path` (see the module doc), in batches of at most `batch_rows` rows."""
+def read_rows(path: str | Path, tokens: int = TOKENS) -> Iterator[RowBatch]:
+    """Every row of `path` (see the module doc), in batches of at most `tokens` tokens."""
     for src in sources(path):
         if src.is_dir():
-            yield from _datasets_folder(src, batch_rows)
+            yield from _datasets_folder(src, tokens)
         elif src.suffix == ".parquet":
-            yield from _parquet(src, batch_rows)
+            yield from _parquet(src, tokens)
         elif src.suffix in (".jsonl", ".json"):
-            yield from _jsonl(src, batch_rows)
+            yield from _jsonl(src, tokens)
         else:
-            yield from _arrow(src, batch_rows)
+            yield from _arrow(src, tokens)
 
 
-def _datasets_folder(folder: Path, batch_rows: int) -> Iterator[RowBatch]:
+def _datasets_folder(folder: Path, tokens: int) -> Iterator[RowBatch]:
     import datasets
 
     try:
@@ -114,26 +141,24 @@ def _datasets_folder(folder: Path, batch_rows: int) -> Iterator[RowBatch]:
     splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     for split, ds in splits:
         name = f"{folder}[{split}]" if split is not None else str(folder)
-        table = ds.with_format("arrow")
-        for first in range(0, len(ds), batch_rows):
-            yield _from_table(table[first : first + batch_rows], name, first)
+        table = ds.with_format("arrow")[0 : len(ds)]  # the memory-mapped rows (a slice: nothing copied)
+        yield from _tables(table.to_batches(), table.column_names, name, tokens)
 
 
-def _parquet(path: Path, batch_rows: int) -> Iterator[RowBatch]:
+def _parquet(path: Path, tokens: int) -> Iterator[RowBatch]:
     import pyarrow.parquet as pq
 
     try:
         f = pq.ParquetFile(str(path))
     except Exception as exc:
         raise DataError(f"not a readable parquet file: {exc}", path=str(path)) from None
-    columns = [c for c in COLUMNS if c in f.schema_arrow.names]
-    first = 0
-    for batch in f.iter_batches(batch_size=batch_rows, columns=columns):
-        yield _from_table(batch, str(path), first)
-        first += batch.num_rows
+    names = f.schema_arrow.names
+    _require_ids(names, str(path))
+    wanted = [c for c in COLUMNS if c in names]
+    yield from _tables(f.iter_batches(batch_size=PARQUET_ROWS, columns=wanted), names, str(path), tokens)
 
 
-def _arrow(path: Path, batch_rows: int) -> Iterator[RowBatch]:
+def _arrow(path: Path, tokens: int) -> Iterator[RowBatch]:
     import pyarrow as pa
 
     try:
@@ -144,14 +169,71 @@ def _arrow(path: Path, batch_rows: int) -> Iterator[RowBatch]:
                 table = pa.ipc.open_file(source).read_all()
     except Exception as exc:
         raise DataError(f"not a readable Arrow file: {exc}", path=str(path)) from None
-    for first in range(0, table.num_rows, batch_rows):
-        yield _from_table(table.slice(first, batch_rows), str(path), first)
+    yield from _tables(table.to_batches(), table.column_names, str(path), tokens)
 
 
-def _jsonl(path: Path, batch_rows: int) -> Iterator[RowBatch]:
+def _require_ids(names: Sequence[str], source: str) -> None:
+    if "input_ids" not in names:
+        raise DataError(f"no `input_ids` column (columns: {', '.join(names) or 'none'})", path=source)
+
+
+def _tables(chunks: Iterable[Any], names: Sequence[str], source: str, tokens: int) -> Iterator[RowBatch]:
+    """Arrow record batches of one source, gathered or cut into batches of at most `tokens` tokens."""
+    import pyarrow as pa
+
+    _require_ids(names, source)
+    wanted = [c for c in COLUMNS if c in names]
+    first = 0
+    for group in _by_tokens((c.select(wanted) for c in chunks), tokens):
+        table = pa.Table.from_batches(group)
+        yield _from_table(table, source, first, tuple(names))
+        first += table.num_rows
+
+
+def _by_tokens(chunks: Iterable[Any], tokens: int) -> Iterator[list[Any]]:
+    """Slices of the record batches `chunks`, grouped so that each group holds at most `tokens` ids (a row longer
+    than that alone); nothing copied."""
+    group: list[Any] = []
+    held = 0
+    for chunk in chunks:
+        ends = np.cumsum(_lengths(chunk))
+        lo = 0
+        while lo < len(ends):
+            base = int(ends[lo - 1]) if lo else 0
+            hi = int(np.searchsorted(ends, base + tokens - held, side="right"))
+            if hi == lo and not group:
+                hi = lo + 1  # a row longer than a whole batch: a batch of its own
+            if hi > lo:
+                group.append(chunk.slice(lo, hi - lo))
+                held += int(ends[hi - 1]) - base
+                lo = hi
+            if lo < len(ends):  # the group is full
+                yield group
+                group, held = [], 0
+    if group:
+        yield group
+
+
+def _lengths(chunk: Any) -> np.ndarray:
+    """Each row's number of ids (1 where the column is not a list: `arrow_column` then names the row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = chunk.column("input_ids")
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
+        return np.ones(len(col), dtype=np.int64)
+    return pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _from_table(table: Any, source: str, first: int, names: tuple[str, ...]) -> RowBatch:
+    cols = {c: arrow_column(table, c, source, first, names) for c in COLUMNS if c in table.column_names}
+    return _batch(source, first, cols, None, names)
+
+
+def _jsonl(path: Path, tokens: int) -> Iterator[RowBatch]:
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
-    first = 0
+    first = held = 0
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -159,73 +241,56 @@ def _jsonl(path: Path, batch_rows: int) -> Iterator[RowBatch]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg}", path=str(path), line=n) from None
+                if rows or not line.lstrip().startswith("["):
+                    raise DataError(f"malformed JSON: {exc.msg}", path=str(path), line=n) from None
+                row = []  # a JSON array over several lines (`to_json(lines=False)`)
+            if isinstance(row, list):
+                raise DataError("a JSON array: rows are read as JSON Lines, an object a line", path=str(path), line=n)
             if not isinstance(row, dict) or not isinstance(row.get("input_ids"), list):
-                raise DataError("a row needs an `input_ids` list of token ids", path=str(path), line=n)
-            rows.append(row)
-            lines.append(n)
-            if len(rows) == batch_rows:
+                keys = f" (keys: {', '.join(row)})" if isinstance(row, dict) else ""
+                raise DataError(f"a row needs an `input_ids` list of token ids{keys}", path=str(path), line=n)
+            if rows and held + len(row["input_ids"]) > tokens:
                 yield _from_dicts(rows, str(path), first, lines)
                 first += len(rows)
-                rows, lines = [], []
+                rows, lines, held = [], [], 0
+            rows.append(row)
+            lines.append(n)
+            held += len(row["input_ids"])
     if rows:
         yield _from_dicts(rows, str(path), first, lines)
 
 
-def _flat(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A list<int> Arrow column as (flat values, offsets), without a Python object per token."""
-    import pyarrow as pa
-
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
-        raise TypeError(f"a list of token ids per row, not {column.type}")
-    offsets = column.offsets.to_numpy().astype(np.int64)
-    values = column.values.to_numpy(zero_copy_only=False).astype(np.int64)
-    return values[offsets[0] : offsets[-1]], offsets - offsets[0]
-
-
-def _from_table(table: Any, source: str, first: int) -> RowBatch:
-    names = table.column_names if hasattr(table, "column_names") else table.schema.names
-    if "input_ids" not in names:
-        raise DataError(f"no `input_ids` column (columns: {', '.join(names)})", path=source)
-    try:
-        ids, offsets = _flat(table.column("input_ids"))
-        columns = {c: _flat(table.column(c))[0] for c in COLUMNS[1:] if c in names}
-    except TypeError as exc:
-        raise DataError(str(exc), path=source) from None
-    return _batch(source, first, offsets, ids, columns, None)
-
-
 def _from_dicts(rows: list[dict[str, Any]], source: str, first: int, lines: list[int]) -> RowBatch:
-    lengths = np.array([len(r["input_ids"]) for r in rows], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    ids = np.fromiter((t for r in rows for t in r["input_ids"]), dtype=np.int64, count=int(offsets[-1]))
-    columns = {}
-    for c in COLUMNS[1:]:
+    cols = {}
+    for c in COLUMNS:
         have = [c in r for r in rows]
         if any(have) and not all(have):  # a column some rows have and others lack: never dropped silently
-            n = lines[have.index(False)]
-            raise DataError(f"no `{c}`, which other rows of this file have", path=source, line=n)
+            i = have.index(False)
+            raise bad_row(source, first, lines, i, f"no `{c}`, which other rows of this file have", list(rows[i]))
         if all(have):
-            for r, n in zip(rows, lines, strict=True):
-                if len(r[c]) != len(r["input_ids"]):
-                    raise DataError(f"`{c}` and `input_ids` differ in length", path=source, line=n)
-            columns[c] = np.fromiter((t for r in rows for t in r[c]), dtype=np.int64, count=int(offsets[-1]))
-    return _batch(source, first, offsets, ids, columns, lines)
+            cols[c] = jsonl_column(rows, c, source, first, lines)
+    return _batch(source, first, cols, lines, tuple(rows[0]))
 
 
 def _batch(
-    source: str, first: int, offsets: np.ndarray, ids: np.ndarray, columns: dict[str, np.ndarray], lines: Any
+    source: str,
+    first: int,
+    cols: dict[str, tuple[np.ndarray, np.ndarray]],
+    lines: list[int] | None,
+    names: tuple[str, ...],
 ) -> RowBatch:
-    """Labels from the first label column present (TRL's masks: the ids where the mask is 1, -100 elsewhere)."""
-    for c in ("attention_mask", "position_ids", *LABEL_COLUMNS):
-        if c in columns and len(columns[c]) != len(ids):
-            raise DataError(f"`{c}` and `input_ids` differ in length in some row", path=source)
-    labels, label_source = columns.get("labels"), "labels" if "labels" in columns else None
-    masks = [c for c in LABEL_COLUMNS[1:] if c in columns]
+    """Every column held row by row against `input_ids`; labels from the first label column present (TRL's masks:
+    the ids where every mask is 1, -100 elsewhere), unshifted where they were written shifted."""
+    ids, offsets = cols.pop("input_ids")
+    check_lengths(source, first, lines, offsets, cols, names)
+    values = {c: v for c, (v, _) in cols.items()}
+    labels, label_source = values.get("labels"), "labels" if "labels" in values else None
+    shifted = 0
+    if labels is not None:
+        labels, shifted = unshift(ids, labels, offsets)
+    masks = [c for c in LABEL_COLUMNS[1:] if c in values]
     if labels is None and masks:  # TRL's collator: the ids, -100 wherever either mask is 0
-        keep = np.logical_and.reduce([columns[c] != 0 for c in masks])
+        keep = np.logical_and.reduce([values[c] != 0 for c in masks])
         labels, label_source = np.where(keep, ids, IGNORE), " + ".join(masks)
     return RowBatch(
         source,
@@ -233,11 +298,13 @@ def _batch(
         offsets,
         ids,
         labels,
-        columns.get("attention_mask"),
-        columns.get("position_ids"),
+        values.get("attention_mask"),
+        values.get("position_ids"),
         label_source,
         lines,
+        shifted,
+        names,
     )
 
 
-__all__ = ["IGNORE", "RowBatch", "is_datasets_folder", "read_rows", "sources"]
+__all__ = ["IGNORE", "RowBatch", "is_datasets_folder", "read_rows", "sources", "unshift"]

@@ -7,15 +7,20 @@ folders (`DatasetDict.save_to_disk`) and the tokenizer files it changed:
 - `qwen/`: `template: qwen` (ChatML, as SmolLM2's tokenizer ships it);
 - `default/`: `template: default` (`Human: ... Assistant:`, not the tokenizer's ChatML), and `default/tokenizer/`:
   the chat template LLaMA-Factory wrote into the tokenizer;
-- `cutoff/`: `template: qwen`, `cutoff_len: 24` (its `infer_seqlen` cuts the prompt, keeping a short reply).
+- `cutoff/`: `template: qwen`, `cutoff_len: 24` (its `infer_seqlen` cuts the prompt, keeping a short reply);
+- `qwen-cutoff48/`: `template: qwen`, `cutoff_len: 48`, on eight chats with long replies and no system message of
+  their own: `infer_seqlen` cuts both sides, so each row keeps the start of LLaMA-Factory's default system prompt
+  (`You are Qwen, created by Alibaba Cloud. ...`, neither user nor assistant header) and the start of the reply,
+  with no `<|im_end|>`.
 
 It needs LLaMA-Factory's own venv (it pins transformers <= 5.6, trl <= 0.24, datasets <= 4.0); its audio module
 does not load against torch 2.13 and text-only preprocessing never uses it, so a stand-in is put in its place.
 
-Run as (from the repository root, with eosguard's venv active for the model folder's path):
-    python -m venv /tmp/lf && /tmp/lf/bin/pip install torch==2.13.0 llamafactory==0.9.5
+Run as (from the repository root, with eosguard's venv active for the model folder's path; torch the CPU build;
+names after the folder: only those cases, else all of them):
+    python -m venv /tmp/lf && /tmp/lf/bin/pip install torch==2.13.0 && /tmp/lf/bin/pip install llamafactory==0.9.5
     /tmp/lf/bin/python tests/inputs/llamafactory/make.py "$(python -c 'from eosguard.testing.fixtures import
-        smollm2_model_dir; print(smollm2_model_dir())')"
+        smollm2_model_dir; print(smollm2_model_dir())')" [qwen-cutoff48 ...]
 """
 
 from __future__ import annotations
@@ -44,14 +49,29 @@ CHATS = [
     [("Sort: pear apple fig", "apple fig pear")],
     [("First word: lemon falcon island", "lemon"), ("Last word: ember pillow needle", "needle")],
 ]
-CONFIGS = {
-    "qwen": {"template": "qwen"},
-    "default": {"template": "default"},
-    "cutoff": {"template": "qwen", "cutoff_len": 24},
+LONG_REPLY = (
+    "is worth a careful description. It has a long history, many parts that work together, and a few details that "
+    "most people never notice. First, consider its shape and size; then how it is made; finally, how it is used every "
+    "day by people who rarely think about it at all."
+)
+# Replies far longer than the cutoff, and no system message: LLaMA-Factory writes its template's default one.
+LONG_CHATS = [
+    [(f"Describe the {thing} in detail.", f"The {thing} {LONG_REPLY}")]
+    for thing in ("river", "bridge", "lighthouse", "violin", "glacier", "library", "compass", "orchard")
+]
+CONFIGS = {  # name -> (data set, LLaMA-Factory arguments)
+    "qwen": ("chats", {"template": "qwen"}),
+    "default": ("chats", {"template": "default"}),
+    "cutoff": ("chats", {"template": "qwen", "cutoff_len": 24}),
+    "qwen-cutoff48": ("long_chats", {"template": "qwen", "cutoff_len": 48}),
 }
 
 
-def main(model_dir: str) -> None:
+def _sharegpt(chat: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [t for q, a in chat for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
+
+
+def main(model_dir: str, names: list[str]) -> None:
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
@@ -59,32 +79,32 @@ def main(model_dir: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
-        rows = [
-            {
-                "system": SYSTEM,
-                "conversations": [
-                    t for q, a in chat for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})
-                ],
-            }
-            for chat in CHATS
-        ]
+        rows = [{"system": SYSTEM, "conversations": _sharegpt(chat)} for chat in CHATS]
         (data / "chats.json").write_text(json.dumps(rows))
+        (data / "long_chats.json").write_text(json.dumps([{"conversations": _sharegpt(chat)} for chat in LONG_CHATS]))
         info = {
             "chats": {
                 "file_name": "chats.json",
                 "formatting": "sharegpt",
                 "columns": {"messages": "conversations", "system": "system"},
-            }
+            },
+            "long_chats": {
+                "file_name": "long_chats.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations"},
+            },
         }
         (data / "dataset_info.json").write_text(json.dumps(info))
-        for name, extra in CONFIGS.items():
+        for name, (dataset, extra) in CONFIGS.items():
+            if names and name not in names:
+                continue
             out = HERE / name
             shutil.rmtree(out, ignore_errors=True)
             args = {
                 "stage": "sft",
                 "do_train": True,
                 "model_name_or_path": model_dir,
-                "dataset": "chats",
+                "dataset": dataset,
                 "dataset_dir": str(data),
                 "finetuning_type": "lora",
                 "output_dir": str(Path(tmp) / "out" / name),
@@ -105,4 +125,4 @@ def main(model_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
