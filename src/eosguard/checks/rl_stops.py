@@ -76,7 +76,10 @@ def doctor_note(chat: ChatTemplate, generation_eos: Sequence[int], tok: Any) -> 
             f"; {trl}, which miss {', '.join(missing)} too: online RL counts every reply closed by it as unfinished, "
             "generates past it to max_completion_length and scores and trains what follows"
         )
-    return f"; {trl}, so online RL judges replies right, but the model it saves stops no better"
+    return (
+        f"; {trl}, so online RL judges replies right (and transformers' Trainer.train() adds the tokenizer's eos to "
+        "the generation config it saves; this folder, as it stands, does not stop)"
+    )
 
 
 @dataclass
