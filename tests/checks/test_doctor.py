@@ -228,6 +228,39 @@ def test_chatml_templates_that_leave_replies_unclosed_exit_1(template, tmp_path)
     assert code == 1 and "template-no-eos" in out and "trained and used" not in out
 
 
+def test_online_rl_stop_set_of_a_base_model_given_a_chat_template(tmp_path):
+    """Qwen2.5 base's setup on SmolLM2's ChatML tokenizer: eos <|endoftext|> in the tokenizer and the generation config,
+    replies closed by <|im_end|>. TRL's GRPO / RLOO finish on the two sets joined: <|endoftext|> alone, so the doctor
+    says online RL misses the closer too; with the generation config fixed it passes; a tokenizer whose eos is
+    <|im_end|> closes the gap for GRPO, not for generate()."""
+    from eosguard.testing.fixtures import smollm2_tokenizer
+
+    tok = smollm2_tokenizer()
+    end, im_end = tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    tok.save_pretrained(tmp_path / "instruct")  # eos <|im_end|>, as shipped
+    tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(tmp_path / "base")
+
+    def run(tokenizer, eos_ids):
+        model = model_folder(tmp_path / f"{tokenizer}-{len(eos_ids)}", tok, eos_ids)
+        code, out = doctor("--tokenizer", tmp_path / tokenizer, "--model", model, "--json")
+        report = json.loads(out)
+        return code, report["facts"]["rl_stop_ids"], {f["id"]: f for f in report["findings"]}
+
+    code, rl_ids, found = run("base", [end])
+    assert code == 1 and rl_ids == [end]
+    message = found["generation-eos-mismatch"]["message"]
+    assert f"GRPOTrainer / RLOOTrainer finish a completion on [{end}]" in message
+    assert f"miss <|im_end|> (id {im_end}; final answers) too" in message
+    fix = found["generation-eos-mismatch"]["fix"]
+    assert fix.startswith(f'generation_config.json: "eos_token_id": [{end}, {im_end}]')
+    code, rl_ids, found = run("base", [end, im_end])
+    assert code == 0 and rl_ids == [end, im_end] and "generation-eos-mismatch" not in found
+    code, rl_ids, found = run("instruct", [end])
+    assert code == 1 and rl_ids == [im_end, end]
+    assert "so online RL judges replies right" in found["generation-eos-mismatch"]["message"]
+
+
 def test_glm_next_turn_token_closes_a_reply_where_the_model_stops_on_it(tmp_path):
     from eosguard.testing.fixtures import trl_tokenizer
 

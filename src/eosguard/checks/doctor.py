@@ -33,6 +33,7 @@ from eosguard.chat.tokenizer_setup import prepare_tokenizer
 from eosguard.checks.guard import StopCheck, StopTokenChecker
 from eosguard.checks.pipelines import CollatorSpec, build_collator, features, offered_tools
 from eosguard.checks.report import DoctorReport
+from eosguard.checks.rl_stops import doctor_note, fixed_stop_ids, rl_stop_ids
 from eosguard.checks.tokenview import TokenView, token_views
 from eosguard.data.conversations import Conversation, conversation
 
@@ -249,19 +250,20 @@ def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: b
     """The model's own config against the template's stop tokens and the tokenizer."""
     config, eos_ids = model.config, model.eos_ids
     vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
-    report.facts.update({"model_eos_ids": eos_ids, "model_vocab_size": vocab})
+    rl_ids = rl_stop_ids(eos_ids, tok.eos_token_id)  # what TRL's GRPOTrainer / RLOOTrainer finish a completion on
+    report.facts.update({"model_eos_ids": eos_ids, "model_vocab_size": vocab, "rl_stop_ids": rl_ids})
     stops = list(zip(chat.stop_tokens, chat.stop_ids, strict=True)) if chat is not None else []
     ok = True
     missing = [(t, i) for t, i in stops if i not in eos_ids]
-    if missing:
+    if missing and chat is not None:
         ok = False
         src = model.eos_source
         names = ", ".join(f"{t} (id {i})" for t, i in missing)
         report.add(
             "generation-eos-mismatch",
             f"{src} lists eos ids {eos_ids}, which do not include the template's stop token(s) {names}: "
-            "generate() and vLLM will not stop even when the model emits them",
-        )
+            "generate() and vLLM will not stop even when the model emits them" + doctor_note(chat, eos_ids, tok),
+        ).advice = f'generation_config.json: "eos_token_id": {fixed_stop_ids(chat, eos_ids)} (`eosguard fix` writes it)'
     if vocab is not None and len(tok) > vocab:
         ok = False
         report.add(
@@ -278,7 +280,7 @@ def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: b
             f"the stop token(s) {', '.join(new)} were added after pre-training, and under LoRA their embedding "
             "and lm_head rows stay at their initial values: the model cannot learn to emit them",
         )
-    report.step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}")
+    report.step("model config", ok, f"eos ids {eos_ids}, vocab {vocab}; GRPO / RLOO finish on {rl_ids}")
     if chat is not None:
         from eosguard.checks.weights import check_stop_rows
 

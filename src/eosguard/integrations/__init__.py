@@ -1,7 +1,7 @@
 """Integrations: put eosguard's checks into trainers you already use.
 
 from eosguard.integrations import guard_trainer, StopRateCallback
-guard_trainer(trainer)                        # transformers.Trainer or TRL's SFTTrainer, in place
+guard_trainer(trainer)                        # transformers.Trainer, TRL's SFTTrainer, GRPOTrainer, RLOOTrainer
 trainer.add_callback(StopRateCallback(heldout, every=200))
 
 """
