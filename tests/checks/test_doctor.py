@@ -250,7 +250,7 @@ def test_online_rl_stop_set_of_a_base_model_given_a_chat_template(tmp_path):
     code, rl_ids, found = run("base", [end])
     assert code == 1 and rl_ids == [end]
     message = found["generation-eos-mismatch"]["message"]
-    assert f"GRPOTrainer / RLOOTrainer finish a completion on [{end}]" in message
+    assert f"vLLM and TRL's GRPOTrainer / RLOOTrainer stop on [{end}]" in message
     assert f"miss <|im_end|> (id {im_end}; final answers) too" in message
     fix = found["generation-eos-mismatch"]["fix"]
     assert fix.startswith(f'generation_config.json: "eos_token_id": [{end}, {im_end}]')
@@ -258,7 +258,7 @@ def test_online_rl_stop_set_of_a_base_model_given_a_chat_template(tmp_path):
     assert code == 0 and rl_ids == [end, im_end] and "generation-eos-mismatch" not in found
     code, rl_ids, found = run("instruct", [end])
     assert code == 1 and rl_ids == [im_end, end]
-    assert "so online RL judges replies right" in found["generation-eos-mismatch"]["message"]
+    assert "so they stop where they should" in found["generation-eos-mismatch"]["message"]
 
 
 def test_glm_next_turn_token_closes_a_reply_where_the_model_stops_on_it(tmp_path):

@@ -262,7 +262,8 @@ def _check_model(model: ModelFiles, tok: Any, chat: ChatTemplate | None, lora: b
         report.add(
             "generation-eos-mismatch",
             f"{src} lists eos ids {eos_ids}, which do not include the template's stop token(s) {names}: "
-            "generate() and vLLM will not stop even when the model emits them" + doctor_note(chat, eos_ids, tok),
+            "generate() stops on these ids alone and runs on when the model emits them"
+            + doctor_note(chat, eos_ids, tok),
         ).advice = f'generation_config.json: "eos_token_id": {fixed_stop_ids(chat, eos_ids)} (`eosguard fix` writes it)'
     if vocab is not None and len(tok) > vocab:
         ok = False

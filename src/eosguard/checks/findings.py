@@ -59,7 +59,8 @@ FINDINGS: dict[str, FindingSpec] = {
             "generation-eos-mismatch",
             "error",
             "the model's generation config eos ids miss a stop token of the template (end of turn, tool call): "
-            "`generate()` and vLLM will not stop, nor TRL's GRPO / RLOO unless the tokenizer's eos is that token",
+            "`generate()` will not stop, nor vLLM or TRL's GRPO / RLOO (they add the tokenizer's eos) unless the "
+            "tokenizer's eos is that token",
             "set generation_config.eos_token_id to every stop token of the template (eosguard train and eosguard fix "
             "write them)",
         ),

@@ -65,20 +65,20 @@ def fixed_stop_ids(chat: ChatTemplate, generation_eos: Sequence[int]) -> list[in
 
 
 def doctor_note(chat: ChatTemplate, generation_eos: Sequence[int], tok: Any) -> str:
-    """What TRL's GRPO / RLOO make of a generation config that misses a stop token of the template (the tail of the
-    doctor's `generation-eos-mismatch` message): their stop set adds the tokenizer's eos, which may close the gap."""
+    """What the engines that add the tokenizer's eos to the generation config's ids make of a generation config that
+    misses a stop token of the template (the tail of the doctor's `generation-eos-mismatch` message): vLLM (its
+    engine's eos is the tokenizer's) and TRL's GRPO / RLOO stop on both, which may close the gap."""
     ids = rl_stop_ids(list(generation_eos), tok.eos_token_id)
     missing = missing_closers(chat, ids)
-    trl = f"TRL's GRPOTrainer / RLOOTrainer finish a completion on {ids} (these and the tokenizer's eos "
-    trl += f"{tok.eos_token})"
+    both = f"vLLM and TRL's GRPOTrainer / RLOOTrainer stop on {ids} (these and the tokenizer's eos {tok.eos_token})"
     if missing:
         return (
-            f"; {trl}, which miss {', '.join(missing)} too: online RL counts every reply closed by it as unfinished, "
-            "generates past it to max_completion_length and scores and trains what follows"
+            f"; {both}, which miss {', '.join(missing)} too: vLLM runs on past it, and online RL counts every reply "
+            "closed by it as unfinished, generates past it to max_completion_length and scores and trains what follows"
         )
     return (
-        f"; {trl}, so online RL judges replies right (and transformers' Trainer.train() adds the tokenizer's eos to "
-        "the generation config it saves; this folder, as it stands, does not stop)"
+        f"; {both}, so they stop where they should (and transformers' Trainer.train() adds the tokenizer's eos to "
+        "the generation config it saves), but generate() on this folder as it stands does not"
     )
 
 

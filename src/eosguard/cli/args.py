@@ -111,7 +111,7 @@ StopOnOption = Annotated[
     typer.Option(
         "--stop-on",
         help="transformers: stop on the template's stop tokens (template: do the weights stop?) or on the "
-        "folder's own generation_config.json (model: what generate() and vLLM stop on).",
+        "folder's own generation_config.json (model: what generate() stops on; vLLM adds the tokenizer's eos).",
     ),
 ]
 Limit = Annotated[int | None, typer.Option(min=1, help="Evaluate the first N conversations only.")]
