@@ -27,7 +27,7 @@ def smoke(script: str, result_name: str, out: Path, *args: str) -> dict:
     return json.loads((out / f"{result_name}-smoke.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["prepare", "train", "eval", "doctor"])
+@pytest.mark.parametrize("name", ["prepare", "train", "eval", "doctor", "preference"])
 def test_benchmark_smoke(name, tmp_path):
     result = smoke(name, name, tmp_path)
     assert result["ratios"] and all(v > 0 for v in result["ratios"].values())
@@ -37,6 +37,9 @@ def test_benchmark_smoke(name, tmp_path):
     if name == "doctor":  # every masked reply counted; both commands timed on the rows and on their start-up alone
         assert result["counted"] == result["masked_replies"] > 0 and result["replies"] > result["counted"]
         assert set(result["seconds"]) == {"doctor", "doctor_start", "arrow_read", "arrow_read_start"}
+    if name == "preference":  # TRL's DPO preprocessing and eosguard prepare wrote the same rows through each closer
+        assert result["same_prompt_ids_and_completions_through_the_closer"] and result["rows"] == result["n_pairs"]
+        assert result["trl_tokens_after_the_closer"] == 2 * result["n_pairs"]  # TRL keeps the template's `\n`
     if name == "prepare":  # the whole commands wrote the same ids and labels
         assert result["identical_input_ids_and_labels"] and set(result["train_peak_rss_mb"]) == {"50", "500"}
 

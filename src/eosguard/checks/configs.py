@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from eosguard.base.errors import ConfigError
+from eosguard.checks.frameworks import as_list
 from eosguard.checks.report import DoctorReport
 
 Framework = Literal["axolotl", "llamafactory"]
@@ -153,14 +154,6 @@ def read_training_config(path: str | Path) -> TrainingConfig:
     )
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
-
-
 @dataclass
 class RunTokenizer:
     """What the checks know of the tokenizer the run trains with: its template's `stops` (None: not read, `why`),
@@ -209,7 +202,7 @@ def _axolotl(cfg: TrainingConfig, run: RunTokenizer, report: DoctorReport) -> li
         report.add(finding, message).advice = fix
 
     for key in cfg.keys("roles_to_train"):
-        roles = _as_list(cfg.get(key))
+        roles = as_list(cfg.get(key))
         if not {"assistant", "gpt", "model"} & set(roles):
             add(
                 "config-masks-stop",
@@ -227,7 +220,7 @@ def _axolotl(cfg: TrainingConfig, run: RunTokenizer, report: DoctorReport) -> li
                 f"without their stop token (set `{name}: turn`)",
                 f"axolotl: `{name}: turn` (its default)",
             )
-    eot = _as_list(cfg.get("eot_tokens"))
+    eot = as_list(cfg.get("eot_tokens"))
     if run.stops is not None and eot:
         missing = [s for s in run.stops if s not in eot]
         if missing:
@@ -267,10 +260,10 @@ def _axolotl_new_tokens(cfg: TrainingConfig, run: RunTokenizer, report: DoctorRe
     if cfg.get("adapter") not in ("lora", "qlora"):
         return []
     layers = _embedding_layers(run.model_type)
-    saved = _as_list(cfg.get("lora_modules_to_save"))
+    saved = as_list(cfg.get("lora_modules_to_save"))
     if set(layers) <= set(saved) or (run.tied and set(layers) & set(saved)):
         return []
-    if _as_list(cfg.get("tokens")):
+    if as_list(cfg.get("tokens")):
         return [
             f"axolotl refuses this config before training (loaders/utils.py: `tokens` with an adapter need "
             f"`lora_modules_to_save: {layers}`), whether or not the tokens are new"
@@ -310,7 +303,7 @@ def _llamafactory(cfg: TrainingConfig, run: RunTokenizer, report: DoctorReport) 
         return []
     if not run.added:
         return [] if run.added is not None else _used_new_tokens(run, [])[1]
-    target = _as_list(cfg.get("additional_target"))
+    target = as_list(cfg.get("additional_target"))
     if run.resized and cfg.get("additional_target") is None:
         return [
             f"new tokens {run.added}: the vocabulary is resized and `additional_target` is unset, so LLaMA-Factory "

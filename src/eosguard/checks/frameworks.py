@@ -291,7 +291,8 @@ def llamafactory_template(name: str | None, tok: Any) -> tuple[NamedTemplate, Ll
 # -- the tokenizer each framework trains with ----------------------------------------------------------------------
 
 
-def _listed(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
+    """A config value that lists names: a YAML list, or one comma-separated string (`embed_tokens,lm_head`)."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -316,7 +317,7 @@ def axolotl_tokenizer(settings: Mapping[str, Any], tok: Any) -> FrameworkTokeniz
     added: list[str] = []
     notes: list[str] = []
     special = dict(settings.get("special_tokens") or {})
-    extra = _listed(special.pop("additional_special_tokens", None))
+    extra = as_list(special.pop("additional_special_tokens", None))
     vocab = tok.get_vocab()
     multipiece = []
     for key, value in special.items():
@@ -333,7 +334,7 @@ def axolotl_tokenizer(settings: Mapping[str, Any], tok: Any) -> FrameworkTokeniz
         tok.add_special_tokens({key: str(value)})
         if key == "eos_token":
             notes.append(f"`special_tokens.eos_token: {value}` makes it the eos")
-    added += _add(tok, _listed(settings.get("tokens")), special=False)
+    added += _add(tok, as_list(settings.get("tokens")), special=False)
     added += _add(tok, extra, special=True)
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
@@ -347,8 +348,8 @@ def llamafactory_tokenizer(settings: Mapping[str, Any], tok: Any) -> tuple[Frame
     """LLaMA-Factory's `patch_tokenizer` and `get_template_and_fix_tokenizer` on a copy; also whether it resizes the
     embeddings (`resize_vocab`, or turned on because `add_tokens` / `add_special_tokens` added a token)."""
     tok = copy.deepcopy(tok)
-    added = _add(tok, _listed(settings.get("add_tokens")), special=False)
-    added += _add(tok, _listed(settings.get("add_special_tokens")), special=True)
+    added = _add(tok, as_list(settings.get("add_tokens")), special=False)
+    added += _add(tok, as_list(settings.get("add_special_tokens")), special=True)
     resize = bool(settings.get("resize_vocab")) or bool(added)
     notes = ["new tokens turn `resize_vocab` on"] if added and not settings.get("resize_vocab") else []
     named, found = llamafactory_template(settings.get("template"), tok)
@@ -380,6 +381,7 @@ __all__ = [
     "FrameworkTokenizer",
     "LlamaFactoryTemplate",
     "NamedTemplate",
+    "as_list",
     "axolotl_template",
     "axolotl_tokenizer",
     "installed_file",

@@ -250,12 +250,13 @@ def demo(
     out: a.OutOption = Path("eosguard-demo"),
     quick: a.Quick = False,
     model: a.DemoModelOption = "tiny",
+    stage: a.DemoStageOption = "sft",
 ) -> None:
     """The bug report, broken setup and fix side by side: pad = eos vs eosguard, same model, data, steps and seed.
     --out: a folder for report.json / .md / .png / .html and the models."""
     from eosguard.recipes.demo import demo as run_demo
 
-    report = run_demo(out, model, quick=quick, log=show.log)
+    report = run_demo(out, model, stage=stage, quick=quick, log=show.log)
     show.lines([(out / "report.md").read_text()])
     show.lines(
         [f"wrote {out}/report.html (open it), report.json, report.md, report.png ({report['total_seconds']:.0f}s)"]

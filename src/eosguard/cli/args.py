@@ -134,6 +134,15 @@ DemoModelOption = Annotated[
     DemoModel,
     typer.Option("--model", help="tiny: a tiny Mistral trained here; smollm2: the real SmolLM2-135M-Instruct."),
 ]
+DemoStage = Literal["sft", "dpo"]
+DemoStageOption = Annotated[
+    DemoStage,
+    typer.Option(
+        "--stage",
+        help="sft: the SFT bug and its fix; dpo: DPO (TRL as users run it vs eosguard's rows) and GRPO's stop set, "
+        "after eosguard's SFT (--model smollm2).",
+    ),
+]
 
 # prepare
 PrepareData = Annotated[list[str], typer.Argument(help="Conversations: JSONL files or `datasets` folders.")]
@@ -153,6 +162,8 @@ __all__ = [
     "Data",
     "DemoModel",
     "DemoModelOption",
+    "DemoStage",
+    "DemoStageOption",
     "DoctorMaxLength",
     "Endpoint",
     "Engine",

@@ -176,6 +176,31 @@ class TrainConfig(_Strict):
                 raise ValueError(f"preference.loss_type: KTO takes {' or '.join(kto_losses)}")
         return self
 
+    def trainer_arguments(self, steps: int, args_class: Any = None, **extra: Any) -> Any:
+        """This run's TrainingArguments (`eosguard.training.trainer.training_arguments`: eosguard's explicit
+        choices), or those of `args_class` (TRL's `DPOConfig`, ...) with its own `extra` settings."""
+        from transformers import TrainingArguments
+
+        from eosguard.training.trainer import training_arguments
+
+        return training_arguments(
+            Path(self.output_dir) / "checkpoints",
+            steps=steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            seed=self.seed,
+            bf16=self.precision in ("bf16", "bf16-pure"),
+            warmup_steps=self.warmup_steps,
+            scheduler=self.scheduler,
+            weight_decay=self.weight_decay,
+            logging_steps=max(1, min(10, steps // 10)),
+            save_steps=self.save_steps,
+            tensorboard=self.tensorboard,
+            args_class=args_class or TrainingArguments,
+            **extra,
+        )
+
     def render_settings(self) -> RenderSettings:
         """This run's rendering settings (the `data.tools` file read)."""
         from eosguard.data.records import load_tools

@@ -326,17 +326,7 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
     for name, (run_tok, run_examples, collator) in setups.items():
         model.load_state_dict(base_state)
         log(f"{name}: full fine-tune, {s.steps} steps of {s.batch_size}, lr {s.lr}")
-        args = training_arguments(
-            out / name / "trainer",
-            steps=s.steps,
-            lr=s.lr,
-            batch_size=s.batch_size,
-            seed=s.seed,
-            scheduler="constant_with_warmup",
-            logging_steps=2,
-            progress=False,
-        )
-        result = fit(model, run_tok, run_examples, collator, args, callbacks=[trainer_progress(f"  {name}: training")])
+        result = _finetune(model, run_tok, run_examples, collator, s, out / name)
         save_model_folder(model, run_tok, out / name / "model", extra={"run": name, "settings": s.__dict__})
         rep, by_task = _evaluate(model, tok, heldout, s.max_new_tokens, name)
         runs[name] = _run_summary(rep, findings[name], result.steps, result.seconds, by_task)
@@ -353,11 +343,39 @@ def run_real_demo(out_dir: str | Path, settings: RealDemoSettings | None = None,
     return write_report(out, model_name, renderer.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines())
 
 
+def _finetune(model: Any, tok: Any, examples: list, collator: Any, s: RealDemoSettings, out: Path) -> Any:
+    """A full fine-tune with the real demo's settings (its trainer files in `out/trainer`)."""
+    args = training_arguments(out / "trainer", steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed,
+                              scheduler="constant_with_warmup", logging_steps=2, progress=False)  # fmt: skip
+    return fit(model, tok, examples, collator, args, callbacks=[trainer_progress(f"  {out.name}: training")])
+
+
+def eosguard_sft(model: Any, tok: Any, renderer: ChatRenderer, train: list[Conversation], s: RealDemoSettings,
+                 out: Path) -> Any:  # fmt: skip
+    """The real demo's eosguard run on `model`, in place: rendered examples, the guarded position-padding collator,
+    a full fine-tune; its `FitResult` (the preference demo starts from it)."""
+    examples, _ = build_examples(train, renderer, max_length=s.max_length)
+    collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)
+    return _finetune(model, tok, examples, collator, s, out)
+
+
 DemoModel = Literal["tiny", "smollm2"]
+DemoStage = Literal["sft", "dpo"]
 
 
-def demo(out_dir: str | Path, model: DemoModel = "tiny", *, quick: bool = False, log: Any = print) -> dict[str, Any]:
-    """`eosguard demo`: the real SmolLM2 (`run_real_demo`) or the tiny model (`run_demo`), full or quick."""
+def demo(
+    out_dir: str | Path, model: DemoModel = "tiny", *, stage: DemoStage = "sft", quick: bool = False, log: Any = print
+) -> dict[str, Any]:
+    """`eosguard demo`: the real SmolLM2 (`run_real_demo`) or the tiny model (`run_demo`), full or quick; `stage`
+    dpo: preference and RL training after eosguard's SFT, on SmolLM2 (`eosguard.recipes.demo_preference`)."""
+    if stage == "dpo":
+        from eosguard.base.errors import EosguardError
+        from eosguard.recipes.demo_preference import PreferenceDemoSettings, run_preference_demo
+
+        if model != "smollm2":
+            raise EosguardError("--stage dpo runs on the real model", hint="eosguard demo --model smollm2 --stage dpo")
+        settings = PreferenceDemoSettings.quick() if quick else PreferenceDemoSettings()
+        return run_preference_demo(out_dir, settings, log=log)
     if model == "smollm2":
         return run_real_demo(out_dir, RealDemoSettings.quick() if quick else RealDemoSettings(), log=log)
     return run_demo(out_dir, DemoSettings.quick() if quick else DemoSettings(), log=log)

@@ -32,8 +32,14 @@ def write_report(
     settings: Any,
     t0: float,
     tokenizer_lines: list[str],
+    *,
+    labels: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+    sections: list[str] | None = None,
 ) -> dict[str, Any]:
-    """report.json, report.md, report.png and report.html, the same fields for both demos; returns the report."""
+    """report.json, report.md, report.png and report.html, the same fields for every demo; returns the report.
+    labels: what each run is, for the figure's legend; extra: more figures for report.json; sections: more
+    markdown for report.md."""
     from eosguard.base.files import write_text
 
     report = {
@@ -47,13 +53,15 @@ def write_report(
             "stopped": {name: [stopped for _, stopped in outs] for name, outs in samples.items()},
         },
         "tokenizer_setup": tokenizer_lines,
-        "settings": settings.__dict__,
+        "settings": _plain(settings),
         "environment": environment(),
         "total_seconds": round(time.perf_counter() - t0, 1),
+        **({"labels": labels} if labels else {}),
+        **(extra or {}),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(report))
-    fig = figure(curves, runs, end_of_turn)
+    (out / "report.md").write_text(report_markdown(report) + "".join(f"{line}\n" for line in ["", *(sections or [])]))
+    fig = figure(curves, runs, end_of_turn, labels)
     fig.savefig(out / "report.png", dpi=100)
     write_text(out / "report.html", report_html(report, fig))
     from eosguard.recipes.pages import close
@@ -160,7 +168,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         em = f"{r['exact_match']:.0%} ({parts})"
         in_cpp = f" {served_rate(r)} |" if served else ""
         lines.append(
-            f"| {name} | {r['stop_rate']:.0%} |{in_cpp} {r['runaway_rate']:.0%} | "
+            f"| {report.get('labels', {}).get(name, name)} | {r['stop_rate']:.0%} |{in_cpp} {r['runaway_rate']:.0%} | "
             f"{r['role_leak_rate']:.0%} | {em} | {r['mean_new_tokens']:.1f} | {r['steps']} | {r['seconds']:.0f} | "
             f"{', '.join(r['findings']) or '-'} |"
         )
@@ -170,13 +178,25 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"**{prompt}**")
         lines.append("")
         for name, outs in ex["outputs"].items():
-            lines.append(f"- {name}: `{outs[i]!r}`")
+            lines.append(f"- {report.get('labels', {}).get(name, name)}: `{outs[i]!r}`")
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def figure(curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str, Any]], end_of_turn: str) -> Any:
-    """Loss curves (stage 1 drawn after stage 0) and stop-rate bars with their values."""
+def _plain(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as JSON-ready values (nested settings as dicts)."""
+    import dataclasses
+
+    return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings.__dict__)
+
+
+def figure(
+    curves: dict[str, list[tuple[int, float]]],
+    runs: dict[str, dict[str, Any]],
+    end_of_turn: str,
+    names: dict[str, str] | None = None,
+) -> Any:
+    """Loss curves (stage 1 drawn after stage 0) and stop-rate bars with their values; `names`: each run's label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +204,7 @@ def figure(curves: dict[str, list[tuple[int, float]]], runs: dict[str, dict[str,
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colors = {"base": "tab:gray", "broken": "tab:red", "eosguard": "tab:green"}
-    labels = {
+    labels = names or {
         "base": "stage 0 (eosguard)",
         "broken": "broken (loss over every token, prompts too)",
         "eosguard": f"eosguard (loss over replies + {end_of_turn})",

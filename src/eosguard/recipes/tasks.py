@@ -182,6 +182,45 @@ def agent_conversations(n: int, *, seed: int, end_on_call: bool = False) -> list
     return out
 
 
+# Preference pairs over the same tasks: the chosen reply answers right and says why in one sentence (a preference
+# data set's usual shape: chosen replies longer than rejected ones), the rejected one answers wrong, bare.
+_WHY: dict[str, Callable[[str, str], str]] = {
+    "add": lambda prompt, answer: f"{answer}, because {prompt.removeprefix('Add: ')} is {answer}.",
+    "first": lambda prompt, answer: f"{answer}, the word the list {prompt.removeprefix('First word: ')} opens with.",
+    "last": lambda prompt, answer: f"{answer}, the word the list {prompt.removeprefix('Last word: ')} ends with.",
+    "count": lambda prompt, answer: f"{answer}, since {prompt.removeprefix('Count the words: ')} has {answer} words.",
+    "sort": lambda prompt, answer: f"{answer}, which puts {prompt.removeprefix('Sort: ')} in alphabetical order.",
+}
+
+
+def _wrong(name: str, prompt: str, answer: str) -> str:
+    """A wrong answer of the right shape."""
+    words = prompt.split(": ", 1)[-1].split()
+    return {
+        "add": lambda: str(int(answer) + 1),
+        "first": lambda: words[1],
+        "last": lambda: words[0],
+        "count": lambda: str(len(words) + 1),
+        "sort": lambda: " ".join(reversed(sorted(words))),
+    }[name]()
+
+
+def preference_pairs(task_names: list[str], n: int, *, seed: int, exclude: set[str] | None = None) -> list[dict]:
+    """`n` preference records in TRL's conversational format (`prompt`, `chosen`, `rejected`) over the tasks: the
+    chosen reply right with one sentence of why, the rejected one wrong and bare; prompts as `make_conversations`
+    draws them."""
+    out = []
+    for conv in make_conversations(task_names, n, seed=seed, exclude=exclude):
+        name = conv.source.removeprefix("task:")
+        system, user, reply = conv.messages
+        prompt = [system.as_dict(), user.as_dict()]
+        chosen = _WHY[name](user.content, reply.content)
+        rejected = _wrong(name, user.content, reply.content)
+        out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}], "task": name})  # fmt: skip
+    return out
+
+
 def split_tasks(
     task_names: list[str], n_train: int, n_heldout: int, *, seed: int
 ) -> tuple[list[Conversation], list[Conversation]]:

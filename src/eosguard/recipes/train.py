@@ -33,7 +33,7 @@ from eosguard.recipes.config import TrainConfig
 from eosguard.recipes.train_data import TrainData
 from eosguard.training.checkpoints import last_checkpoint
 from eosguard.training.saving import save_model_folder
-from eosguard.training.trainer import FitResult, fit, run_trainer, training_arguments
+from eosguard.training.trainer import FitResult, fit, run_trainer
 
 
 def _apply_lora(model: Any, lora: Any, new_rows: bool, eot: str, log: Callable[[str], None]) -> Any:
@@ -317,21 +317,7 @@ def _fit_sft(
     log: Callable[[str], None],
 ) -> FitResult:
     """Phase 5 for SFT: eosguard's Trainer on the rows, the guarded collator."""
-    args = training_arguments(
-        Path(cfg.output_dir) / "checkpoints",
-        steps=steps,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum,
-        seed=cfg.seed,
-        bf16=cfg.precision in ("bf16", "bf16-pure"),
-        warmup_steps=cfg.warmup_steps,
-        scheduler=cfg.scheduler,
-        weight_decay=cfg.weight_decay,
-        logging_steps=max(1, min(10, steps // 10)),
-        save_steps=cfg.save_steps,
-        tensorboard=cfg.tensorboard,
-    )
+    args = cfg.trainer_arguments(steps)
     return fit(
         model,
         data.tokenizer,

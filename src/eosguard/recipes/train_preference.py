@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from eosguard.chat.preference import PreferenceStats, fit_preferences
@@ -125,31 +124,13 @@ def preference_arguments(cfg: TrainConfig, steps: int) -> Any:
     and the run's preference settings; TRL's own defaults that would change the run silently are set explicitly."""
     from trl import DPOConfig, KTOConfig
 
-    from eosguard.training.trainer import training_arguments
-
     pref = cfg.preference
     extra: dict[str, Any] = {"beta": pref.beta, "max_length": cfg.max_length, "gradient_checkpointing": False}
     if cfg.method == "dpo":
         extra["truncation_mode"] = pref.truncation_mode
     if pref.loss_type is not None:
         extra["loss_type"] = [pref.loss_type] if cfg.method == "dpo" else pref.loss_type
-    return training_arguments(
-        Path(cfg.output_dir) / "checkpoints",
-        steps=steps,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum,
-        seed=cfg.seed,
-        bf16=cfg.precision in ("bf16", "bf16-pure"),
-        warmup_steps=cfg.warmup_steps,
-        scheduler=cfg.scheduler,
-        weight_decay=cfg.weight_decay,
-        logging_steps=max(1, min(10, steps // 10)),
-        save_steps=cfg.save_steps,
-        tensorboard=cfg.tensorboard,
-        args_class=DPOConfig if cfg.method == "dpo" else KTOConfig,
-        **extra,
-    )
+    return cfg.trainer_arguments(steps, DPOConfig if cfg.method == "dpo" else KTOConfig, **extra)
 
 
 __all__ = ["held_out", "load_preference_data", "preference_arguments", "preference_trainer"]
