@@ -265,9 +265,10 @@ def _message(finding: str, a: PreferenceAudit, auditor: PreferenceAuditor) -> st
         how = [f"{found.how['twice']} with {closer!r} twice"] if found.how["twice"] else []
         how += [f"{found.how['eos']} with the eos {eos!r} after it"] if found.how["eos"] else []
         return (
-            f"{n} are closed twice ({', '.join(how)}): TRL appends the tokenizer's eos to a completion unless it "
-            f"already ends with it (DPO, KTO: plain text; ORPO, CPO: the last id), so templated text (`...{closer}`) "
-            f"gets one more: the model is trained on a token after its stop; {_tail(tok, found)}"
+            f"{n} are closed twice ({', '.join(how)}): the model is trained on a token after its stop (TRL appends "
+            "the tokenizer's eos to a completion unless it already ends with it, DPO and KTO to plain text, ORPO and "
+            f"CPO by its last id, so templated text `...{closer}` gets one more; some templates write the eos after a "
+            f"last reply themselves, as Phi-3's); {_tail(tok, found)}"
         )
     if finding == "truncation-drops-eos":
         return (
