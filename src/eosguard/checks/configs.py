@@ -230,7 +230,7 @@ def _axolotl(cfg: TrainingConfig, run: RunTokenizer, report: DoctorReport) -> li
                 f"token(s): axolotl leaves them at -100 (set `eot_tokens: {[*eot, *missing]}`)",
                 f"axolotl: `eot_tokens: {[*eot, *missing]}`",
             )
-    elif run.stops is not None and run.eos is not None and any(s != run.eos for s in run.stops):
+    elif run.stops is not None and run.eos is not None and any(s != run.eos for s in run.stops) and not cfg.get("rl"):
         others = ", ".join(s for s in run.stops if s != run.eos)
         add(
             "config-stop-unnamed",
@@ -245,7 +245,7 @@ def _axolotl(cfg: TrainingConfig, run: RunTokenizer, report: DoctorReport) -> li
             f"{cfg.at('train_on_inputs')}: `train_on_inputs: true` trains the prompts too",
             "axolotl: `train_on_inputs: false`",
         )
-    if str(cfg.get("excess_length_strategy", "")).lower() == "truncate":
+    if str(cfg.get("excess_length_strategy", "")).lower() == "truncate" and not cfg.get("rl"):  # rl: preference_configs
         add(
             "truncation-drops-eos",
             f"{cfg.at('excess_length_strategy')}: `excess_length_strategy: truncate` cuts rows longer than "

@@ -36,6 +36,7 @@ from eosguard.checks.report import DoctorReport
 from eosguard.checks.rl_stops import doctor_note, fixed_stop_ids, rl_stop_ids
 from eosguard.checks.tokenview import TokenView, token_views
 from eosguard.data.conversations import Conversation, conversation
+from eosguard.data.preferences import Preference
 
 PROBE_CONVERSATIONS: tuple[Conversation, ...] = (
     conversation(("system", "You are helpful."), ("user", "Name a colour."), ("assistant", "Blue.")),
@@ -170,7 +171,12 @@ def _check_pad(tok: Any, chat: ChatTemplate | None, report: DoctorReport, *, row
     """rows: prepared rows are audited, their labels read as written (or as the named collator builds them), so a
     pad that equals a stop token is proven harmless or harmful there, not warned about here."""
     if rows:
-        report.step("pad token", True, f"{tok.pad_token!r} (id {tok.pad_token_id}): the rows' labels are read directly")
+        report.step(
+            "pad token",
+            True,
+            f"{tok.pad_token!r} (id {tok.pad_token_id}): the rows' labels (preference rows: the completions TRL's "
+            "collator marks by position) are read directly",
+        )
         return
     stop_ids = {i for i in (*(chat.stop_ids if chat else ()), tok.eos_token_id) if i is not None}
     ok = True
@@ -510,13 +516,17 @@ def diagnose(
     tools: Sequence[dict[str, Any]] | None = None,
     template_args: dict[str, Any] | None = None,
     prepared: str | Path | Sequence[str | Path] | None = None,
+    preferences: Sequence[Preference] | None = None,
+    truncation_mode: str = "keep_start",
 ) -> DoctorReport:
     """Run every check; returns a report (nothing printed). Finding ids: `eosguard.checks.findings.FINDINGS`.
 
     tools: function schemas for conversations that bring none; template_args: the run's template arguments
     (every pipeline checked renders with them, as `chat_template_kwargs` does); prepared: rows another tool wrote
-    (ids and labels, `eosguard.checks.rows`), audited instead of conversations (`collator` builds the labels of rows
-    written without any).
+    (ids and labels, `eosguard.checks.rows`; preference ids, `eosguard.checks.preference_rows`), audited instead of
+    conversations (`collator` builds the labels of rows written without any); preferences: preference records, made
+    into rows by `collator`'s pipeline (`eosguard.checks.preference_data`) and audited, `max_length` and
+    `truncation_mode` TRL's collator's.
 
     Example:
         >>> from eosguard.testing.fixtures import family_tokenizer, openhermes_tokenizer
@@ -530,13 +540,17 @@ def diagnose(
         tokenizer, report, model_path=model_path, template_args=template_args, tools=tools
     )
     probes = _template_step(renderer, report) if renderer is not None else None
-    _check_pad(tokenizer, chat, report, rows=prepared is not None)
+    _check_pad(tokenizer, chat, report, rows=prepared is not None or preferences is not None)
     if model is not None:
         _check_model(model, tokenizer, chat, lora, report)
     if prepared is not None:
-        from eosguard.checks.rows import check_prepared
+        _check_rows(prepared, tokenizer, chat, model, collator, show, report, max_length, truncation_mode)
+        return _finished(tokenizer, chat, report)
+    if preferences is not None:
+        from eosguard.checks.preference_data import check_preference_records
 
-        check_prepared(prepared, tokenizer, chat, _model_stops(model, tokenizer), collator, show, report)
+        mode: Any = truncation_mode
+        check_preference_records(preferences, tokenizer, renderer, collator, max_length, mode, show, report)
         return _finished(tokenizer, chat, report)
     convs = list(conversations) if conversations else list(probe_conversations(chat) if chat else PROBE_CONVERSATIONS)
     if conversations:
@@ -560,20 +574,50 @@ def diagnose_run(
     prepared: Sequence[str | Path] = (),
     show: int = 0,
     template_args: dict[str, Any] | None = None,
+    max_length: int | None = None,
 ) -> DoctorReport:
     """Another tool's run, as it trained (`doctor --config`): the tokenizer it trained with, its model folder, the
     rows it wrote, held to the template; none of eosguard's own pipeline (its pad, a collator, probes) is run, since
-    the framework built its labels itself. Adds to `report` and returns it."""
+    the framework built its labels itself. `max_length`: what TRL's preference collator cuts rows of preference ids
+    to. Adds to `report` and returns it."""
     tokenizer, chat, renderer, model = open_setup(tokenizer, report, model_path=model_path, template_args=template_args)
     if renderer is not None:
         _template_step(renderer, report)
     if model is not None:
         _check_model(model, tokenizer, chat, False, report)
     if prepared:
-        from eosguard.checks.rows import check_prepared
-
-        check_prepared(list(prepared), tokenizer, chat, _model_stops(model, tokenizer), "eosguard", show, report)
+        # the framework's own rows; preference records it saved are TRL's input (axolotl's `rl:` runs)
+        _check_rows(list(prepared), tokenizer, chat, model, "eosguard", show, report, max_length, "keep_start", "trl")
     return report
+
+
+def _check_rows(
+    prepared: str | Path | Sequence[str | Path],
+    tok: Any,
+    chat: ChatTemplate | None,
+    model: ModelFiles | None,
+    collator: CollatorSpec,
+    show: int,
+    report: DoctorReport,
+    max_length: int | None,
+    truncation_mode: Any,
+    records_by: CollatorSpec | None = None,
+) -> None:
+    """Rows another tool wrote: preference ids or records (`eosguard.checks.preference_data`; records made into rows
+    by `records_by`, else `collator`) or SFT rows (`eosguard.checks.rows`), told apart by their columns."""
+    from eosguard.checks import preference_data as pd
+    from eosguard.checks.rows import check_prepared
+
+    paths = [prepared] if isinstance(prepared, str | Path) else list(prepared)
+    held = pd.holds_preferences(paths)
+    if held == "ids":
+        pd.check_preference_prepared(paths, tok, chat, max_length, truncation_mode, collator, show, report)
+    elif held == "records":
+        renderer = ChatRenderer(tok, template=chat) if chat is not None else None
+        by = records_by or collator
+        pd.check_prepared_records(paths, tok, renderer, by, max_length, truncation_mode, show, report)
+    else:
+        check_prepared(paths, tok, chat, _model_stops(model, tok), collator, show, report)
 
 
 def _model_stops(model: ModelFiles | None, tok: Any) -> set[int] | None:

@@ -291,6 +291,42 @@ FINDINGS: dict[str, FindingSpec] = {
             "add `PARAMETER stop <token>` for each stop token (`eosguard export gguf --ollama` writes them)",
         ),
         FindingSpec(
+            "completion-unclosed",
+            "error",
+            "preference completions (DPO, KTO, ORPO rows) that end without the template's closing sequence or the "
+            "eos: the template wrote no end of turn after the last reply, or the text ends on something else (count)",
+            "conversational records with a template that closes a last reply (TRL renders it), or end each plain-text "
+            "completion with the closing sequence; `eosguard prepare` closes each completion once",
+        ),
+        FindingSpec(
+            "closer-replaced",
+            "error",
+            "preference completions that end with the tokenizer's eos where the template closes replies with its end "
+            "of turn (TRL appends `eos_token` to plain text; a base tokenizer's `<|endoftext|>` is not `<|im_end|>`) "
+            "(count)",
+            "a tokenizer whose eos is the template's end of turn (`tokenizer.eos_token = '<|im_end|>'`; axolotl: "
+            "`special_tokens: {eos_token: ...}`), or conversational records (TRL appends nothing to them); "
+            "`eosguard prepare` puts the closing sequence in its place",
+        ),
+        FindingSpec(
+            "closer-doubled",
+            "warning",
+            "preference completions closed twice: the closing sequence and then another one or the tokenizer's eos "
+            "(TRL appends `eos_token` to templated text that ends with `<|im_end|>\\n`): trained past the stop (count)",
+            "conversational records (TRL appends nothing to them), or plain-text completions without their closer "
+            "and a tokenizer whose eos is the end of turn (TRL appends it once); `eosguard prepare` keeps one",
+        ),
+        FindingSpec(
+            "chosen-loses-stop",
+            "error",
+            "preference pairs whose chosen completion is trained without a stop token (absent, or cut at "
+            "`max_length`) where the rejected one keeps it, more often than the reverse (KTO: desirable more often "
+            "than undesirable): the loss teaches the model not to stop (count of pairs)",
+            "a `max_length` that holds every pair whole (TRL's DPOConfig / KTOConfig; LLaMA-Factory's `cutoff_len`; "
+            "axolotl's `sequence_len` with `excess_length_strategy: drop`), or drop the pairs that do not fit; "
+            "`eosguard prepare` cuts prompts from the left, never a completion",
+        ),
+        FindingSpec(
             "prompt-not-prefix",
             "warning",
             "the template's generation prompt is not a token prefix of the training sequence (count)",

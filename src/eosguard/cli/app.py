@@ -105,6 +105,7 @@ def doctor(
     gguf: a.Gguf = None,
     modelfile: a.Modelfile = None,
     max_length: a.DoctorMaxLength = None,
+    truncation_mode: a.TruncationModeOption = "keep_start",
     collator: a.Collator = "eosguard",
     compare: a.Compare = None,
     lora: a.Lora = False,
@@ -124,7 +125,7 @@ def doctor(
         tokenizer=tokenizer, model=model, data=tuple(data or ()), prepared=prepared, config=config, gguf=gguf,
         modelfile=modelfile, max_length=max_length, collator=collator, compare=compare, lora=lora,
         skip_invalid=skip_invalid, show=show_n, html=html, tools=tools, template_args=_template_args(template_arg),
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, truncation_mode=truncation_mode,
     )  # fmt: skip
     reports = run_doctor(options)
     first = reports[0][1]

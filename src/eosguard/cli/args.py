@@ -52,7 +52,10 @@ Show = Annotated[
 ]
 OUT_HELP = "Where the result goes: a new folder or file (the command's help says which)."
 Out = Annotated[Path, typer.Option(help=OUT_HELP)]
-MAX_LENGTH_HELP = "Longest example in tokens (the doctor: the training run's, for its truncation checks)."
+MAX_LENGTH_HELP = (
+    "Longest example in tokens (the doctor: the training run's, for its truncation checks; on preference data TRL's "
+    "max_length, 1024 unless given)."
+)
 TrustRemoteCode = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow code shipped with the tokenizer or model.")
 ]
@@ -77,6 +80,15 @@ Modelfile = Annotated[
     typer.Option(help="An Ollama Modelfile: its TEMPLATE and stop lines (with --tokenizer: as trained)."),
 ]
 DoctorMaxLength = Annotated[int | None, typer.Option(min=9, help=MAX_LENGTH_HELP)]
+TruncationModeOption = Annotated[
+    Literal["keep_start", "keep_end"],
+    typer.Option(
+        "--truncation-mode",
+        help="Preference data: TRL's collator keeps the start of prompt + completion at --max-length (keep_start, "
+        "TRL's default and KTO's only mode) or the end (keep_end, deprecated in TRL 1.16); the report says what the "
+        "other would do.",
+    ),
+]
 Collator = Annotated[str, typer.Option(help="eosguard | transformers | trl | MODULE:FACTORY")]
 Compare = Annotated[str | None, typer.Option(help="A second collator beside --collator (e.g. eosguard).")]
 Lora = Annotated[bool, typer.Option("--lora", help="The run uses LoRA without training the embedding rows.")]
@@ -208,5 +220,6 @@ __all__ = [
     "TrainOn",
     "TrainOnOption",
     "TrainingConfigFile",
+    "TruncationModeOption",
     "TrustRemoteCode",
 ]

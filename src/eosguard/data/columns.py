@@ -68,6 +68,27 @@ def arrow_column(table: Any, name: str, source: str, first: int, names: Sequence
     return (flat if flat.dtype in (np.int32, np.int64) else flat.astype(np.int64)), offsets
 
 
+def arrow_scalar(table: Any, name: str, source: str, first: int, names: Sequence[str]) -> np.ndarray:
+    """One Arrow column of one boolean a row (KTO's `label`), as a numpy array; else the first row that breaks it."""
+    import pyarrow as pa
+
+    col = table.column(name)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_boolean(col.type):
+        raise bad_row(source, first, None, 0, f"`{name}` holds {col.type} values, not true / false", names)
+    if col.null_count:
+        raise bad_row(source, first, None, _first(col.is_null()) or 0, f"`{name}` is null", names)
+    return col.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def jsonl_scalar(rows: list[dict[str, Any]], c: str, source: str, first: int, lines: list[int]) -> np.ndarray:
+    """One JSONL column of one boolean a row (KTO's `label`); else the first row that breaks it."""
+    for i, r in enumerate(rows):
+        if type(r[c]) is not bool:
+            raise bad_row(source, first, lines, i, f"`{c}` is {json.dumps(r[c])[:40]}, not true / false", list(r))
+    return np.fromiter((r[c] for r in rows), dtype=bool, count=len(rows))
+
+
 def _first(flags: Any) -> int | None:
     """The first position where an Arrow boolean array is true (None: nowhere)."""
     hit = np.flatnonzero(flags.to_numpy(zero_copy_only=False))
@@ -130,17 +151,21 @@ def check_lengths(
 
 
 def out_of_vocabulary(
-    ids: np.ndarray, labels: np.ndarray | None, labelled: np.ndarray, offsets: np.ndarray, vocab: int
+    ids: np.ndarray,
+    labels: np.ndarray | None,
+    labelled: np.ndarray,
+    offsets: np.ndarray,
+    vocab: int,
+    name: str = "input_ids",
 ) -> tuple[int, str] | None:
-    """The first row (and why) whose ids fall outside a vocabulary of `vocab` ids, or whose labels are neither -100
-    nor such an id (`labelled`: labels != -100); None when every row is in range (a few passes, no copy)."""
+    """The first row (and why) whose ids (column `name`) fall outside a vocabulary of `vocab` ids, or whose labels are
+    neither -100 nor such an id (`labelled`: labels != -100); None when every row is in range (a few passes, no
+    copy)."""
     if len(ids) == 0:
         return None
     if ids.min() < 0 or ids.max() >= vocab:
         bad, values = (ids < 0) | (ids >= vocab), ids
-        what = (
-            f"`input_ids` holds {{v}}: not an id of this tokenizer (ids 0-{vocab - 1}): the rows of another tokenizer?"
-        )
+        what = f"`{name}` holds {{v}}: not an id of this tokenizer (ids 0-{vocab - 1}): the rows of another tokenizer?"
     elif labels is not None and (
         labels.max() >= vocab or np.count_nonzero(labels < 0) > len(labels) - np.count_nonzero(labelled)
     ):
@@ -186,9 +211,11 @@ __all__ = [
     "IGNORE",
     "MASKS",
     "arrow_column",
+    "arrow_scalar",
     "bad_row",
     "check_lengths",
     "jsonl_column",
+    "jsonl_scalar",
     "out_of_vocabulary",
     "unshift",
 ]

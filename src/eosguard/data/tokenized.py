@@ -26,7 +26,7 @@ Run as:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,16 @@ from typing import Any
 import numpy as np
 
 from eosguard.base.errors import DataError
-from eosguard.data.columns import IGNORE, arrow_column, bad_row, check_lengths, jsonl_column, unshift
+from eosguard.data.columns import (
+    IGNORE,
+    arrow_column,
+    arrow_scalar,
+    bad_row,
+    check_lengths,
+    jsonl_column,
+    jsonl_scalar,
+    unshift,
+)
 
 LABEL_COLUMNS = ("labels", "assistant_masks", "completion_mask")
 COLUMNS = ("input_ids", *LABEL_COLUMNS, "attention_mask", "position_ids")
@@ -86,6 +95,20 @@ class RowBatch:
         return out
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What one kind of rows holds: `key`, the column every row has (its lengths size the batches), the list columns
+    read (`columns`) and the one-value-a-row ones (`scalars`), those a source must have (`required`), and `build`,
+    which makes one batch of them: `build(source, first, lists, scalars, lines, names)`, `lists` holding each list
+    column as (flat values, offsets) and `scalars` each scalar column as an array, both read by the one rule."""
+
+    key: str
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+    build: Callable[..., Any]
+    scalars: tuple[str, ...] = ()
+
+
 def sources(path: str | Path) -> list[Path]:
     """The files or `datasets` folders that `path` names: itself, or those found in it (sorted; a `datasets` folder
     read as one, never its files one by one)."""
@@ -118,20 +141,49 @@ def is_datasets_folder(p: Path) -> bool:
     return p.is_dir() and any((p / name).exists() for name in METADATA)
 
 
-def read_rows(path: str | Path, tokens: int = TOKENS) -> Iterator[RowBatch]:
-    """Every row of `path` (see the module doc), in batches of at most `tokens` tokens."""
+def read_rows(path: str | Path, tokens: int = TOKENS, layout: Layout | None = None) -> Iterator[Any]:
+    """Every row of `path` (see the module doc), in batches of at most `tokens` tokens: `RowBatch`es, or the batches
+    another `layout` builds (`eosguard.data.preference_rows`)."""
+    layout = layout or ROWS
     for src in sources(path):
         if src.is_dir():
-            yield from _datasets_folder(src, tokens)
+            yield from _datasets_folder(src, tokens, layout)
         elif src.suffix == ".parquet":
-            yield from _parquet(src, tokens)
+            yield from _parquet(src, tokens, layout)
         elif src.suffix in (".jsonl", ".json"):
-            yield from _jsonl(src, tokens)
+            yield from _jsonl(src, tokens, layout)
         else:
-            yield from _arrow(src, tokens)
+            yield from _arrow(src, tokens, layout)
 
 
-def _datasets_folder(folder: Path, tokens: int) -> Iterator[RowBatch]:
+def column_names(path: str | Path) -> tuple[str, ...]:
+    """The columns of the first source `path` names (a JSONL file: its first row's keys), read as `read_rows` reads
+    it, without its rows."""
+    src = sources(path)[0]
+    if src.suffix in (".jsonl", ".json"):
+        try:
+            with src.open("rb") as f:
+                row = json.loads(next((raw for raw in f if raw.strip()), b"{}").decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return ()  # the reader names the line
+        return tuple(row) if isinstance(row, dict) else ()
+    try:
+        if src.is_dir():
+            import datasets
+
+            loaded = datasets.load_from_disk(str(src))
+            first = next(iter(loaded.values())) if isinstance(loaded, datasets.DatasetDict) else loaded
+            return tuple(first.column_names)
+        if src.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return tuple(pq.ParquetFile(str(src)).schema_arrow.names)
+    except Exception as exc:  # an unreadable source: named as its reader names it
+        raise DataError(f"cannot read: {exc}", path=str(src)) from None
+    return tuple(_arrow_table(src).column_names)
+
+
+def _datasets_folder(folder: Path, tokens: int, layout: Layout) -> Iterator[Any]:
     import datasets
 
     try:
@@ -142,10 +194,10 @@ def _datasets_folder(folder: Path, tokens: int) -> Iterator[RowBatch]:
     for split, ds in splits:
         name = f"{folder}[{split}]" if split is not None else str(folder)
         table = ds.with_format("arrow")[0 : len(ds)]  # the memory-mapped rows (a slice: nothing copied)
-        yield from _tables(table.to_batches(), table.column_names, name, tokens)
+        yield from _tables(table.to_batches(), table.column_names, name, tokens, layout)
 
 
-def _parquet(path: Path, tokens: int) -> Iterator[RowBatch]:
+def _parquet(path: Path, tokens: int, layout: Layout) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
     try:
@@ -153,50 +205,55 @@ def _parquet(path: Path, tokens: int) -> Iterator[RowBatch]:
     except Exception as exc:
         raise DataError(f"not a readable parquet file: {exc}", path=str(path)) from None
     names = f.schema_arrow.names
-    _require_ids(names, str(path))
-    wanted = [c for c in COLUMNS if c in names]
-    yield from _tables(f.iter_batches(batch_size=PARQUET_ROWS, columns=wanted), names, str(path), tokens)
+    _require(names, str(path), layout)
+    wanted = [c for c in (*layout.columns, *layout.scalars) if c in names]
+    yield from _tables(f.iter_batches(batch_size=PARQUET_ROWS, columns=wanted), names, str(path), tokens, layout)
 
 
-def _arrow(path: Path, tokens: int) -> Iterator[RowBatch]:
+def _arrow_table(path: Path) -> Any:
     import pyarrow as pa
 
     try:
         with pa.memory_map(str(path)) as source:
             try:
-                table = pa.ipc.open_stream(source).read_all()
+                return pa.ipc.open_stream(source).read_all()
             except pa.ArrowInvalid:
-                table = pa.ipc.open_file(source).read_all()
+                return pa.ipc.open_file(source).read_all()
     except Exception as exc:
         raise DataError(f"not a readable Arrow file: {exc}", path=str(path)) from None
-    yield from _tables(table.to_batches(), table.column_names, str(path), tokens)
 
 
-def _require_ids(names: Sequence[str], source: str) -> None:
-    if "input_ids" not in names:
-        raise DataError(f"no `input_ids` column (columns: {', '.join(names) or 'none'})", path=source)
+def _arrow(path: Path, tokens: int, layout: Layout) -> Iterator[Any]:
+    table = _arrow_table(path)
+    yield from _tables(table.to_batches(), table.column_names, str(path), tokens, layout)
 
 
-def _tables(chunks: Iterable[Any], names: Sequence[str], source: str, tokens: int) -> Iterator[RowBatch]:
+def _require(names: Sequence[str], source: str, layout: Layout, line: int | None = None) -> None:
+    missing = [c for c in layout.required if c not in names]
+    if missing:
+        raise DataError(f"no `{missing[0]}` column (columns: {', '.join(names) or 'none'})", path=source, line=line)
+
+
+def _tables(chunks: Iterable[Any], names: Sequence[str], source: str, tokens: int, layout: Layout) -> Iterator[Any]:
     """Arrow record batches of one source, gathered or cut into batches of at most `tokens` tokens."""
     import pyarrow as pa
 
-    _require_ids(names, source)
-    wanted = [c for c in COLUMNS if c in names]
+    _require(names, source, layout)
+    wanted = [c for c in (*layout.columns, *layout.scalars) if c in names]
     first = 0
-    for group in _by_tokens((c.select(wanted) for c in chunks), tokens):
+    for group in _by_tokens((c.select(wanted) for c in chunks), tokens, layout.key):
         table = pa.Table.from_batches(group)
-        yield _from_table(table, source, first, tuple(names))
+        yield _from_table(table, source, first, tuple(names), layout)
         first += table.num_rows
 
 
-def _by_tokens(chunks: Iterable[Any], tokens: int) -> Iterator[list[Any]]:
+def _by_tokens(chunks: Iterable[Any], tokens: int, key: str = "input_ids") -> Iterator[list[Any]]:
     """Slices of the record batches `chunks`, grouped so that each group holds at most `tokens` ids (a row longer
     than that alone); nothing copied."""
     group: list[Any] = []
     held = 0
     for chunk in chunks:
-        ends = np.cumsum(_lengths(chunk))
+        ends = np.cumsum(_lengths(chunk, key))
         lo = 0
         while lo < len(ends):
             base = int(ends[lo - 1]) if lo else 0
@@ -214,28 +271,33 @@ def _by_tokens(chunks: Iterable[Any], tokens: int) -> Iterator[list[Any]]:
         yield group
 
 
-def _lengths(chunk: Any) -> np.ndarray:
-    """Each row's number of ids (1 where the column is not a list: `arrow_column` then names the row)."""
+def _lengths(chunk: Any, key: str) -> np.ndarray:
+    """Each row's number of ids in column `key` (1 where it is not a list: `arrow_column` then names the row)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    col = chunk.column("input_ids")
+    col = chunk.column(key)
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
         return np.ones(len(col), dtype=np.int64)
     return pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _from_table(table: Any, source: str, first: int, names: tuple[str, ...]) -> RowBatch:
-    cols = {c: arrow_column(table, c, source, first, names) for c in COLUMNS if c in table.column_names}
-    return _batch(source, first, cols, None, names)
+def _from_table(table: Any, source: str, first: int, names: tuple[str, ...], layout: Layout) -> Any:
+    cols = {c: arrow_column(table, c, source, first, names) for c in layout.columns if c in table.column_names}
+    scalars = {c: arrow_scalar(table, c, source, first, names) for c in layout.scalars if c in table.column_names}
+    return layout.build(source, first, cols, scalars, None, names)
 
 
-def _jsonl(path: Path, tokens: int) -> Iterator[RowBatch]:
+def _jsonl(path: Path, tokens: int, layout: Layout) -> Iterator[Any]:
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
     first = held = 0
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path), line=n) from None
             if not line.strip():
                 continue
             try:
@@ -246,36 +308,42 @@ def _jsonl(path: Path, tokens: int) -> Iterator[RowBatch]:
                 row = []  # a JSON array over several lines (`to_json(lines=False)`)
             if isinstance(row, list):
                 raise DataError("a JSON array: rows are read as JSON Lines, an object a line", path=str(path), line=n)
-            if not isinstance(row, dict) or not isinstance(row.get("input_ids"), list):
+            key = layout.key
+            if not isinstance(row, dict) or not isinstance(row.get(key), list):
                 keys = f" (keys: {', '.join(row)})" if isinstance(row, dict) else ""
-                raise DataError(f"a row needs an `input_ids` list of token ids{keys}", path=str(path), line=n)
-            if rows and held + len(row["input_ids"]) > tokens:
-                yield _from_dicts(rows, str(path), first, lines)
+                raise DataError(f"a row needs an `{key}` list of token ids{keys}", path=str(path), line=n)
+            if not rows:
+                _require(list(row), str(path), layout, n)
+            if rows and held + len(row[key]) > tokens:
+                yield _from_dicts(rows, str(path), first, lines, layout)
                 first += len(rows)
                 rows, lines, held = [], [], 0
             rows.append(row)
             lines.append(n)
-            held += len(row["input_ids"])
+            held += len(row[key])
     if rows:
-        yield _from_dicts(rows, str(path), first, lines)
+        yield _from_dicts(rows, str(path), first, lines, layout)
 
 
-def _from_dicts(rows: list[dict[str, Any]], source: str, first: int, lines: list[int]) -> RowBatch:
-    cols = {}
-    for c in COLUMNS:
+def _from_dicts(rows: list[dict[str, Any]], source: str, first: int, lines: list[int], layout: Layout) -> Any:
+    cols, scalars = {}, {}
+    for c in (*layout.columns, *layout.scalars):
         have = [c in r for r in rows]
         if any(have) and not all(have):  # a column some rows have and others lack: never dropped silently
             i = have.index(False)
             raise bad_row(source, first, lines, i, f"no `{c}`, which other rows of this file have", list(rows[i]))
-        if all(have):
+        if all(have) and c in layout.scalars:
+            scalars[c] = jsonl_scalar(rows, c, source, first, lines)
+        elif all(have):
             cols[c] = jsonl_column(rows, c, source, first, lines)
-    return _batch(source, first, cols, lines, tuple(rows[0]))
+    return layout.build(source, first, cols, scalars, lines, tuple(rows[0]))
 
 
 def _batch(
     source: str,
     first: int,
     cols: dict[str, tuple[np.ndarray, np.ndarray]],
+    scalars: dict[str, np.ndarray],
     lines: list[int] | None,
     names: tuple[str, ...],
 ) -> RowBatch:
@@ -307,4 +375,24 @@ def _batch(
     )
 
 
-__all__ = ["IGNORE", "RowBatch", "is_datasets_folder", "read_rows", "sources", "unshift"]
+ROWS = Layout("input_ids", COLUMNS, ("input_ids",), _batch)  # SFT rows: ids and what says which are trained
+
+
+def from_dicts(rows: list[dict[str, Any]], source: str, lines: list[int] | None, layout: Layout | None = None) -> Any:
+    """Rows held in memory (a list of dicts, as another tool returns them) as one batch, by the same rule as a
+    file's (`lines`: the line or row each came from; None: numbered from 0)."""
+    return _from_dicts(rows, source, 0, lines if lines is not None else list(range(len(rows))), layout or ROWS)
+
+
+__all__ = [
+    "IGNORE",
+    "ROWS",
+    "Layout",
+    "RowBatch",
+    "column_names",
+    "from_dicts",
+    "is_datasets_folder",
+    "read_rows",
+    "sources",
+    "unshift",
+]

@@ -41,6 +41,7 @@ class DoctorOptions:
     gguf: Path | None = None
     modelfile: Path | None = None
     max_length: int | None = None
+    truncation_mode: str = "keep_start"
     collator: str = "eosguard"
     compare: str | None = None
     lora: bool = False
@@ -146,16 +147,22 @@ def _served(options: DoctorOptions) -> DoctorReport:
 
 
 def _setup(options: DoctorOptions, show: int) -> list[tuple[str, DoctorReport]]:
-    """A training setup: a tokenizer with its data (or prepared rows), for each collator asked."""
+    """A training setup: a tokenizer with its data (conversations or preference records; or prepared rows), for
+    each collator asked."""
     from eosguard.checks.doctor import diagnose
-    from eosguard.data.records import load_conversations, load_tools
+    from eosguard.data.records import data_kind, load_conversations, load_preferences, load_tools
 
     tok = _tokenizer(options)
     tools = list(load_tools(options.tools)) if options.tools else None
-    convs, summary = None, None
-    if options.data:
+    convs, prefs, summary = None, None, None
+    kind = data_kind(list(options.data)) if options.data else None
+    if kind in ("paired", "unpaired"):
+        prefs, loaded = load_preferences(list(options.data), skip_invalid=options.skip_invalid)
+        summary = loaded.summary()
+    elif options.data:
         convs, loaded = load_conversations(list(options.data), skip_invalid=options.skip_invalid)
         summary = loaded.summary()
+    _refuse_truncation_mode(options, kind)
     reports = []
     for name in [options.collator] + ([options.compare] if options.compare else []):
         report = diagnose(
@@ -168,12 +175,34 @@ def _setup(options: DoctorOptions, show: int) -> list[tuple[str, DoctorReport]]:
             show=show,
             tools=tools,
             prepared=options.prepared,
+            preferences=prefs,
+            truncation_mode=options.truncation_mode,
         )
         if summary:
             report.facts["data"] = summary
         check_template_files(str(options.tokenizer), report)
         reports.append((name, report.sort()))
     return reports
+
+
+def _refuse_truncation_mode(options: DoctorOptions, kind: str | None) -> None:
+    """`--truncation-mode` is TRL's preference collator's: refused where no preference rows are checked, and for
+    KTO, whose collator keeps the start alone."""
+    if options.truncation_mode == "keep_start":
+        return
+    if options.prepared is not None:
+        from eosguard.data.preference_rows import preference_kind
+
+        kind = preference_kind(options.prepared)
+    if kind == "pairwise":
+        raise EosguardError("--truncation-mode: these rows were cut when they were tokenized; their collators only pad")
+    if kind not in ("paired", "unpaired"):
+        raise EosguardError(
+            "--truncation-mode is TRL's preference collator's (DPOConfig.truncation_mode): it applies to preference "
+            "records (--data) or rows of preference ids (--prepared)"
+        )
+    if kind == "unpaired":
+        raise EosguardError("--truncation-mode keep_end: KTO's collator keeps the start alone (KTOConfig has none)")
 
 
 def check_template_files(folder: str | Path, report: DoctorReport) -> None:
@@ -201,6 +230,7 @@ def _config(options: DoctorOptions, show: int) -> DoctorReport:
     (--model) and the prepared rows (--prepared, else the config's); findings told in the framework's keys."""
     from eosguard.checks.configs import RunTokenizer, advise, check_training_config, model_config, read_training_config
     from eosguard.checks.doctor import diagnose_run
+    from eosguard.checks.preference_configs import advise_preference, check_preference_config, rows_length
 
     assert options.config is not None
     cfg = read_training_config(options.config)
@@ -222,7 +252,7 @@ def _config(options: DoctorOptions, show: int) -> DoctorReport:
     else:
         args = dict(options.template_args)
         diagnose_run(setup.tokenizer, report, model_path=options.model, prepared=prepared, show=show,
-                     template_args=args)  # fmt: skip
+                     template_args=args, max_length=rows_length(cfg))  # fmt: skip
         stops = report.facts.get("stop_tokens") or None
     model = model_config(cfg)
     run = RunTokenizer(
@@ -230,10 +260,12 @@ def _config(options: DoctorOptions, show: int) -> DoctorReport:
         setup.template.source or "", model.get("model_type"), setup.multipiece, bool(model.get("tie_word_embeddings")),
     )  # fmt: skip
     check_training_config(cfg, run, report)
+    check_preference_config(cfg, setup.tokenizer, report)
     if not prepared:
         where = options.prepared or cfg.get("tokenized_path") or cfg.get("dataset_prepared_path")
         report.step("prepared rows", None, f"skipped: {'no local ' + str(where) if where else 'the config names none'}")
     advise(cfg, report)
+    advise_preference(cfg, report)
     return report.sort()
 
 
