@@ -1,6 +1,6 @@
 """The `eosguard` command table: each command parses its options and calls one library function.
 
-    eosguard demo         -> eosguard.recipes.demo.demo                  the bug and the fix side by side (main job)
+    eosguard demo         -> eosguard.recipes.demos.demo                 the bug and the fix side by side (main job)
     eosguard doctor       -> eosguard.recipes.doctor.doctor              every way a setup loses the stop token
     eosguard train        -> eosguard.recipes.train.train_from_config    fine-tune with the stop token guaranteed
     eosguard prepare      -> eosguard.recipes.prepare.prepare_dataset    conversations to a tokenized `datasets` folder
@@ -255,7 +255,7 @@ def demo(
 ) -> None:
     """The bug report, broken setup and fix side by side: pad = eos vs eosguard, same model, data, steps and seed.
     --out: a folder for report.json / .md / .png / .html and the models."""
-    from eosguard.recipes.demo import demo as run_demo
+    from eosguard.recipes.demos import demo as run_demo
 
     report = run_demo(out, model, stage=stage, quick=quick, log=show.log)
     show.lines([(out / "report.md").read_text()])

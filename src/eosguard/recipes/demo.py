@@ -28,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -357,25 +357,3 @@ def eosguard_sft(model: Any, tok: Any, renderer: ChatRenderer, train: list[Conve
     examples, _ = build_examples(train, renderer, max_length=s.max_length)
     collator = guard(PadCollator(pad_token_id=tok.pad_token_id, padding_side="right"), tok)
     return _finetune(model, tok, examples, collator, s, out)
-
-
-DemoModel = Literal["tiny", "smollm2"]
-DemoStage = Literal["sft", "dpo"]
-
-
-def demo(
-    out_dir: str | Path, model: DemoModel = "tiny", *, stage: DemoStage = "sft", quick: bool = False, log: Any = print
-) -> dict[str, Any]:
-    """`eosguard demo`: the real SmolLM2 (`run_real_demo`) or the tiny model (`run_demo`), full or quick; `stage`
-    dpo: preference and RL training after eosguard's SFT, on SmolLM2 (`eosguard.recipes.demo_preference`)."""
-    if stage == "dpo":
-        from eosguard.base.errors import EosguardError
-        from eosguard.recipes.demo_preference import PreferenceDemoSettings, run_preference_demo
-
-        if model != "smollm2":
-            raise EosguardError("--stage dpo runs on the real model", hint="eosguard demo --model smollm2 --stage dpo")
-        settings = PreferenceDemoSettings.quick() if quick else PreferenceDemoSettings()
-        return run_preference_demo(out_dir, settings, log=log)
-    if model == "smollm2":
-        return run_real_demo(out_dir, RealDemoSettings.quick() if quick else RealDemoSettings(), log=log)
-    return run_demo(out_dir, DemoSettings.quick() if quick else DemoSettings(), log=log)
