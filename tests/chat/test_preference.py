@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from eosguard.base.errors import DataError
-from eosguard.chat.preference import PreferenceStats, fit_preference, render_preferences
+from eosguard.chat.preference import (
+    PreferenceStats,
+    earlier_turns_dropped,
+    fit_preference,
+    fit_preferences,
+    render_preferences,
+)
 from eosguard.chat.render import ChatRenderer
 from eosguard.data.preferences import parse_preference
 from eosguard.testing.fixtures import demo_tokenizer, family_tokenizer
@@ -84,19 +90,26 @@ def test_plain_text_completions_are_closed_exactly_once_and_counted():
     assert (stats.closer_added, stats.closer_kept, stats.closer_doubled) == (1 + len(cases), 1, 2)
 
 
-def test_over_length_cuts_the_prompt_from_the_left_never_a_completion():
+def test_over_length_drops_whole_earlier_turns_never_a_completion():
     tok = demo_tokenizer()
-    record = parse_preference(PAIRS[1])
-    (row,) = render_preferences(ChatRenderer(tok), [record])
+    renderer = ChatRenderer(tok)
+    record = parse_preference(PAIRS[1])  # two user turns: the first exchange can go
+    (row,) = render_preferences(renderer, [record])
+    (last,) = render_preferences(renderer, [earlier_turns_dropped(record)])
     longest = max(len(c) for c in row.completions)
-    limit = longest + 3
-    cut = fit_preference(row, limit, "truncate")
-    assert cut.truncated and len(cut.prompt_ids) == 3 and cut.prompt_ids.tolist() == row.prompt_ids[-3:].tolist()
-    assert all(np.array_equal(a, b) for a, b in zip(cut.completions, row.completions, strict=True))
-    assert fit_preference(row, longest, "truncate") is None  # not even one prompt token fits: dropped
-    assert fit_preference(row, limit, "drop") is None
+    stats = PreferenceStats()
+    (kept,) = fit_preferences([record], renderer, stats, max_length=len(last.prompt_ids) + longest)
+    assert kept.truncated and kept.prompt_ids.tolist() == last.prompt_ids.tolist()
+    assert "Hello! How can I help?" not in tok.decode(kept.prompt_ids)  # the first exchange, whole, and no more
+    assert all(np.array_equal(a, b) for a, b in zip(kept.completions, row.completions, strict=True))
+    assert (stats.records, stats.rows, stats.truncated) == (1, 1, 1)
+    # No turn left to drop: the pair goes, counted; `drop` drops it at once; `error` names it.
+    too_short = len(last.prompt_ids) + longest - 1
+    assert not list(fit_preferences([record], renderer, stats, max_length=too_short))
+    assert not list(fit_preferences([record], renderer, stats, max_length=len(row.prompt_ids), over_length="drop"))
+    assert stats.dropped_too_long == 2
     with pytest.raises(DataError, match="longer than max_length"):
-        fit_preference(row, limit, "error")
+        fit_preference(row, too_short, "error")
     assert fit_preference(row, 10_000, "error") is row
 
 

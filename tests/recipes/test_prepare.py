@@ -130,3 +130,14 @@ def test_an_example_too_long_under_over_length_error_names_its_line(tmp_path, da
             tmp_path / "o",
             RenderSettings(max_length=16, over_length="error"),
         )
+
+
+def test_preference_pairs_stop_short_on_the_rejected_side():
+    """The demo's pairs: chosen the right answer, rejected the same answer stopped short (a prefix of it)."""
+    from eosguard.recipes.tasks import PAIR_TASKS, preference_pairs
+
+    pairs = preference_pairs(list(PAIR_TASKS), 40, seed=3)
+    assert {p["task"] for p in pairs} == set(PAIR_TASKS)
+    for p in pairs:
+        chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
+        assert chosen.startswith(rejected) and len(rejected) < len(chosen)

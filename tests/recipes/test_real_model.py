@@ -91,3 +91,24 @@ def test_real_demo_quick_writes_the_same_report_as_the_tiny_demo(smollm2, tmp_pa
     for name, run in report["runs"].items():
         assert (tmp_path / name / "model.gguf").is_file()
         assert run["served"]["stop_rate"] == pytest.approx(run["stop_rate"], abs=0.21), name  # 1 prompt in 5
+
+
+def test_preference_demo_quick_writes_its_report(smollm2, tmp_path):
+    """`eosguard demo --stage dpo` in miniature: SFT, DPO the way TRL runs it and on eosguard's rows, GRPO's first
+    step with both stop sets; the doctor's finding on each DPO run, and the report."""
+    from eosguard.recipes.demo import RealDemoSettings
+    from eosguard.recipes.demo_preference import PreferenceDemoSettings, run_preference_demo
+
+    sft = RealDemoSettings(n_train=8, n_eval=5, steps=1)
+    s = PreferenceDemoSettings(n_pairs=16, steps=1, grpo_prompts=1, grpo_generations=2, max_new_tokens=8, sft=sft)
+    report = run_preference_demo(tmp_path, s, log=lambda _: None)
+    runs = report["runs"]
+    assert set(runs) == {"base", "broken", "eosguard"} and runs["eosguard"]["findings"] == []
+    assert "chosen-loses-stop" in runs["broken"]["findings"]  # TRL's rows at max_length 37: chosen lose <|im_end|>
+    lengths = report["dpo_max_length"]
+    assert lengths["broken"] == 37 < lengths["eosguard"]  # eosguard's run holds every pair whole
+    grpo = report["grpo_first_step"]
+    assert grpo["base-style"]["stop_ids"] == [0] and grpo["template"]["stop_ids"] == [0, 2]
+    assert grpo["base-style"]["completions"] == 2 and "GRPO's first step" in (tmp_path / "report.md").read_text()
+    for name in runs:
+        assert (tmp_path / name / "model" / "model.safetensors").exists()

@@ -324,7 +324,7 @@ FINDINGS: dict[str, FindingSpec] = {
             "than undesirable): the loss teaches the model not to stop (count of pairs)",
             "a `max_length` that holds every pair whole (TRL's DPOConfig / KTOConfig; LLaMA-Factory's `cutoff_len`; "
             "axolotl's `sequence_len` with `excess_length_strategy: drop`), or drop the pairs that do not fit; "
-            "`eosguard prepare` cuts prompts from the left, never a completion",
+            "`eosguard prepare` drops whole earlier turns of prompts, never a completion",
         ),
         FindingSpec(
             "prompt-not-prefix",

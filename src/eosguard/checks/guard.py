@@ -157,7 +157,7 @@ class StopTokenChecker:
                 f"{check.unclosed_turns} of {check.supervised_turns} completions in this batch end without their "
                 f"{stops}: cut at max_length (TRL's collator keeps the start of prompt + completion), they teach the "
                 "model to run on. Fix: a max_length that holds every prompt and completion (eosguard's preference "
-                "rows fit it, cutting prompts from the left), or truncation_mode='keep_end'."
+                "rows fit it, dropping whole earlier turns of a prompt), or truncation_mode='keep_end'."
             )
         if check.stop_masked == 0:
             return None

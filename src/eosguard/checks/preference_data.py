@@ -6,8 +6,8 @@
   (`_tokenizer`) and on TRL's own config (`DPOConfig` / `KTOConfig` with the run's `max_length` and
   `truncation_mode`): the eos it appends, the prompt it cuts, the rows it drops are TRL's, never re-implemented;
 - `--collator eosguard`: eosguard's rows (`eosguard.chat.preference.fit_preferences`: each completion through its
-  closing sequence once, prompts cut from the left to fit), which the audit must pass: a check that the audit agrees
-  with the renderer.
+  closing sequence once, prompts shortened by whole turns to fit), which the audit must pass: a check that the audit
+  agrees with the renderer.
 
 What TRL 1.16 does to the stop token there, read in its source: `_prepare_dataset` appends `tokenizer.eos_token` to
 every plain-text completion that does not already end with it (text already templated, `...<|im_end|>\\n`, gets a
@@ -208,7 +208,8 @@ def trl_rows(records: Sequence[Preference], tok: Any, max_length: int, mode: Mod
         args = config(output_dir=out, max_length=max_length, report_to=[], use_cpu=True, bf16=False,
                       **({"truncation_mode": mode} if paired else {}))  # fmt: skip
         for source, group in itertools.groupby(records, key=lambda r: r.source):
-            rows = [{**trl_record(r), "eosguard_line": r.line} for r in group]
+            # a record read from a file keeps its line; one made in memory its place in the list (1-based)
+            rows = [{**trl_record(r), "eosguard_line": r.line or k} for k, r in enumerate(group, start=1)]
             try:
                 prepared = trainer._prepare_dataset(stand_in, datasets.Dataset.from_list(rows), tok, args, "train")
             except Exception as exc:  # TRL's own failure on these records: its message, with the file
@@ -242,7 +243,7 @@ def _quiet() -> Iterator[None]:
 
 
 def eosguard_rows(records: Sequence[Preference], renderer: ChatRenderer, max_length: int) -> Iterator[PreferenceBatch]:
-    """eosguard's rows of the records (each completion closed once, prompts cut from the left to fit
+    """eosguard's rows of the records (each completion closed once, prompts shortened by whole turns to fit
     `max_length`), one batch per input file."""
     from eosguard.chat.preference import PreferenceStats, fit_preferences
 

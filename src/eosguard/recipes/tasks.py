@@ -182,42 +182,34 @@ def agent_conversations(n: int, *, seed: int, end_on_call: bool = False) -> list
     return out
 
 
-# Preference pairs over the same tasks: the chosen reply answers right and says why in one sentence (a preference
-# data set's usual shape: chosen replies longer than rejected ones), the rejected one answers wrong, bare.
-_WHY: dict[str, Callable[[str, str], str]] = {
-    "add": lambda prompt, answer: f"{answer}, because {prompt.removeprefix('Add: ')} is {answer}.",
-    "first": lambda prompt, answer: f"{answer}, the word the list {prompt.removeprefix('First word: ')} opens with.",
-    "last": lambda prompt, answer: f"{answer}, the word the list {prompt.removeprefix('Last word: ')} ends with.",
-    "count": lambda prompt, answer: f"{answer}, since {prompt.removeprefix('Count the words: ')} has {answer} words.",
-    "sort": lambda prompt, answer: f"{answer}, which puts {prompt.removeprefix('Sort: ')} in alphabetical order.",
-}
+# Preference pairs over the same tasks: the chosen reply the right answer, the rejected one the same answer stopped
+# short (a number missing its last digit, a word cut in half, a list missing its last words): chosen replies are the
+# longer ones, as in most preference data, and the lesson of each pair is where to stop.
+PAIR_TASKS: tuple[str, ...] = ("add", "first", "last", "sort")
 
 
-def _wrong(name: str, prompt: str, answer: str) -> str:
-    """A wrong answer of the right shape."""
-    words = prompt.split(": ", 1)[-1].split()
-    return {
-        "add": lambda: str(int(answer) + 1),
-        "first": lambda: words[1],
-        "last": lambda: words[0],
-        "count": lambda: str(len(words) + 1),
-        "sort": lambda: " ".join(reversed(sorted(words))),
-    }[name]()
+def _short(answer: str) -> str:
+    """The answer stopped short: a list without its later words, a word or number without its end."""
+    words = answer.split()
+    if len(words) > 1:
+        return " ".join(words[: (len(words) + 1) // 2])
+    return answer[: max(1, len(answer) // 2)] if len(answer) > 1 else answer
 
 
 def preference_pairs(task_names: list[str], n: int, *, seed: int, exclude: set[str] | None = None) -> list[dict]:
     """`n` preference records in TRL's conversational format (`prompt`, `chosen`, `rejected`) over the tasks: the
-    chosen reply right with one sentence of why, the rejected one wrong and bare; prompts as `make_conversations`
-    draws them."""
+    chosen reply the right answer, the rejected one stopped short; prompts as `make_conversations` draws them."""
     out = []
     for conv in make_conversations(task_names, n, seed=seed, exclude=exclude):
-        name = conv.source.removeprefix("task:")
         system, user, reply = conv.messages
-        prompt = [system.as_dict(), user.as_dict()]
-        chosen = _WHY[name](user.content, reply.content)
-        rejected = _wrong(name, user.content, reply.content)
-        out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}], "task": name})  # fmt: skip
+        if _short(reply.content) == reply.content:
+            raise ValueError(f"{conv.source}: an answer of one character has no shorter form")
+        out.append({
+            "prompt": [system.as_dict(), user.as_dict()],
+            "chosen": [{"role": "assistant", "content": reply.content}],
+            "rejected": [{"role": "assistant", "content": _short(reply.content)}],
+            "task": conv.source.removeprefix("task:"),
+        })  # fmt: skip
     return out
 
 

@@ -99,8 +99,12 @@ def doctor_gate(cfg: TrainConfig, data: TrainData, *, force: bool, log: Callable
     refuses the run (RefusedByDoctor, exit 1) unless forced."""
     from eosguard.checks.doctor import diagnose
 
-    doctor = diagnose(
-        data.tokenizer, conversations=data.conversations[:256], max_length=cfg.max_length, tools=data.tools
+    doctor = diagnose(  # eosguard's own rows: of the conversations, or of the preference records
+        data.tokenizer,
+        conversations=data.conversations[:256],
+        preferences=list(data.preferences[:256]) or None,
+        max_length=cfg.max_length,
+        tools=data.tools,
     )
     for f in doctor.findings:
         log(f"doctor: [{f.severity}] {f.id}: {f.message}")

@@ -15,6 +15,7 @@ from eosguard.chat.preference import PreferenceStats
 from eosguard.chat.render import ChatRenderer
 from eosguard.chat.tokenizer_setup import SetupReport
 from eosguard.data.conversations import Conversation
+from eosguard.data.preferences import Preference
 
 
 @dataclass
@@ -30,6 +31,7 @@ class TrainData:
     load_summary: str
     prep: PrepStats | PreferenceStats
     tools: tuple[dict[str, Any], ...] | None = None  # offered in conversations that bring none (data.tools)
+    preferences: Sequence[Preference] = ()  # DPO / KTO: the records read (the doctor audits their rows)
 
     def renderer(self) -> ChatRenderer:
         """The renderer of held-out prompts: this run's tokenizer and default tools."""

@@ -1,13 +1,14 @@
 """`eosguard train` with `method: dpo | kto`: preference training on TRL's own trainers, the stop token kept.
 
 The run's phases are SFT's (`eosguard.recipes.train`): the tokenizer set up (a pad that is never a stop token: TRL
-would set pad = eos and save it), the doctor gate, the model (embeddings grown, LoRA training new stop rows), a folder
-that stops by itself. What differs: the data are preference records rendered into TRL's rows by the one renderer
-(`eosguard.chat.preference`: each completion after the generation prompt, through its closing sequence once; over
-length the prompt is cut from the left, never a completion), or a folder `eosguard prepare` wrote; and the trainer is
-TRL's `DPOTrainer` / `KTOTrainer` taking those rows as written (`eosguard.integrations.preference.rows_trainer`), its
-own collator guarded (every completion's closer inside TRL's completion mask, or the run stops), its loss and
-reference unchanged (the reference is the model training starts from), with eosguard's crash-safe checkpoints.
+would set pad = eos and save it), the doctor gate, the model (embeddings grown, LoRA training new stop rows), a
+folder that stops by itself. What differs: the data are preference records rendered into TRL's rows by the one
+renderer (`eosguard.chat.preference`: each completion after the generation prompt, through its closing sequence
+once; over length whole earlier turns of the prompt are dropped, never a completion), or a folder `eosguard prepare`
+wrote; and the trainer is TRL's `DPOTrainer` / `KTOTrainer` taking those rows as written
+(`eosguard.integrations.preference.rows_trainer`), its own collator guarded (every completion's closer inside TRL's
+completion mask, or the run stops), its loss and reference unchanged (the reference is the model training starts
+from), with eosguard's crash-safe checkpoints.
 
 Run as:
     eosguard train dpo.yaml          # method: dpo, data.train: pairs.jsonl
@@ -89,7 +90,8 @@ def load_preference_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainD
     fitted = fit_preferences(records, renderer, prep, max_length=cfg.max_length, over_length=cfg.over_length)
     rows = datasets.Dataset.from_list([r.columns() for r in fitted])
     log(f"{kind} preferences: {prep.summary()}")
-    return TrainData(tok, setup, [], held_out(eval_records), rows, load_report.summary(), prep, settings.tools)
+    summary = load_report.summary()
+    return TrainData(tok, setup, [], held_out(eval_records), rows, summary, prep, settings.tools, records)
 
 
 def preference_trainer(cfg: TrainConfig, data: Any, model: Any, args: Any, callbacks: list[Any]) -> Any:
