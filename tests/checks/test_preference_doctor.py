@@ -106,7 +106,10 @@ def test_keep_start_truncation_of_longer_chosen_completions_teaches_not_to_stop(
         assert code == 1 and found["chosen-loses-stop"]["count"] == N
         assert found["truncation-drops-eos"]["count"] == N and "6 chosen)" in found["truncation-drops-eos"]["message"]
         assert facts(report)["pairs_only_rejected_without_stop"] == 0
-    else:  # the run's length holds every pair, eosguard cut the prompts to fit, or keep_end kept the stop tokens
+    elif collator == "eosguard":  # one-turn prompts: no earlier turn to drop, so eosguard drops each pair, counted
+        assert code == 0 and not found and facts(report)["dropped_too_long_to_hold_whole"] == N
+        assert "6 records dropped by eosguard" in json.dumps(report["steps"]) and "skipped" in json.dumps(report["steps"])
+    else:  # the run's length holds every pair, or keep_end kept the stop tokens
         assert code == 0 and not found and facts(report)["without_stop"] == {"chosen": 0, "rejected": 0}
     if mode == "keep_end":
         assert (

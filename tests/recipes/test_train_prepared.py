@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from eosguard.cli.app import app
+from eosguard.recipes.prepare import FORMAT_VERSION
 
 runner = CliRunner()
 YAML = Path(__file__).parents[1] / "inputs" / "tiny.yaml"
@@ -42,7 +43,7 @@ def prepared(tiny_model_dir, task_files, tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "eosguard_prepare.json").read_text())
-    assert manifest["format"] == 4 and manifest["tokenizer_key"] and manifest["prep"]["examples"] == 240
+    assert manifest["format"] == FORMAT_VERSION and manifest["tokenizer_key"] and manifest["prep"]["examples"] == 240
     return out
 
 

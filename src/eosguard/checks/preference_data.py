@@ -41,7 +41,8 @@ import numpy as np
 from eosguard.base.errors import EosguardError
 from eosguard.chat.render import ChatRenderer
 from eosguard.chat.templates import ChatTemplate
-from eosguard.checks.preference_rows import TRL_MAX_LENGTH, Mode, audit_preferences
+from eosguard.checks.preference_report import audit_preferences
+from eosguard.checks.preference_rows import TRL_MAX_LENGTH, Mode
 from eosguard.checks.report import DoctorReport
 from eosguard.data.conversations import Message
 from eosguard.data.preference_rows import PreferenceBatch, preference_batch, preference_kind, read_preference_rows
@@ -252,7 +253,7 @@ def eosguard_rows(records: Sequence[Preference], renderer: ChatRenderer, max_len
         made = list(fit_preferences(chunk, renderer, stats, max_length=max_length))
         lines = [row.line if row.line is not None else i for i, row in enumerate(made)]
         kind = "paired" if chunk[0].rejected is not None else "unpaired"
-        yield preference_batch([row.columns() for row in made], source, lines, kind, stats.dropped_too_long)
+        yield preference_batch([row.columns() for row in made], source, lines, kind, too_long=stats.dropped_too_long)
 
 
 __all__ = [

@@ -45,7 +45,8 @@ class PreferenceBatch:
     """Consecutive preference rows of one source: the prompts flat (`prompt`, row i at
     `prompt_offsets[i]:prompt_offsets[i + 1]`), each side's completions flat the same way (`sides`: chosen and
     rejected, or the one completion), `label` (unpaired: desirable or not; None: no such column); `first`, `lines`,
-    `columns` as `RowBatch` has them; `dropped`: rows the tool dropped before it made these."""
+    `columns` as `RowBatch` has them; `dropped`: rows TRL dropped before it made these (the prompt alone fills
+    max_length); `too_long`: records eosguard dropped (too long to hold whole once no earlier turn is left to drop)."""
 
     source: str
     first: int
@@ -56,7 +57,8 @@ class PreferenceBatch:
     label: np.ndarray | None
     lines: list[int] | None
     columns: tuple[str, ...]
-    dropped: int = 0  # rows dropped before these were made (TRL drops those whose prompt alone fills max_length)
+    dropped: int = 0
+    too_long: int = 0
 
     def __len__(self) -> int:
         return len(self.prompt_offsets) - 1
@@ -174,18 +176,18 @@ def read_preference_rows(path: str | Path, tokens: int = TOKENS) -> Iterator[Pre
 
 
 def preference_batch(
-    rows: list[dict[str, Any]], source: str, lines: list[int] | None, kind: Kind, dropped: int = 0
+    rows: list[dict[str, Any]], source: str, lines: list[int] | None, kind: Kind, dropped: int = 0, too_long: int = 0
 ) -> PreferenceBatch:
     """Preference rows held in memory (TRL's prepared dataset, eosguard's `PreferenceRow.columns()`) as one batch, read
-    by the same rule as a file's; `dropped`: rows the tool dropped before it made these."""
+    by the same rule as a file's; `dropped`, `too_long`: records left out before these were made (`PreferenceBatch`)."""
     if not rows:
         none = np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        return PreferenceBatch(source, 0, kind, *none, {s: none for s in SIDES[kind]}, None, [], (), dropped)
+        return PreferenceBatch(source, 0, kind, *none, {s: none for s in SIDES[kind]}, None, [], (), dropped, too_long)
     found = kind_of(list(rows[0]))
     if found != kind:
         raise DataError(f"no {kind} preference rows of ids (columns: {', '.join(rows[0])})", path=source)
     batch = from_dicts(rows, source, lines, LAYOUTS[found])
-    batch.dropped = dropped
+    batch.dropped, batch.too_long = dropped, too_long
     return batch
 
 
