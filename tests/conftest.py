@@ -127,7 +127,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order
 
 
-collect_ignore = ["slow_save.py", "inputs"]  # a helper script run as a subprocess, and the scripts that wrote the inputs: not test modules
+# not test modules: a helper script run as a subprocess, and the scripts that wrote the inputs
+collect_ignore = ["slow_save.py", "inputs"]
 
 
 from tests.browser import browser, open_page  # noqa: E402, F401  (fixtures for the page tests)

@@ -161,6 +161,15 @@ def test_llamafactory_new_tokens_follow_its_resize_rule(tmp_path, toks):
     fixed = config(tmp_path, "fixed.yaml", broken.read_text().replace("additional_target: embed_tokens\n", ""))
     code, found, _ = doctor("--config", fixed, "--tokenizer", toks["mistral-base"])
     assert code == 0 and not found
+    # `new_special_tokens_config` (a YAML of tokens to descriptions) becomes `add_special_tokens`: resized, trained
+    (tmp_path / "tokens.yaml").write_text("'<tool_call>': start of a tool call\n")
+    unresized_text = fixed.read_text().replace("resize_vocab: true\n", "")
+    described = config(tmp_path, "described.yaml", unresized_text + "new_special_tokens_config: tokens.yaml\n")
+    code, found, report = doctor("--config", described, "--tokenizer", toks["mistral-base"])
+    assert code == 0 and not found and "<tool_call>" in step(report, "tokenizer as llamafactory")["detail"]
+    described.write_text(unresized_text + "new_special_tokens_config: missing.yaml\n")
+    result = CliRunner().invoke(app, ["doctor", "--config", str(described), "--tokenizer", str(toks["mistral-base"])])
+    assert result.exit_code == 2 and "missing.yaml: no such file" in result.output
     # A template's new stop words without `resize_vocab`: LLaMA-Factory only warns; their ids have no trained row.
     unresized = config(tmp_path, "unresized.yaml", fixed.read_text().replace("resize_vocab: true\n", ""))
     code, found, _ = doctor("--config", unresized, "--tokenizer", toks["mistral-base"])
@@ -182,7 +191,31 @@ def test_config_takes_the_given_rows_and_template_arguments_and_refuses_what_doe
         (["--gguf", "x.gguf", "--data", "c.jsonl"], "--data does not combine with --gguf"),
         (["--tokenizer", smol, "--data", "c.jsonl", "--prepared", "rows"], "--data does not combine with --prepared"),
         (["--modelfile", "Modelfile", "--max-length", "64"], "--max-length does not combine with --modelfile"),
+        (["--config", config(tmp_path, "both.yaml", "base_model: x\nmodel_name_or_path: y\n")], "both axolotl's"),
     ):
         result = CliRunner().invoke(app, ["doctor", *map(str, args)])
         assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output
+
+
+def test_llamafactory_named_template_says_what_it_could_not_read_and_reads_it_where_installed(tmp_path, monkeypatch):
+    """`template: qwen` on Qwen2.5 base (eos <|endoftext|>): LLaMA-Factory's `replace_eos` makes <|im_end|> the eos.
+    Not installed here, the doctor says it could not read that; installed, it reads and applies it."""
+    qwen = tmp_path / "qwen-base"
+    family_tokenizer("qwen2.5", base=True).save_pretrained(qwen)
+    path = config(tmp_path, "lf.yaml", "model_name_or_path: x\ntemplate: qwen\n")
+    _, _, report = doctor("--config", path, "--tokenizer", qwen)
+    detail = step(report, "tokenizer as llamafactory")["detail"]
+    assert "`replace_eos`" in detail and "could not be read" in detail and "eos <|endoftext|>" in detail
+    package = tmp_path / "site" / "llamafactory"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data" / "template.py").write_text(
+        'register_template(name="qwen", format_user=StringFormatter(slots=["<|im_start|>user\\n{{content}}<|im_end|>'
+        '\\n<|im_start|>assistant\\n"]), format_assistant=StringFormatter(slots=["{{content}}<|im_end|>\\n"]), '
+        'stop_words=["<|im_end|>"], replace_eos=True)\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _, _, report = doctor("--config", path, "--tokenizer", qwen)
+    detail = step(report, "tokenizer as llamafactory")["detail"]
+    assert "`replace_eos` makes <|im_end|> the eos" in detail and "could not be read" not in detail

@@ -204,7 +204,7 @@ CHATML_EOS_AT_THE_END = (  # no token after any turn, eos once after the whole c
 
 
 def model_folder(path, tok, eos_ids):
-    """A model folder as the doctor reads it: config.json and generation_config.json (it never reads weights)."""
+    """A model folder with config.json and generation_config.json, no weights (the weights check is skipped)."""
     path.mkdir()
     (path / "config.json").write_text(json.dumps({"vocab_size": len(tok), "eos_token_id": eos_ids[0]}))
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos_ids}))
@@ -249,6 +249,10 @@ def test_online_rl_stop_set_of_a_base_model_given_a_chat_template(tmp_path):
 
     code, rl_ids, found = run("base", [end])
     assert code == 1 and rl_ids == [end]
+    alone = model_folder(tmp_path / "alone", tok, [end])
+    tok.save_pretrained(alone)  # a saved run's folder holds its tokenizer: --model alone reads it
+    code, out = doctor("--model", alone, "--json")
+    assert code == 1 and json.loads(out)["facts"]["rl_stop_ids"] == [end]
     message = found["generation-eos-mismatch"]["message"]
     assert f"vLLM and TRL's GRPOTrainer / RLOOTrainer stop on [{end}]" in message
     assert f"miss <|im_end|> (id {im_end}; final answers) too" in message

@@ -108,7 +108,9 @@ def test_keep_start_truncation_of_longer_chosen_completions_teaches_not_to_stop(
         assert facts(report)["pairs_only_rejected_without_stop"] == 0
     elif collator == "eosguard":  # one-turn prompts: no earlier turn to drop, so eosguard drops each pair, counted
         assert code == 0 and not found and facts(report)["dropped_too_long_to_hold_whole"] == N
-        assert "6 records dropped by eosguard" in json.dumps(report["steps"]) and "skipped" in json.dumps(report["steps"])
+        assert "6 records dropped by eosguard" in json.dumps(report["steps"]) and "skipped" in json.dumps(
+            report["steps"]
+        )
     else:  # the run's length holds every pair, or keep_end kept the stop tokens
         assert code == 0 and not found and facts(report)["without_stop"] == {"chosen": 0, "rejected": 0}
     if mode == "keep_end":
@@ -270,3 +272,28 @@ def test_options_that_do_not_apply_to_the_data_are_refused(files, tmp_path, data
                                                  {"role": "assistant", "content": "Hello"}]}) + "\n")  # fmt: skip
     result = CliRunner().invoke(app, ["doctor", "--tokenizer", str(files["qwen"]), "--data", str(path), *extra])
     assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize("collator", ["trl", "eosguard"])
+def test_a_file_mixing_preference_formats_is_refused_at_its_line(files, tmp_path, collator):
+    """TRL reads paired or unpaired, messages or text, off the first record (a pyarrow error on the rest)."""
+    first = json.loads(files["messages"].read_text().splitlines()[0])
+    for other in (RECORDS["untemplated"](1), RECORDS["kto-long"](1)):
+        path = tmp_path / "mixed.jsonl"
+        path.write_text(json.dumps(first) + "\n" + json.dumps(other) + "\n")
+        result = CliRunner().invoke(app, ["doctor", "--tokenizer", str(files["qwen"]), "--data", str(path),
+                                          "--collator", collator])  # fmt: skip
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"{path}:2" in output and "where line 1 is a paired conversational" in output
+
+
+def test_rows_eosguard_prepared_read_with_another_tokenizer_exit_2(files, tmp_path):
+    """The ids would mean other text: every finding on them would be false (exit 2, not 1); its twin passes."""
+    out = tmp_path / "rows"
+    result = CliRunner().invoke(app, ["prepare", str(files["messages"]), "--tokenizer", str(smollm2_model_dir()),
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["doctor", "--tokenizer", str(files["qwen"]), "--prepared", str(out)])
+    assert result.exit_code == 2 and "with another tokenizer" in result.output and "Traceback" not in result.output
+    code, found, _ = doctor("--tokenizer", smollm2_model_dir(), "--prepared", out)
+    assert code == 0 and not found

@@ -54,7 +54,7 @@ READ: dict[Framework, tuple[str, ...]] = {
     ),
     "llamafactory": (
         "model_name_or_path", "template", "train_on_prompt", "finetuning_type", "additional_target", "resize_vocab",
-        "add_tokens", "add_special_tokens", "tokenized_path",
+        "add_tokens", "add_special_tokens", "new_special_tokens_config", "tokenized_path",
     ),
 }  # fmt: skip
 SHOWN: dict[Framework, tuple[str, ...]] = {
@@ -93,6 +93,27 @@ class TrainingConfig:
     def top(self) -> dict[str, Any]:
         """The top-level settings, as the framework reads them."""
         return {k: s.value for k, s in self.settings.items() if "." not in k and "[" not in k}
+
+    def framework_settings(self) -> dict[str, Any]:
+        """The top-level settings after the framework's own rewriting: LLaMA-Factory 0.9.5 replaces
+        `add_special_tokens` with the keys of the YAML file `new_special_tokens_config` names (tokens to
+        descriptions; `hparams/model_args.py`), read from the working directory as it does, else beside the config."""
+        top = self.top
+        name = top.get("new_special_tokens_config") if self.framework == "llamafactory" else None
+        if not name:
+            return top
+        found = next((p for p in (Path(name), self.path.parent / name) if p.is_file()), None)
+        try:
+            mapping = yaml.safe_load(found.read_text(encoding="utf-8")) if found else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{self.at('new_special_tokens_config')}: cannot read {found}: {exc}") from None
+        if not isinstance(mapping, dict):
+            what = "no such file (from the working directory or the config's)" if found is None else "not a mapping"
+            raise ConfigError(
+                f"{self.at('new_special_tokens_config')}: {name}: {what}; LLaMA-Factory needs a YAML mapping of new "
+                "special tokens to descriptions there, and stops too"
+            )
+        return {**top, "add_special_tokens": [str(k) for k in mapping]}
 
     @property
     def model(self) -> str | None:
@@ -144,7 +165,13 @@ def read_training_config(path: str | Path) -> TrainingConfig:
     settings: dict[str, Setting] = {}
     _flatten(root, "", settings)
     top = {k for k in settings if "." not in k and "[" not in k}
-    if top & LLAMAFACTORY_KEYS and "base_model" not in top:
+    if "base_model" in top and "model_name_or_path" in top:
+        raise ConfigError(
+            f"{p}:{settings['model_name_or_path'].line}: both axolotl's `base_model` (line "
+            f"{settings['base_model'].line}) and LLaMA-Factory's `model_name_or_path`: which framework runs it is "
+            "unclear; keep the one framework's keys"
+        )
+    if top & LLAMAFACTORY_KEYS:
         return TrainingConfig(p, "llamafactory", settings)
     if top & AXOLOTL_KEYS:
         return TrainingConfig(p, "axolotl", settings)
@@ -276,10 +303,12 @@ def _axolotl_new_tokens(cfg: TrainingConfig, run: RunTokenizer, report: DoctorRe
     new = [t for t in run.added or [] if t != (cfg.get("special_tokens") or {}).get("pad_token")]
     used, notes = _used_new_tokens(run, new)
     if used:
+        given = cfg.get("lora_modules_to_save") is not None
+        modules = f"`lora_modules_to_save: {saved}`" if given else "no `lora_modules_to_save`"
         report.add(
             "new-token-untrained",
             f"{cfg.at('adapter')}: `adapter: {cfg.get('adapter')}` with {', '.join(used)} new to the vocabulary and "
-            f"`lora_modules_to_save: {saved}`: their embedding and output rows stay as initialised, never trained",
+            f"{modules}: their embedding and output rows stay as initialised, never trained",
         ).advice = f"axolotl: `lora_modules_to_save: {layers}`"
     return notes
 
@@ -315,7 +344,8 @@ def _llamafactory(cfg: TrainingConfig, run: RunTokenizer, report: DoctorReport) 
     used, notes = _used_new_tokens(run, run.added)
     if not used:
         return notes
-    keys = [k for k in ("add_special_tokens", "add_tokens", "additional_target", "template") if cfg.get(k)]
+    named = ("add_special_tokens", "new_special_tokens_config", "add_tokens", "additional_target", "template")
+    keys = [k for k in named if cfg.get(k)]
     why = (
         f"`additional_target: {cfg.get('additional_target')}` leaves {' and '.join(missing)} out"
         if run.resized

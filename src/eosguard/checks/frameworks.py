@@ -285,7 +285,13 @@ def llamafactory_template(name: str | None, tok: Any) -> tuple[NamedTemplate, Ll
         return NamedTemplate(None, f"`template: {name}` read from {path}"), found
     if name == "chatml":
         return NamedTemplate(None, "`template: chatml` (LLaMA-Factory 0.9.5's ChatML, built into eosguard)"), LF_CHATML
-    return _own_or_unresolved("LLaMA-Factory", "template", name, tok, "llamafactory/data/template.py"), None
+    named = _own_or_unresolved("LLaMA-Factory", "template", name, tok, "llamafactory/data/template.py")
+    if named.assumed:  # 41 of its 123 templates set `replace_eos` (qwen's: <|im_end|> becomes the eos): unread here
+        named.how += (
+            "; its `replace_eos` (which makes a template's first stop word the eos) could not be read either: the eos "
+            "shown is the tokenizer's"
+        )
+    return named, None
 
 
 # -- the tokenizer each framework trains with ----------------------------------------------------------------------

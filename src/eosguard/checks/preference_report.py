@@ -18,9 +18,9 @@ from eosguard.data.preference_rows import SIDES, PreferenceBatch
 TRL_FIX = {
     "truncation-drops-eos": "TRL: a larger `max_length` (DPOConfig / KTOConfig; default 1024), or rows that fit it: "
     "`eosguard prepare` drops whole earlier turns of a prompt, never a completion",
-    "chosen-loses-stop": "TRL: a `max_length` that holds every pair whole (DPOConfig / KTOConfig), or drop the pairs "
-    "that do not fit; `eosguard prepare --max-length N` drops whole earlier turns of prompts, never cuts a "
-    "completion",
+    "chosen-loses-stop": "TRL: a `max_length` that holds every pair (KTO: every completion) whole (DPOConfig / "
+    "KTOConfig), or drop the rows that do not fit; `eosguard prepare --max-length N` drops whole earlier turns of "
+    "prompts, never cuts a completion",
     "prompt-not-prefix": "TRL: conversational records (it renders the prompt with add_generation_prompt=True), with a "
     "template whose generation prompt is a prefix of the rendered reply; plain text: end each prompt with the "
     "generation prompt; `eosguard prepare` writes the generation prompt's own ids",
@@ -34,7 +34,8 @@ def _message(finding: str, a: PreferenceAudit, auditor: PreferenceAuditor) -> st
     tok, found = auditor.tokenizer, a.found[finding]
     closer, eos = "".join(auditor.template.closers["reply"].sequence), tok.eos_token
     total = sum(a.completions[s] for s in SIDES.get(a.kind, ()))  # type: ignore[call-overload]
-    n = f"{found.count} of {total} completions ({found.by_side()})"
+    sides = found.by_side()
+    n = f"{found.count} of {total} completions" + (f" ({sides})" if sides else "")
     limit = f"max_length={auditor.max_length}"
     if finding == "completion-unclosed":
         glm = auditor.template.closers["reply"].appended  # closed by the next turn's token, which no one appends

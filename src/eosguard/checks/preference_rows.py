@@ -80,7 +80,7 @@ class Found:
         return "; first: " + ", ".join(self.first) if self.first else ""
 
     def by_side(self) -> str:
-        return ", ".join(f"{n} {side}" for side, n in self.sides.items())
+        return ", ".join(f"{n} {side}" for side, n in self.sides.items() if side != "completion")
 
 
 @dataclass

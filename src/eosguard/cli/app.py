@@ -277,7 +277,8 @@ def prepare(
     template_arg: a.TemplateArgs = None,
     tools: a.Tools = None,
 ) -> None:
-    """Tokenize conversations into input_ids / labels columns (labels: each reply and its closing tokens). --out: a
+    """Tokenize conversations into input_ids / labels columns (labels: each reply and its closing tokens), or
+    preference records into TRL's prompt_ids / chosen_ids / rejected_ids (KTO: completion_ids, label). --out: a
     folder that loads with datasets.load_from_disk."""
     from eosguard.chat.settings import RenderSettings
     from eosguard.recipes.prepare import prepare_dataset

@@ -352,7 +352,9 @@ def parse_record(record: Any) -> tuple[tuple[Message, ...], tuple[dict[str, Any]
         raise ValueError("record has both 'messages' and 'conversations'; keep one")
     if not (has_openai or has_sharegpt):
         keys = ", ".join(sorted(map(str, record))) or "none"
-        raise ValueError(f"record has neither 'messages' nor 'conversations' (keys: {keys})")
+        pairs = {"chosen", "rejected"} <= set(record) or {"prompt", "completion", "label"} <= set(record)
+        hint = ": a preference record (DPO / KTO: `method: dpo` or `kto` in the train config)" if pairs else ""
+        raise ValueError(f"record has neither 'messages' nor 'conversations' (keys: {keys}){hint}")
     turns = record["messages" if has_openai else "conversations"]
     if not isinstance(turns, list):
         raise ValueError(f"'{'messages' if has_openai else 'conversations'}' must be a list")

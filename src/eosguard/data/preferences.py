@@ -114,7 +114,7 @@ def parse_preference(record: Any) -> Preference:
     missing = [k for k in needed if k not in record]
     if missing:
         keys = ", ".join(sorted(map(str, record))) or "none"
-        raise ValueError(f"a {'paired' if paired else 'unpaired'} record needs {', '.join(missing)} (keys: {keys})")
+        raise ValueError(f"{'a paired' if paired else 'an unpaired'} record needs {', '.join(missing)} (keys: {keys})")
     label = record.get("label")
     if not paired and not isinstance(label, bool):
         raise ValueError(f"'label' must be true or false, got {label!r}")

@@ -187,12 +187,15 @@ def validate_records(
     """Records to validated conversations (`preferences`: to `Preference` records); a bad one raises DataError
     (file:line) unless `skip_invalid`, which counts it in `report` with its reason."""
     parse = _preference if preferences else _conversation
+    first: tuple[str, int] | None = None  # preferences: the file's format, read off its first good record, and line
     for lineno, record in records:
         report.read += 1
         try:
             if isinstance(record, Exception):
                 raise record
             item = parse(record, path, lineno)
+            if preferences:
+                first = _same_format(item, lineno, first)
         except ValueError as exc:
             if not skip_invalid:
                 raise DataError(
@@ -205,6 +208,22 @@ def validate_records(
             continue
         report.used += 1
         yield item
+
+
+def _format(item: Any) -> str:
+    text = "conversational" if item.conversational else "plain-text"
+    return f"{'a paired' if item.kind == 'paired' else 'an unpaired'} {text} record"
+
+
+def _same_format(item: Any, lineno: int, first: tuple[str, int] | None) -> tuple[str, int]:
+    """One preference format a file: TRL reads paired or unpaired, messages or text, off the first record and fails
+    on the rest (a pyarrow error without a line), so a record of another format is refused here, with both lines."""
+    found = _format(item)
+    if first is not None and found != first[0]:
+        raise ValueError(
+            f"{found}, where line {first[1]} is {first[0]}: one format a file (TRL reads it off the first)"
+        )
+    return first or (found, lineno)
 
 
 def check_loaded(report: LoadReport, paths: Iterable[str | Path]) -> None:

@@ -68,8 +68,8 @@ class DoctorOptions:
             names = ", ".join(_flag(n) for n in unused)
             subject = "--prepared" if self.mode == "setup" else _flag(self.mode)
             raise EosguardError(f"{names} does not combine with {subject}: {WHY[self.mode]}", hint=HINT[self.mode])
-        if self.mode == "setup" and self.tokenizer is None:
-            raise EosguardError("give --tokenizer (a training setup), --config, --gguf or --modelfile")
+        if self.mode == "setup" and self.tokenizer is None and self.model is None:
+            raise EosguardError("give --tokenizer (a training setup), --model, --config, --gguf or --modelfile")
 
 
 _COMMON = {"tokenizer", "model", "show", "html", "template_args", "trust_remote_code"}
@@ -151,8 +151,11 @@ def _setup(options: DoctorOptions, show: int) -> list[tuple[str, DoctorReport]]:
     each collator asked."""
     from eosguard.checks.doctor import diagnose
     from eosguard.data.records import data_kind, load_conversations, load_preferences, load_tools
+    from eosguard.recipes.prepare import require_same_vocabulary
 
     tok = _tokenizer(options)
+    if options.prepared is not None:
+        require_same_vocabulary(options.prepared, tok)
     tools = list(load_tools(options.tools)) if options.tools else None
     convs, prefs, summary = None, None, None
     kind = data_kind(list(options.data)) if options.data else None
@@ -180,7 +183,7 @@ def _setup(options: DoctorOptions, show: int) -> list[tuple[str, DoctorReport]]:
         )
         if summary:
             report.facts["data"] = summary
-        check_template_files(str(options.tokenizer), report)
+        check_template_files(str(options.tokenizer or options.model), report)
         reports.append((name, report.sort()))
     return reports
 
@@ -231,6 +234,7 @@ def _config(options: DoctorOptions, show: int) -> DoctorReport:
     from eosguard.checks.configs import RunTokenizer, advise, check_training_config, model_config, read_training_config
     from eosguard.checks.doctor import diagnose_run
     from eosguard.checks.preference_configs import advise_preference, check_preference_config, rows_length
+    from eosguard.recipes.prepare import require_same_vocabulary
 
     assert options.config is not None
     cfg = read_training_config(options.config)
@@ -242,8 +246,10 @@ def _config(options: DoctorOptions, show: int) -> DoctorReport:
         check_training_config(cfg, RunTokenizer(None, None, None, why), report)
         return report.sort()
     base = _tokenizer(options, str(source), with_args=False)  # the framework may replace its template
-    setup, resized = _framework_tokenizer(cfg.framework, cfg.top, base)
+    setup, resized = _framework_tokenizer(cfg.framework, cfg.framework_settings(), base)
     prepared = [options.prepared] if options.prepared is not None else cfg.prepared()
+    for folder in prepared:
+        require_same_vocabulary(folder, setup.tokenizer)
     report = DoctorReport()
     report.step(f"tokenizer as {cfg.framework} sets it up", True, _setup_detail(setup))
     stops = None

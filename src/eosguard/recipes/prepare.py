@@ -328,6 +328,25 @@ class PreparedExamples(Sequence):
         return {"input_ids": row["input_ids"], "labels": row["labels"]}
 
 
+def require_same_vocabulary(folder: str | Path, tok: Any) -> None:
+    """Rows `eosguard prepare` wrote hold the ids of the tokenizer it saved beside them (`tokenizer/`); read with a
+    tokenizer whose tokens have other ids they would mean other text, and every finding on them would be false: a
+    DataError (exit 2). Tokens the saved one has past `tok`'s vocabulary (a pad eosguard added) are not compared.
+    Folders of other tools carry no tokenizer to compare with, and are left alone."""
+    saved = Path(folder) / "tokenizer"
+    if not (Path(folder) / MANIFEST).is_file() or not saved.is_dir():
+        return
+    ours, size = tok.get_vocab(), len(tok)
+    differ = [t for t, i in load_tokenizer(str(saved)).get_vocab().items() if i < size and ours.get(t) != i]
+    if differ:
+        raise DataError(
+            f"written by `eosguard prepare` with another tokenizer ({len(differ)} of its tokens have other ids here, "
+            f"e.g. {differ[0]!r}): these ids would be read as other text",
+            path=str(folder),
+            hint=f"--tokenizer {saved} (the tokenizer the rows were written with), or prepare them again",
+        )
+
+
 def read_prepared(
     folder: str | Path, tok: Any, settings: RenderSettings, kind: DataKind = "conversations"
 ) -> tuple[Any, dict[str, Any]]:
@@ -367,4 +386,6 @@ def read_prepared(
     return PreparedExamples(folder), manifest
 
 
-__all__ = ["PreparedExamples", "content_key", "prepare_dataset", "read_prepared", "tokenizer_key"]
+__all__ = [
+    "PreparedExamples", "content_key", "prepare_dataset", "read_prepared", "require_same_vocabulary", "tokenizer_key",
+]  # fmt: skip

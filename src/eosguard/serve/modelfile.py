@@ -41,7 +41,10 @@ from eosguard.serve.gotemplate import GoTemplateError, NotFollowed
 from eosguard.serve.ollama_choice import prefers_gguf_template
 from eosguard.serve.ollama_prompt import PROBES, OllamaGoTemplate, compare, default_system, probe
 
-_INSTRUCTION = re.compile(r"^\s*(FROM|TEMPLATE|PARAMETER|SYSTEM|ADAPTER|LICENSE|MESSAGE|REQUIRES)\b\s*(.*)$", re.I)
+# Ollama's commands (parser/parser.go `isValidCommand`); any other word opening a line makes `ollama create` fail
+COMMANDS = ("FROM", "LICENSE", "TEMPLATE", "SYSTEM", "ADAPTER", "DRAFT", "RENDERER", "PARSER", "PARAMETER", "MESSAGE",
+            "REQUIRES")  # fmt: skip
+_INSTRUCTION = re.compile(r"^\s*(" + "|".join(COMMANDS) + r")\b\s*(.*)$", re.I)
 
 
 @dataclass
@@ -101,15 +104,24 @@ def read_modelfile(path: str | Path) -> Modelfile:
     while i < len(lines):
         m = _INSTRUCTION.match(lines[i])
         if not m or lines[i].lstrip().startswith("#"):
+            if lines[i].strip() and not lines[i].lstrip().startswith("#"):
+                word = lines[i].split()[0]
+                raise DataError(
+                    f"{word!r}: Ollama's parser refuses the file here (a command must be one of "
+                    f"{', '.join(c.lower() for c in COMMANDS)})",
+                    path=str(p),
+                    line=i + 1,
+                )
             i += 1
             continue
         word, rest = m.group(1).upper(), m.group(2)
         try:
             if word == "PARAMETER":
                 name, _, value = rest.strip().partition(" ")
+                value, nxt = _value(value, lines, i)
                 if name.lower() == "stop":
-                    out.stops.append((_value(value, lines, i)[0], i + 1))
-                i += 1
+                    out.stops.append((value, i + 1))
+                i = nxt
                 continue
             value, nxt = _value(rest, lines, i)
         except ValueError as exc:
