@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from eosguard.chat.templates import TemplateError, template_for
-from eosguard.checks.configs import TrainingConfig
+from eosguard.checks.config_files import TrainingConfig
 from eosguard.checks.report import DoctorReport
 
 AXOLOTL_RL = {

@@ -33,6 +33,26 @@ def bad_row(
     return DataError(f"row {first + row}: {message}{has}", path=source)
 
 
+class RowPlaces:
+    """Where a batch's rows come from, for reports and errors: a batch class with `source`, `first` (the index of
+    its row 0 in the source), `lines` (JSONL line numbers, else None) and `columns` (the source's) gets both."""
+
+    source: str
+    first: int
+    lines: list[int] | None
+    columns: tuple[str, ...]
+
+    def where(self, row: int) -> str:
+        """A row's place, for a report: `file:line`, or `source` row N."""
+        if self.lines is not None:
+            return f"{self.source}:{self.lines[row]}"
+        return f"{self.source} row {self.first + row}"
+
+    def error(self, row: int, message: str) -> DataError:
+        """A bad row: its place (as `where`), the message, and the source's columns."""
+        return bad_row(self.source, self.first, self.lines, row, message, self.columns)
+
+
 def arrow_column(table: Any, name: str, source: str, first: int, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """One Arrow column as (flat values, int32 or int64; offsets from 0): a list of integers per row (booleans in a
     mask), no nulls; else the first row that breaks it, as `DataError`."""
@@ -210,6 +230,7 @@ def unshift(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> tuple[n
 __all__ = [
     "IGNORE",
     "MASKS",
+    "RowPlaces",
     "arrow_column",
     "arrow_scalar",
     "bad_row",

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from eosguard.base.errors import DataError
-from eosguard.data.columns import IGNORE, bad_row, check_lengths
+from eosguard.data.columns import IGNORE, RowPlaces, bad_row, check_lengths
 from eosguard.data.tokenized import TOKENS, Layout, column_names, from_dicts, read_rows
 
 Kind = Literal["paired", "unpaired"]
@@ -41,7 +41,7 @@ PAIRWISE = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected
 
 
 @dataclass
-class PreferenceBatch:
+class PreferenceBatch(RowPlaces):
     """Consecutive preference rows of one source: the prompts flat (`prompt`, row i at
     `prompt_offsets[i]:prompt_offsets[i + 1]`), each side's completions flat the same way (`sides`: chosen and
     rejected, or the one completion), `label` (unpaired: desirable or not; None: no such column); `first`, `lines`,
@@ -62,15 +62,6 @@ class PreferenceBatch:
 
     def __len__(self) -> int:
         return len(self.prompt_offsets) - 1
-
-    def where(self, row: int) -> str:
-        """A row's place, for a report: `file:line`, or `source` row N."""
-        if self.lines is not None:
-            return f"{self.source}:{self.lines[row]}"
-        return f"{self.source} row {self.first + row}"
-
-    def error(self, row: int, message: str) -> DataError:
-        return bad_row(self.source, self.first, self.lines, row, message, self.columns)
 
     def prompt_ids(self, row: int) -> np.ndarray:
         return self.prompt[self.prompt_offsets[row] : self.prompt_offsets[row + 1]]

@@ -36,6 +36,7 @@ import numpy as np
 from eosguard.base.errors import DataError
 from eosguard.data.columns import (
     IGNORE,
+    RowPlaces,
     arrow_column,
     arrow_scalar,
     bad_row,
@@ -54,7 +55,7 @@ PARQUET_ROWS = 256  # rows read from a parquet file at a time, then gathered int
 
 
 @dataclass
-class RowBatch:
+class RowBatch(RowPlaces):
     """Consecutive rows of one source: `ids`, `labels` (None: none written), `attention`, `positions` flat, row i at
     `offsets[i]:offsets[i + 1]`; `first`: the index of row 0 in its source; `lines`: JSONL line numbers (else None);
     `label_source`: the column the labels came from; `shifted`: rows whose labels were written shifted by one and are
@@ -74,16 +75,6 @@ class RowBatch:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
-
-    def where(self, row: int) -> str:
-        """A row's place, for a report: `file:line`, or `source` row N."""
-        if self.lines is not None:
-            return f"{self.source}:{self.lines[row]}"
-        return f"{self.source} row {self.first + row}"
-
-    def error(self, row: int, message: str) -> DataError:
-        """A bad row: its place (as `where`), the message, and the source's columns."""
-        return bad_row(self.source, self.first, self.lines, row, message, self.columns)
 
     def row(self, i: int) -> dict[str, list[int]]:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])

@@ -231,7 +231,8 @@ def _config(options: DoctorOptions, show: int) -> DoctorReport:
     """A framework's config: the tokenizer as that framework sets it up (its tokens, its eos, its named template),
     its settings that decide the stop token, then the run's own files where they are local: the model folder
     (--model) and the prepared rows (--prepared, else the config's); findings told in the framework's keys."""
-    from eosguard.checks.configs import RunTokenizer, advise, check_training_config, model_config, read_training_config
+    from eosguard.checks.config_files import model_config, read_training_config
+    from eosguard.checks.configs import RunTokenizer, advise, check_training_config
     from eosguard.checks.doctor import diagnose_run
     from eosguard.checks.preference_configs import advise_preference, check_preference_config, rows_length
     from eosguard.recipes.prepare import require_same_vocabulary
