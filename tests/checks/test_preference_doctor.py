@@ -297,3 +297,13 @@ def test_rows_eosguard_prepared_read_with_another_tokenizer_exit_2(files, tmp_pa
     assert result.exit_code == 2 and "with another tokenizer" in result.output and "Traceback" not in result.output
     code, found, _ = doctor("--tokenizer", smollm2_model_dir(), "--prepared", out)
     assert code == 0 and not found
+
+
+def test_chosen_completions_saved_without_their_closer_get_the_fix_for_the_rows_not_the_length(tmp_path):
+    """Rows already cut before the collator: the fix is closing the completions, not a larger `max_length`."""
+    rows = [json.loads(line) for line in (BAD / "good.jsonl").read_text().splitlines()]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(json.dumps({**r, "chosen_ids": r["chosen_ids"][:-1]}) + "\n" for r in rows))
+    code, found, _ = doctor("--tokenizer", smollm2_model_dir(), "--prepared", cut)
+    assert code == 1 and found["chosen-loses-stop"]["count"] == len(rows) and "truncation-drops-eos" not in found
+    assert found["chosen-loses-stop"]["fix"].startswith("TRL: rows whose completions end with the template's closing")

@@ -171,11 +171,15 @@ def _check_pad(tok: Any, chat: ChatTemplate | None, report: DoctorReport, *, row
     """rows: prepared rows are audited, their labels read as written (or as the named collator builds them), so a
     pad that equals a stop token is proven harmless or harmful there, not warned about here."""
     if rows:
+        pad = f"{tok.pad_token!r} (id {tok.pad_token_id})" if tok.pad_token is not None else (
+            f"none (TRL's trainers set pad = eos {tok.eos_token!r} and save it with the model: harmless to masks built "
+            "by position, the seed's bug for a later SFT stage with a collator that masks the pad id)"
+        )  # fmt: skip
         report.step(
             "pad token",
             True,
-            f"{tok.pad_token!r} (id {tok.pad_token_id}): the rows' labels (preference rows: the completions TRL's "
-            "collator marks by position) are read directly",
+            f"{pad}: the rows' labels (preference rows: the completions TRL's collator marks by position) are read "
+            "directly",
         )
         return
     stop_ids = {i for i in (*(chat.stop_ids if chat else ()), tok.eos_token_id) if i is not None}

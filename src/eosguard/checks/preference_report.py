@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from eosguard.chat.templates import ChatTemplate
+from eosguard.checks.findings import FINDINGS
 from eosguard.checks.preference_rows import Found, Mode, PreferenceAudit, PreferenceAuditor
 from eosguard.checks.report import DoctorReport
 from eosguard.data.columns import IGNORE
@@ -129,7 +130,13 @@ def audit_preferences(
     asymmetric = _asymmetry(a)
     made += [("chosen-loses-stop", asymmetric, a.only_chosen or a.lost["desirable"])] if asymmetric else []
     for finding, message, count in made:
-        report.add(finding, message, count=count).advice = TRL_FIX.get(finding)
+        fix = TRL_FIX.get(finding)
+        if finding == "chosen-loses-stop" and "truncation-drops-eos" not in a.found:  # lost as written, not cut
+            fix = (
+                "TRL: rows whose completions end with the template's closing sequence: "
+                + FINDINGS["completion-unclosed"].fix
+            )
+        report.add(finding, message, count=count).advice = fix
     report.facts["preference"] = _facts(a, auditor)
     detail = _detail(a, auditor, length_note)
     if not sum(a.completions[s] for s in SIDES.get(a.kind, ())):  # type: ignore[call-overload]

@@ -220,7 +220,8 @@ def figure(
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss")
     ax1.set_title("training loss")
-    ax1.legend(fontsize=8)
+    if ax1.lines:  # a quick run may log no loss at all
+        ax1.legend(fontsize=8)
     names = list(runs)
     values = [runs[n]["stop_rate"] * 100 for n in names]
     bars = ax2.bar(names, values, color=[colors.get(n) for n in names])
