@@ -69,7 +69,7 @@ class TrainingConfig:
             what = "no such file (from the working directory or the config's)" if found is None else "not a mapping"
             raise ConfigError(
                 f"{self.at('new_special_tokens_config')}: {name}: {what}; LLaMA-Factory needs a YAML mapping of new "
-                "special tokens to descriptions there, and stops too"
+                "special tokens to descriptions there, and fails without one"
             )
         return {**top, "add_special_tokens": [str(k) for k in mapping]}
 
@@ -129,7 +129,7 @@ def read_training_config(path: str | Path) -> TrainingConfig:
             f"{settings['base_model'].line}) and LLaMA-Factory's `model_name_or_path`: which framework runs it is "
             "unclear; keep the one framework's keys"
         )
-    if top & LLAMAFACTORY_KEYS:
+    if top & LLAMAFACTORY_KEYS and "base_model" not in top:
         return TrainingConfig(p, "llamafactory", settings)
     if top & AXOLOTL_KEYS:
         return TrainingConfig(p, "axolotl", settings)
