@@ -191,7 +191,10 @@ def test_config_takes_the_given_rows_and_template_arguments_and_refuses_what_doe
         (["--gguf", "x.gguf", "--data", "c.jsonl"], "--data does not combine with --gguf"),
         (["--tokenizer", smol, "--data", "c.jsonl", "--prepared", "rows"], "--data does not combine with --prepared"),
         (["--modelfile", "Modelfile", "--max-length", "64"], "--max-length does not combine with --modelfile"),
-        (["--config", config(tmp_path, "both.yaml", "base_model: x\nmodel_name_or_path: y\n")], "both axolotl's"),
+        (
+            ["--config", config(tmp_path, "both.yaml", "base_model: x\nmodel_name_or_path: y\n")],
+            "axolotl's `base_model` at line 1",
+        ),
     ):
         result = CliRunner().invoke(app, ["doctor", *map(str, args)])
         assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output

@@ -306,4 +306,4 @@ def test_chosen_completions_saved_without_their_closer_get_the_fix_for_the_rows_
     cut.write_text("".join(json.dumps({**r, "chosen_ids": r["chosen_ids"][:-1]}) + "\n" for r in rows))
     code, found, _ = doctor("--tokenizer", smollm2_model_dir(), "--prepared", cut)
     assert code == 1 and found["chosen-loses-stop"]["count"] == len(rows) and "truncation-drops-eos" not in found
-    assert found["chosen-loses-stop"]["fix"].startswith("TRL: rows whose completions end with the template's closing")
+    assert found["chosen-loses-stop"]["fix"].startswith("TRL: close each completion with the template's closing")

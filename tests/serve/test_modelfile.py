@@ -150,6 +150,8 @@ def test_llamafactorys_own_modelfile_for_qwen_on_smollm2(tmp_path):
     path.write_text(llamafactory_modelfile())
     code, found = doctor("--modelfile", path, "--tokenizer", smollm2_model_dir())
     assert code == 0 and not found  # Ollama writes SmolLM2's ChatML turn for turn, the generation prompt included
+    result = CliRunner().invoke(app, ["doctor", "--modelfile", str(path), "--tokenizer", str(smollm2_model_dir())])
+    assert "FROM . (" in result.output and "a local folder" in " ".join(result.output.split())  # LLaMA-Factory's FROM .
     mf = read_modelfile(path)
     prompt = ollama_prompt(OllamaGoTemplate(mf.template), mf.system, [{"role": "user", "content": "Hi"}])
     # with no system message Ollama writes Qwen's, which LLaMA-Factory's qwen template also trained with (its

@@ -125,9 +125,9 @@ def read_training_config(path: str | Path) -> TrainingConfig:
     top = {k for k in settings if "." not in k and "[" not in k}
     if "base_model" in top and "model_name_or_path" in top:
         raise ConfigError(
-            f"{p}:{settings['model_name_or_path'].line}: both axolotl's `base_model` (line "
-            f"{settings['base_model'].line}) and LLaMA-Factory's `model_name_or_path`: which framework runs it is "
-            "unclear; keep the one framework's keys"
+            f"{p}:{settings['model_name_or_path'].line}: LLaMA-Factory's `model_name_or_path` here and axolotl's "
+            f"`base_model` at line {settings['base_model'].line}: which framework runs it is unclear; keep the one "
+            "framework's keys"
         )
     if top & LLAMAFACTORY_KEYS and "base_model" not in top:
         return TrainingConfig(p, "llamafactory", settings)

@@ -133,7 +133,7 @@ def audit_preferences(
         fix = TRL_FIX.get(finding)
         if finding == "chosen-loses-stop" and "truncation-drops-eos" not in a.found:  # lost as written, not cut
             fix = (
-                "TRL: rows whose completions end with the template's closing sequence: "
+                "TRL: close each completion with the template's closing sequence: "
                 + FINDINGS["completion-unclosed"].fix
             )
         report.add(finding, message, count=count).advice = fix

@@ -149,7 +149,11 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | Non
     gguf = gguf if gguf is not None else mf.local_gguf()
     report = DoctorReport(passed="no findings: Ollama renders the trained format and stops on every stop token")
     where = f"{mf.path}:{mf.source_line}"
-    named = "a local GGUF" if mf.local_gguf() else f"given as --gguf {gguf}" if gguf else "not a local file"
+    folder = mf.source is not None and (mf.path.parent / Path(mf.source).expanduser()).is_dir()
+    named = (
+        "a local GGUF" if mf.local_gguf() else f"given as --gguf {gguf}" if gguf
+        else "a local folder (Ollama converts it; no GGUF to read here)" if folder else "not a local file"
+    )  # fmt: skip
     report.step("Modelfile", True, f"FROM {mf.source} ({where}; {named})")
     tok = tokenizer if tokenizer is not None else (gguf_tokenizer(gguf) if gguf else None)
     if tok is None:
