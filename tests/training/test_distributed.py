@@ -70,6 +70,26 @@ def test_two_processes_equal_one_process_with_twice_the_batch(runs):
     assert max_diff(weights(root / "one"), weights(root / "two")) < 5e-5
 
 
+def test_dpo_under_two_processes_equals_one_process_with_twice_the_batch(tiny_model_dir, tmp_path):
+    """`method: dpo` (TRL's DPOTrainer on eosguard's rows) under torchrun, as SFT: the same loss and weights."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+                                         "chosen": [{"role": "assistant", "content": str(2 * i)}],
+                                         "rejected": [{"role": "assistant", "content": "No idea."}]}) + "\n"
+                             for i in range(16)))  # fmt: skip
+    sets = ("method=dpo", "max_steps=2", "data.eval_fraction=0")
+    one, two = run_together(
+        command(1, tiny_model_dir, pairs, tmp_path / "one", *sets, "batch_size=4"),
+        command(2, tiny_model_dir, pairs, tmp_path / "two", *sets, "batch_size=2"),
+    )
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    losses = [
+        json.loads((tmp_path / n / "model" / "eosguard.json").read_text())["train"]["losses"] for n in ("one", "two")
+    ]
+    assert [b for _, b in losses[0]] == pytest.approx([b for _, b in losses[1]], rel=1e-5) and len(losses[0]) == 2
+    assert max_diff(weights(tmp_path / "one"), weights(tmp_path / "two")) < 5e-5
+
+
 def test_two_processes_print_each_line_once_and_write_one_complete_folder(runs):
     root, _, two = runs
     out = two.stdout
