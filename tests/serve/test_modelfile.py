@@ -176,11 +176,12 @@ def test_a_template_go_refuses_exits_2_and_one_the_renderer_cannot_follow_is_ski
     )
 
 
-def test_a_modelfile_without_from_or_with_an_open_string_exits_2(tmp_path):
+def test_a_modelfile_ollama_refuses_exits_2_with_its_line(tmp_path):
     for text, message in [
         ("PARAMETER stop x\n", "no FROM line"),
         ('FROM x\nTEMPLATE """{{ .Prompt }}\n', ":2: "),
         ('FROM x\nPARAMETR stop "<|im_end|>"\n', ":2: 'PARAMETR': Ollama's parser refuses"),
+        ("# a comment\nFROM ./missing.gguf\n", ":2: FROM ./missing.gguf: no such file"),
     ]:
         path = tmp_path / "Modelfile"
         path.write_text(text)

@@ -135,7 +135,24 @@ def read_modelfile(path: str | Path) -> Modelfile:
         i = nxt
     if out.source is None:
         raise DataError("no FROM line: not a Modelfile", path=str(p))
+    _require_from_path(out)
     return out
+
+
+def _require_from_path(mf: Modelfile) -> None:
+    """A FROM written as a path (`./x.gguf`, `/models/x`, `~/x`, `x.gguf`) that is not there: Ollama's `CreateRequest`
+    (parser/parser.go) then sends it as a model name of its library, and `ollama create` fails on it."""
+    source = mf.source or ""
+    pathlike = source.startswith((".", "/", "~")) or source.lower().endswith((".gguf", ".safetensors", ".bin"))
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else mf.path.parent / path
+    if pathlike and not path.exists():
+        raise DataError(
+            f"FROM {source}: no such file or folder ({path}); Ollama would take it for a model name of its library "
+            "and fail to create the model",
+            path=str(mf.path),
+            line=mf.source_line,
+        )
 
 
 def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | None = None) -> DoctorReport:
