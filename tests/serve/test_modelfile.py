@@ -182,6 +182,7 @@ def test_a_modelfile_ollama_refuses_exits_2_with_its_line(tmp_path):
         ('FROM x\nTEMPLATE """{{ .Prompt }}\n', ":2: "),
         ('FROM x\nPARAMETR stop "<|im_end|>"\n', ":2: 'PARAMETR': Ollama's parser refuses"),
         ("# a comment\nFROM ./missing.gguf\n", ":2: FROM ./missing.gguf: no such file"),
+        ('FROM x\nPARAMETER mirostat 0\nPARAMETER stp "<|im_end|>"\n', ":3: unknown parameter 'stp'"),
     ]:
         path = tmp_path / "Modelfile"
         path.write_text(text)

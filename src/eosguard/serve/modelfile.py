@@ -44,6 +44,17 @@ from eosguard.serve.ollama_prompt import PROBES, OllamaGoTemplate, compare, defa
 # Ollama's commands (parser/parser.go `isValidCommand`); any other word opening a line makes `ollama create` fail
 COMMANDS = ("FROM", "LICENSE", "TEMPLATE", "SYSTEM", "ADAPTER", "DRAFT", "RENDERER", "PARSER", "PARAMETER", "MESSAGE",
             "REQUIRES")  # fmt: skip
+# The parameters `ollama create` takes (Ollama 0.33: api/types.go `Options` and `Runner`, by JSON name, case and all),
+# and those it skips with a warning (parser/parser.go `deprecatedParameters`); any other name fails `FormatParams`.
+PARAMETERS = frozenset({
+    "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n", "temperature",
+    "repeat_penalty", "presence_penalty", "frequency_penalty", "stop", "num_ctx", "num_batch", "num_gpu", "main_gpu",
+    "use_mmap", "num_thread", "draft_num_predict",
+})  # fmt: skip
+DEPRECATED_PARAMETERS = frozenset({
+    "penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat", "mirostat_tau",
+    "mirostat_eta",
+})  # fmt: skip
 _INSTRUCTION = re.compile(r"^\s*(" + "|".join(COMMANDS) + r")\b\s*(.*)$", re.I)
 
 
@@ -119,7 +130,9 @@ def read_modelfile(path: str | Path) -> Modelfile:
             if word == "PARAMETER":
                 name, _, value = rest.strip().partition(" ")
                 value, nxt = _value(value, lines, i)
-                if name.lower() == "stop":
+                if name not in PARAMETERS | DEPRECATED_PARAMETERS:
+                    raise ValueError(f"unknown parameter {name!r}: `ollama create` refuses it (api.FormatParams)")
+                if name == "stop":
                     out.stops.append((value, i + 1))
                 i = nxt
                 continue
