@@ -111,7 +111,11 @@ def test_keep_start_truncation_of_longer_chosen_completions_teaches_not_to_stop(
         assert "6 records dropped by eosguard" in json.dumps(report["steps"]) and "skipped" in json.dumps(
             report["steps"]
         )
-    else:  # the run's length holds every pair, or keep_end kept the stop tokens
+    elif mode == "keep_end":  # every stop token kept; the long chosen replies' prompts cut at their start instead
+        assert code == 0 and set(found) == {"prompt-truncated"} and found["prompt-truncated"]["count"] == N
+        assert "6 chosen)" in found["prompt-truncated"]["message"]
+        assert facts(report)["without_stop"] == {"chosen": 0, "rejected": 0}
+    else:  # the run's length holds every pair
         assert code == 0 and not found and facts(report)["without_stop"] == {"chosen": 0, "rejected": 0}
     if mode == "keep_end":
         assert (

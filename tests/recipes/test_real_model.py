@@ -94,7 +94,8 @@ def test_real_demo_quick_writes_the_same_report_as_the_tiny_demo(smollm2, tmp_pa
 
 
 def test_preference_demo_quick_writes_its_report(smollm2, tmp_path):
-    """`eosguard demo --stage dpo` in miniature: SFT, DPO the way TRL runs it and on eosguard's rows, GRPO's first
+    """`eosguard demo --stage dpo` in miniature: SFT, DPO the way TRL runs it (both truncation modes) and on eosguard's
+    rows, GRPO's first
     step with both stop sets; the doctor's finding on each DPO run, and the report."""
     from eosguard.recipes.demo import RealDemoSettings
     from eosguard.recipes.demo_preference import PreferenceDemoSettings, run_preference_demo
@@ -103,8 +104,9 @@ def test_preference_demo_quick_writes_its_report(smollm2, tmp_path):
     s = PreferenceDemoSettings(n_pairs=16, steps=1, grpo_prompts=1, grpo_generations=2, max_new_tokens=8, sft=sft)
     report = run_preference_demo(tmp_path, s, log=lambda _: None)
     runs = report["runs"]
-    assert set(runs) == {"base", "broken", "eosguard"} and runs["eosguard"]["findings"] == []
+    assert set(runs) == {"base", "broken", "broken-keep-end", "eosguard"} and runs["eosguard"]["findings"] == []
     assert "chosen-loses-stop" in runs["broken"]["findings"]  # TRL's rows at max_length 37: chosen lose <|im_end|>
+    assert runs["broken-keep-end"]["findings"] == ["prompt-truncated"]  # keep_end: stops kept, prompts cut instead
     lengths = report["dpo_max_length"]
     assert lengths["broken"] == 37 < lengths["eosguard"]  # eosguard's run holds every pair whole
     grpo = report["grpo_first_step"]

@@ -230,6 +230,15 @@ FINDINGS: dict[str, FindingSpec] = {
             "(axolotl: `excess_length_strategy: drop`); eosguard's over_length policy never cuts a prompt",
         ),
         FindingSpec(
+            "prompt-truncated",
+            "warning",
+            "preference completions trained after a prompt cut at its start (TRL's `truncation_mode='keep_end'` at "
+            "`max_length`): the system message and earlier turns are gone, the reply learned for a prompt no one "
+            "sends (measured on SmolLM2 in `eosguard demo --stage dpo`) (count)",
+            "TRL: `truncation_mode='keep_start'` (its default) with a `max_length` that holds each pair; "
+            "`eosguard prepare` drops whole earlier turns of a prompt, never part of one",
+        ),
+        FindingSpec(
             "pad-trained",
             "error",
             "prepared rows that train padding positions (attention mask 0) (count of rows)",

@@ -25,6 +25,8 @@ TRL_FIX = {
     "prompt-not-prefix": "TRL: conversational records (it renders the prompt with add_generation_prompt=True), with a "
     "template whose generation prompt is a prefix of the rendered reply; plain text: end each prompt with the "
     "generation prompt; `eosguard prepare` writes the generation prompt's own ids",
+    "prompt-truncated": "TRL: `truncation_mode='keep_start'` (its default; 'keep_end' is deprecated) with a "
+    "`max_length` that holds each pair; `eosguard prepare` drops whole earlier turns of a prompt, never part of one",
     "reply-header-missing": "TRL: `truncation_mode='keep_start'` (its default; 'keep_end' is deprecated) with a "
     "`max_length` that holds each completion and its prompt",
 }
@@ -73,6 +75,12 @@ def _message(finding: str, a: PreferenceAudit, auditor: PreferenceAuditor) -> st
             f"({gen!r}): their completions are trained after a context the model never sees (TRL cuts a prompt where "
             "its ids and those of prompt + completion diverge; a plain-text prompt must end with it itself); "
             + _prompt_tail(tok, found, len(auditor.gen))
+        )
+    if finding == "prompt-truncated":
+        return (
+            f"{n} are trained after a prompt cut at its start: truncation_mode='keep_end' keeps the last {limit} "
+            "tokens of prompt + completion, so the system message and earlier turns go first; the model learns "
+            "these replies for prompts no one sends"
         )
     return (  # reply-header-missing
         f"{n} are longer than {limit} less the generation prompt: truncation_mode='keep_end' cuts the prompt from the "

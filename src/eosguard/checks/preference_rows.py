@@ -18,7 +18,8 @@ sequences and the tokenizer's eos are counted. Findings, with the first rows of 
 - `chosen-loses-stop`: chosen completions left without a stop token (absent, or cut) more often than the rejected
   ones of their pairs (KTO: desirable more often than undesirable): the preference loss teaches not to stop;
 - `prompt-not-prefix`: prompts that do not end with the generation prompt inference sends;
-- `reply-header-missing`: with `keep_end`, completions so long that the collator cuts the generation prompt away.
+- `reply-header-missing`: with `keep_end`, completions so long that the collator cuts the generation prompt away;
+- `prompt-truncated`: with `keep_end`, prompts the collator cuts at their start (the generation prompt kept).
 
 What the counts say (messages, the step, the facts, TRL's fixes) is `eosguard.checks.preference_report`. Run as:
     eosguard doctor --tokenizer PATH --prepared dpo_rows/ [--max-length 1024] [--truncation-mode keep_start]
@@ -198,6 +199,8 @@ class PreferenceAuditor:
             self._found("truncation-drops-eos", batch, r, side, prompt, completion)
         elif not keep_start and header_cut:
             self._found("reply-header-missing", batch, r, side, prompt, completion)
+        elif not keep_start and limit is not None and len(prompt) + len(completion) > limit:
+            self._found("prompt-truncated", batch, r, side, prompt, completion)
         a.other_mode += header_cut if keep_start else stop_cut and len(prompt) < limit  # type: ignore[operator]
         lost = end.stop is None or (keep_start and stop_cut)
         a.lost[side] += lost

@@ -2,7 +2,7 @@
 
 1. SFT: SmolLM2-135M-Instruct fine-tuned eosguard's way on the task conversations (the SFT demo's eosguard run: the
    same data, steps and seed): "sft", the model both preference runs start from.
-2. DPO twice from it, on the same pairs, steps, learning rate and seed (`eosguard.recipes.tasks.preference_pairs`:
+2. DPO three times from it, on the same pairs, steps, learning rate and seed (`eosguard.recipes.tasks.preference_pairs`:
    the chosen reply the right answer, the rejected one the same answer stopped short, so chosen replies are the
    longer ones, as in most preference data, and each pair's lesson is where to stop):
    - "broken": TRL's `DPOTrainer` as a user runs it on those conversational pairs: its own preprocessing, its
@@ -10,6 +10,9 @@
      chosen replies lose their `<|im_end|>` than rejected ones (the doctor counts them: `chosen-loses-stop`), and the
      loss, pushing down the replies that stop short and up the ones cut before their end, teaches the model not to
      stop;
+   - "broken-keep-end": the same, with `truncation_mode="keep_end"` (older TRL's default for DPO, deprecated in 1.16):
+     the collator keeps the end instead, so every stop token stays and the prompts lose their start (system turn,
+     user turn, even the generation prompt): the model is trained on replies to prompts it never sees whole;
    - "eosguard": the same trainer on eosguard's rows (`eosguard.chat.preference`: each completion through its
      `<|im_end|>`, never cut), at the length that holds every pair whole (at the user's length eosguard would drop
      the pairs that do not fit, and its doctor names the length that holds them), its collator guarded.
@@ -36,6 +39,7 @@ from eosguard.recipes.demo import RealDemoSettings
 LABELS = {
     "base": "SFT (eosguard)",
     "broken": "DPO, TRL as users run it (keep-start truncation)",
+    "broken-keep-end": "DPO, TRL with keep_end truncation (older TRL's default)",
     "eosguard": "DPO on eosguard's rows (every pair whole)",
 }
 
@@ -63,8 +67,11 @@ class PreferenceDemoSettings:
         return cls(n_pairs=32, steps=4, grpo_prompts=2, grpo_generations=2, sft=RealDemoSettings.quick())
 
 
-def _dpo(model: Any, tok: Any, pairs: list[dict], s: PreferenceDemoSettings, out: Path, eosguard: bool) -> Any:
-    """One DPO run from `model` on `pairs`: TRL's own pipeline, or TRL's trainer on eosguard's rows (guarded)."""
+def _dpo(
+    model: Any, tok: Any, pairs: list[dict], s: PreferenceDemoSettings, out: Path, eosguard: bool, mode: str
+) -> Any:
+    """One DPO run from `model` on `pairs`: TRL's own pipeline (its collator cutting in `mode`), or TRL's trainer on
+    eosguard's rows (guarded)."""
     import datasets
     from trl import DPOConfig, DPOTrainer
 
@@ -84,7 +91,7 @@ def _dpo(model: Any, tok: Any, pairs: list[dict], s: PreferenceDemoSettings, out
     args = training_arguments(
         out / "trainer", steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed, logging_steps=2,
         scheduler="constant_with_warmup", progress=False, args_class=DPOConfig, beta=s.beta, max_length=length,
-        gradient_checkpointing=False,
+        gradient_checkpointing=False, truncation_mode=mode,
     )  # fmt: skip
     common = {"model": model, "ref_model": copy.deepcopy(model).eval(), "args": args}
     if eosguard:
@@ -204,12 +211,13 @@ def run_preference_demo(
     firsts = [sum(len(v) for v in list(heldout.values())[:i]) for i in range(min(3, len(heldout)))]
     findings = _doctor(tok, pairs, s)
     lengths: dict[str, int] = {}
-    for name in ("base", "broken", "eosguard"):
+    for name in ("base", "broken", "broken-keep-end", "eosguard"):
         if name != "base":
             model.load_state_dict(sft_state)
             log(f"{name}: DPO, {s.steps} steps of {s.batch_size} pairs, lr {s.lr}, beta {s.beta}, max_length "
                 f"{s.max_length}")  # fmt: skip
-            fitted, stats, length = _dpo(model, tok, pairs, s, out / name, eosguard=name == "eosguard")
+            mode = "keep_end" if name == "broken-keep-end" else "keep_start"
+            fitted, stats, length = _dpo(model, tok, pairs, s, out / name, eosguard=name == "eosguard", mode=mode)
             curves[name] = fitted.losses
             lengths[name] = length
             save_model_folder(model, tok, out / name / "model", extra={"run": name, "pairs": stats and stats.summary()})
@@ -234,8 +242,9 @@ def _doctor(tok: Any, pairs: list[dict], s: PreferenceDemoSettings) -> dict[str,
 
     records = [parse_preference(p) for p in pairs]
     found = {}
-    for name, collator in (("broken", "trl"), ("eosguard", "eosguard")):
-        report = diagnose(tok, preferences=records, collator=collator, max_length=s.max_length)
+    for name, collator, mode in (("broken", "trl", "keep_start"), ("broken-keep-end", "trl", "keep_end"),
+                                 ("eosguard", "eosguard", "keep_start")):  # fmt: skip
+        report = diagnose(tok, preferences=records, collator=collator, max_length=s.max_length, truncation_mode=mode)
         found[name] = [f.id for f in report.findings]
     return {"base": [], **found}
 

@@ -203,7 +203,7 @@ def figure(
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {"base": "tab:gray", "broken": "tab:red", "eosguard": "tab:green"}
+    colors = {"base": "tab:gray", "broken": "tab:red", "broken-keep-end": "tab:orange", "eosguard": "tab:green"}
     labels = names or {
         "base": "stage 0 (eosguard)",
         "broken": "broken (loss over every token, prompts too)",
@@ -220,7 +220,7 @@ def figure(
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss")
     ax1.set_title("training loss")
-    if ax1.lines:  # a quick run may log no loss at all
+    if any(curves.values()):  # a quick run may log no loss at all
         ax1.legend(fontsize=8)
     names = list(runs)
     values = [runs[n]["stop_rate"] * 100 for n in names]
