@@ -18,8 +18,8 @@ Over length (`fit_preferences`): neither a closing sequence nor a turn is ever c
 turns of a conversational prompt (the system message kept, then the earliest exchanges first) until the pair fits,
 so the prompt is still one inference could send; a record that does not fit with its last user turn alone, or a
 plain-text one, is dropped, counted. (Cutting the prompt's tokens from the left instead, as TRL's `keep_end` does,
-was measured to hurt: on the demo's pairs, every prompt cut inside its system turn, DPO took SmolLM2's stop rate
-from 98% to 69%.) `drop` drops the record; `error` stops with its file and line.
+trains replies after prompts cut inside a turn, which no one sends: the doctor's `prompt-truncated`.) `drop` drops
+the record; `error` stops with its file and line.
 
 Run as:
     eosguard prepare pairs.jsonl --tokenizer PATH --out prepared/

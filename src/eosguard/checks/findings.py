@@ -234,7 +234,7 @@ FINDINGS: dict[str, FindingSpec] = {
             "warning",
             "preference completions trained after a prompt cut at its start (TRL's `truncation_mode='keep_end'` at "
             "`max_length`): the system message and earlier turns are gone, the reply learned for a prompt no one "
-            "sends (measured on SmolLM2 in `eosguard demo --stage dpo`) (count)",
+            "sends (count)",
             "TRL: `truncation_mode='keep_start'` (its default) with a `max_length` that holds each pair; "
             "`eosguard prepare` drops whole earlier turns of a prompt, never part of one",
         ),

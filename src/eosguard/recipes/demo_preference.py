@@ -1,7 +1,7 @@
 """`eosguard demo --model smollm2 --stage dpo`: the stop token through preference and RL training, on the real model.
 
 1. SFT: SmolLM2-135M-Instruct fine-tuned eosguard's way on the task conversations (the SFT demo's eosguard run: the
-   same data, steps and seed): "sft", the model both preference runs start from.
+   same data, steps and seed): "sft", the model every DPO run starts from.
 2. DPO three times from it, on the same pairs, steps, learning rate and seed (`eosguard.recipes.tasks.preference_pairs`:
    the chosen reply the right answer, the rejected one the same answer stopped short, so chosen replies are the
    longer ones, as in most preference data, and each pair's lesson is where to stop):
