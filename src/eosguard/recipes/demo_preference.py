@@ -8,8 +8,8 @@
    - "broken": TRL's `DPOTrainer` as a user runs it on those conversational pairs: its own preprocessing, its
      collator keeping the start of each prompt + completion at a `max_length` set a little short (37 tokens). More
      chosen replies lose their `<|im_end|>` than rejected ones (the doctor counts them: `chosen-loses-stop`), and the
-     loss, pushing down the replies that stop short and up the ones cut before their end, teaches the model not to
-     stop;
+     loss pushes down the replies that stop short and up the ones cut before their end: toward not stopping (in the
+     demo's 40 steps the stop rate held; docs/demo.md has the figures);
    - "broken-keep-end": the same, with `truncation_mode="keep_end"` (older TRL's default for DPO, deprecated in 1.16):
      the collator keeps the end instead, so every stop token stays and the prompts lose their start (system turn,
      user turn, even the generation prompt): the model is trained on replies to prompts it never sees whole;
