@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_prepare import eosguard_command, timed
+from bench_prepare import eosguard_command, timed_in_turn
 from common import synthetic_conversations, write_result
 
 from eosguard.testing.fixtures import openhermes_tokenizer
@@ -83,14 +82,7 @@ def main() -> None:
                          "--max-length", "4096"],
             "trl_dpo": [sys.executable, str(HERE / "trl_dpo_prepare.py"), str(data), str(work / "tok")],
         }  # fmt: skip
-        seconds: dict[str, list[float]] = {k: [] for k in commands}
-        for _ in range(repeats):
-            for name, cmd in commands.items():  # in turn, so drift on the machine touches both sides alike
-                out = work / f"out-{name}"
-                shutil.rmtree(out, ignore_errors=True)
-                seconds[name].append(
-                    timed([*cmd, *(["--out", str(out)] if name == "eosguard" else [str(out)])], work)[0]
-                )
+        seconds = timed_in_turn(commands, work, repeats)
         checked = compare(work / "out-eosguard", work / "out-trl_dpo", tok.convert_tokens_to_ids("<|im_end|>"))
     median = {k: statistics.median(v) for k, v in seconds.items()}
     result = {

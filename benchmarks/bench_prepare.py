@@ -78,6 +78,19 @@ def timed(cmd: list[str], work: Path) -> tuple[float, float]:
     return measured["seconds"], measured["peak_rss_kb"] / 1024
 
 
+def timed_in_turn(commands: dict[str, list[str]], work: Path, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each command, `repeats` times, run in turn so that drift on the machine touches every side
+    alike; each writes a fresh `work/out-NAME` (`--out` for eosguard's commands, the last argument for the others)."""
+    seconds: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(repeats):
+        for name, cmd in commands.items():
+            out = work / f"out-{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            flag = ["--out", str(out)] if name == "eosguard" else [str(out)]
+            seconds[name].append(timed([*cmd, *flag], work)[0])
+    return seconds
+
+
 def rows(folder: Path) -> tuple[list[list[int]], list[list[int]]]:
     import datasets
 
@@ -116,13 +129,7 @@ def main() -> None:
                 str(work / "tok"),
             ],
         }
-        seconds: dict[str, list[float]] = {k: [] for k in commands}
-        for _ in range(repeats):
-            for name, cmd in commands.items():  # in turn, so drift on the machine touches every side alike
-                out = work / f"out-{name}"
-                shutil.rmtree(out, ignore_errors=True)
-                flag = ["--out", str(out)] if name == "eosguard" else [str(out)]
-                seconds[name].append(timed([*cmd, *flag], work)[0])
+        seconds = timed_in_turn(commands, work, repeats)
 
         ours, theirs = rows(work / "out-eosguard"), rows(work / "out-trl_script")
         assert ours[0] == theirs[0], "input_ids differ from the TRL path"
