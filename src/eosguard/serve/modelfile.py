@@ -71,13 +71,17 @@ class Modelfile:
     system: str | None = None
     stops: list[tuple[str, int]] = field(default_factory=list)
 
-    def local_gguf(self) -> Path | None:
-        """The GGUF file `FROM` names, when it is a local file (else a model name in Ollama's library)."""
+    def from_path(self) -> Path | None:
+        """`FROM` read as a path, as Ollama expands it: `~` expanded, relative to the Modelfile's folder."""
         if self.source is None:
             return None
         path = Path(self.source).expanduser()
-        path = path if path.is_absolute() else self.path.parent / path
-        return path if path.is_file() else None
+        return path if path.is_absolute() else self.path.parent / path
+
+    def local_gguf(self) -> Path | None:
+        """The GGUF file `FROM` names, when it is a local file (else a model name in Ollama's library)."""
+        path = self.from_path()
+        return path if path is not None and path.is_file() else None
 
 
 def _unquote(text: str) -> tuple[str, bool]:
@@ -157,9 +161,8 @@ def _require_from_path(mf: Modelfile) -> None:
     (parser/parser.go) then sends it as a model name of its library, and `ollama create` fails on it."""
     source = mf.source or ""
     pathlike = source.startswith((".", "/", "~")) or source.lower().endswith((".gguf", ".safetensors", ".bin"))
-    path = Path(source).expanduser()
-    path = path if path.is_absolute() else mf.path.parent / path
-    if pathlike and not path.exists():
+    path = mf.from_path()
+    if pathlike and path is not None and not path.exists():
         raise DataError(
             f"FROM {source}: no such file or folder ({path}); Ollama would take it for a model name of its library "
             "and fail to create the model",
@@ -176,12 +179,13 @@ def diagnose_modelfile(path: str | Path, tokenizer: Any = None, gguf: Path | Non
     from eosguard.serve.gguf_files import gguf_tokenizer, read_gguf
 
     mf = read_modelfile(path)
-    gguf = gguf if gguf is not None else mf.local_gguf()
+    local, source = mf.local_gguf(), mf.from_path()
+    gguf = gguf if gguf is not None else local
     report = DoctorReport(passed="no findings: Ollama renders the trained format and stops on every stop token")
     where = f"{mf.path}:{mf.source_line}"
-    folder = mf.source is not None and (mf.path.parent / Path(mf.source).expanduser()).is_dir()
+    folder = source is not None and source.is_dir()
     named = (
-        "a local GGUF" if mf.local_gguf() else f"given as --gguf {gguf}" if gguf
+        "a local GGUF" if local else f"given as --gguf {gguf}" if gguf
         else "a local folder (Ollama converts it; no GGUF to read here)" if folder else "not a local file"
     )  # fmt: skip
     report.step("Modelfile", True, f"FROM {mf.source} ({where}; {named})")
